@@ -1,0 +1,279 @@
+//! CollectionService: records of one collection.
+
+use super::{
+    ApiState, collection_name, filters, labels, order, page_size, payload, record_to_proto,
+};
+use crate::error::{Error, Result};
+use crate::names::{Namespace, RecordId};
+use crate::proto::{self, collection_service_server::CollectionService};
+use crate::store::{self, Collection, Mask, Query, WriteOp, Written};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The CollectionService adapter.
+pub struct CollectionApi(pub Arc<ApiState>);
+
+impl CollectionApi {
+    fn target<T>(
+        &self,
+        req: &Request<T>,
+        ns: &str,
+        coll: &str,
+        write: bool,
+    ) -> Result<(Namespace, Arc<Collection>)> {
+        let ns = self.0.namespace(req, ns)?;
+        let name = collection_name(coll)?;
+        let c = if write {
+            self.0.catalog.get_writable(&ns, &name)?
+        } else {
+            self.0.catalog.get(&ns, &name)?
+        };
+        Ok((ns, c))
+    }
+}
+
+fn create_op(c: &Collection, r: &proto::CreateRequest) -> Result<WriteOp> {
+    let rec = r
+        .record
+        .as_ref()
+        .ok_or_else(|| Error::invalid("record is missing"))?;
+    let msg = payload(c.descriptor(), rec)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "record has no payload: set data (an Any of {}) or json",
+            c.descriptor().full_name()
+        ))
+    })?;
+    let encoded = store::codec::encode(&msg)?;
+    if encoded.bytes.len() > store::collection::MAX_RECORD_BYTES {
+        return Err(Error::invalid(format!(
+            "record is {} bytes; the limit is {}",
+            encoded.bytes.len(),
+            store::collection::MAX_RECORD_BYTES
+        )));
+    }
+    Ok(WriteOp::Create {
+        id: super::optional_id(&rec.id)?,
+        payload: encoded,
+        labels: labels(&rec.labels)?,
+    })
+}
+
+fn update_op(c: &Collection, r: &proto::UpdateRequest) -> Result<WriteOp> {
+    let rec = r
+        .record
+        .as_ref()
+        .ok_or_else(|| Error::invalid("record is missing: it carries the id and the new values"))?;
+    let id = RecordId::new(&rec.id).map_err(|e| e.context("record.id"))?;
+    let mask = Mask::parse(
+        r.update_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default(),
+    )?;
+    Ok(WriteOp::Update {
+        id,
+        data: payload(c.descriptor(), rec)?,
+        labels: labels(&rec.labels)?,
+        mask,
+        expected_version: r.expected_version,
+    })
+}
+
+fn delete_op(r: &proto::DeleteRequest) -> Result<WriteOp> {
+    Ok(WriteOp::Delete {
+        id: RecordId::new(&r.id)?,
+        expected_version: r.expected_version,
+    })
+}
+
+fn stored(c: &Collection, w: Written) -> proto::Record {
+    match w {
+        Written::Stored(r) => record_to_proto(c.descriptor(), r),
+        Written::Deleted => proto::Record::default(),
+    }
+}
+
+fn check_same(i: usize, what: &str, inner: &str, outer: &str) -> Result<()> {
+    if !inner.is_empty() && inner != outer {
+        return Err(Error::invalid(format!(
+            "ops[{i}]: {what} {inner:?} differs from the batch's {outer:?}; leave it empty"
+        )));
+    }
+    Ok(())
+}
+
+fn query(
+    text: &str,
+    fs: &[proto::Filter],
+    ls: &std::collections::HashMap<String, String>,
+    o: &Option<proto::OrderBy>,
+    size: i32,
+    token: &str,
+) -> Result<Query> {
+    Ok(Query {
+        text: text.to_string(),
+        filters: filters(fs)?,
+        labels: ls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        order: order(o),
+        page_size: page_size(size)?,
+        page_token: token.to_string(),
+    })
+}
+
+#[tonic::async_trait]
+impl CollectionService for CollectionApi {
+    async fn create(
+        &self,
+        req: Request<proto::CreateRequest>,
+    ) -> Result<Response<proto::Record>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, true)?;
+        let op = create_op(&c, r)?;
+        Ok(Response::new(stored(&c, c.write(op).await?)))
+    }
+
+    async fn get(
+        &self,
+        req: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::Record>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
+        let rec = c.get(RecordId::new(&r.id)?).await?;
+        Ok(Response::new(record_to_proto(c.descriptor(), rec)))
+    }
+
+    async fn update(
+        &self,
+        req: Request<proto::UpdateRequest>,
+    ) -> Result<Response<proto::Record>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, true)?;
+        let op = update_op(&c, r)?;
+        Ok(Response::new(stored(&c, c.write(op).await?)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, true)?;
+        c.write(delete_op(r)?).await?;
+        Ok(Response::new(proto::DeleteResponse {}))
+    }
+
+    async fn list(
+        &self,
+        req: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
+        let q = query(
+            "",
+            &[],
+            &Default::default(),
+            &r.order_by,
+            r.page_size,
+            &r.page_token,
+        )?;
+        let (page, _) = c.search(q, false).await?;
+        Ok(Response::new(proto::ListResponse {
+            records: page
+                .hits
+                .into_iter()
+                .map(|(rec, _)| record_to_proto(c.descriptor(), rec))
+                .collect(),
+            next_page_token: page.next_token,
+        }))
+    }
+
+    async fn search(
+        &self,
+        req: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
+        let q = query(
+            &r.query,
+            &r.filters,
+            &r.labels,
+            &r.order_by,
+            r.page_size,
+            &r.page_token,
+        )?;
+        let (page, total) = c.search(q, true).await?;
+        Ok(Response::new(proto::SearchResponse {
+            hits: page
+                .hits
+                .into_iter()
+                .map(|(rec, score)| proto::SearchHit {
+                    record: Some(record_to_proto(c.descriptor(), rec)),
+                    score,
+                })
+                .collect(),
+            total_count: total.unwrap_or(0),
+            next_page_token: page.next_token,
+        }))
+    }
+
+    async fn batch(
+        &self,
+        req: Request<proto::BatchRequest>,
+    ) -> Result<Response<proto::BatchResponse>, Status> {
+        let r = req.get_ref();
+        let (ns, c) = self.target(&req, &r.namespace, &r.collection, true)?;
+        if r.ops.is_empty() {
+            return Err(Error::invalid("batch has no ops").into());
+        }
+        let mut ops = Vec::with_capacity(r.ops.len());
+        for (i, op) in r.ops.iter().enumerate() {
+            use proto::batch_op::Op;
+            let (ons, ocoll, built) = match op.op.as_ref() {
+                Some(Op::Create(x)) => (&x.namespace, &x.collection, create_op(&c, x)),
+                Some(Op::Update(x)) => (&x.namespace, &x.collection, update_op(&c, x)),
+                Some(Op::Delete(x)) => (&x.namespace, &x.collection, delete_op(x)),
+                None => {
+                    return Err(Error::invalid(format!(
+                        "ops[{i}] is empty: set create, update or delete"
+                    ))
+                    .into());
+                }
+            };
+            check_same(i, "namespace", ons, ns.as_str())?;
+            check_same(i, "collection", ocoll, c.name.as_str())?;
+            ops.push(built.map_err(|e| e.context(format!("ops[{i}]")))?);
+        }
+        let outcome = c.batch(ops).await?;
+        Ok(Response::new(proto::BatchResponse {
+            committed: outcome.committed,
+            results: outcome
+                .results
+                .into_iter()
+                .map(|res| match res {
+                    Ok(w) => proto::BatchOpResult {
+                        code: 0,
+                        message: String::new(),
+                        record: Some(stored(&c, w)).filter(|r| !r.id.is_empty()),
+                    },
+                    Err(e) => proto::BatchOpResult {
+                        code: e.kind.grpc_code(),
+                        message: e.message,
+                        record: None,
+                    },
+                })
+                .collect(),
+        }))
+    }
+
+    async fn count(
+        &self,
+        req: Request<proto::CountRequest>,
+    ) -> Result<Response<proto::CountResponse>, Status> {
+        let r = req.get_ref();
+        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
+        let q = query(&r.query, &r.filters, &r.labels, &None, 0, "")?;
+        Ok(Response::new(proto::CountResponse {
+            count: c.count(q).await?,
+        }))
+    }
+}

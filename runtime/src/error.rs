@@ -1,0 +1,115 @@
+//! The domain error: a kind that maps 1:1 to a gRPC code, and a message that
+//! tells the caller what to fix. Domain modules return this; `api::status`
+//! turns it into a `tonic::Status` in one place.
+
+use std::fmt;
+
+/// What went wrong, in terms a client can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    PermissionDenied,
+    ResourceExhausted,
+    Unimplemented,
+    Aborted,
+    Unavailable,
+    DeadlineExceeded,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The gRPC status code number (used in batch results).
+    pub fn grpc_code(self) -> i32 {
+        match self {
+            ErrorKind::InvalidArgument => 3,
+            ErrorKind::DeadlineExceeded => 4,
+            ErrorKind::NotFound => 5,
+            ErrorKind::AlreadyExists => 6,
+            ErrorKind::PermissionDenied => 7,
+            ErrorKind::ResourceExhausted => 8,
+            ErrorKind::FailedPrecondition => 9,
+            ErrorKind::Aborted => 10,
+            ErrorKind::Unimplemented => 12,
+            ErrorKind::Internal => 13,
+            ErrorKind::Unavailable => 14,
+        }
+    }
+}
+
+/// A domain error with an actionable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Result with the domain error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+macro_rules! ctor {
+    ($($name:ident => $kind:ident),* $(,)?) => {
+        impl Error {
+            $(
+                #[doc = concat!("An `", stringify!($kind), "` error.")]
+                pub fn $name(message: impl Into<String>) -> Self {
+                    Error { kind: ErrorKind::$kind, message: message.into() }
+                }
+            )*
+        }
+    };
+}
+
+ctor! {
+    invalid => InvalidArgument,
+    not_found => NotFound,
+    already_exists => AlreadyExists,
+    failed_precondition => FailedPrecondition,
+    permission_denied => PermissionDenied,
+    resource_exhausted => ResourceExhausted,
+    unimplemented => Unimplemented,
+    aborted => Aborted,
+    unavailable => Unavailable,
+    internal => Internal,
+}
+
+impl Error {
+    /// Prefixes the message with where the error happened (e.g. `filters[2]`).
+    pub fn context(mut self, at: impl fmt::Display) -> Self {
+        self.message = format!("{at}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            match f.code {
+                rusqlite::ErrorCode::DiskFull => {
+                    return Error::resource_exhausted(format!("disk full: {e}"));
+                }
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    return Error::unavailable(format!("storage busy, retry: {e}"));
+                }
+                _ => {}
+            }
+        }
+        Error::internal(format!("storage: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::internal(format!("i/o: {e}"))
+    }
+}

@@ -1,0 +1,20 @@
+//! Collector: a node that serves typed protobuf collections over gRPC.
+//!
+//! Layers, arrows pointing down: `api` (tonic adapters) → domain (`store`,
+//! `registry`) → `names`, `error`. Domain modules know nothing of tonic.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod names;
+pub mod node;
+pub mod registry;
+pub mod store;
+
+/// Generated protobuf types and gRPC clients/servers (package collector.v1).
+pub mod proto {
+    tonic::include_proto!("collector.v1");
+}
+
+pub use config::Config;
+pub use node::{Node, NodeHandle};

@@ -1,0 +1,98 @@
+//! The `collector` command: run a node.
+
+use clap::{Parser, Subcommand};
+use collector::{Config, Node};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "collector",
+    version,
+    about = "Collector: typed protobuf collections over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// Where the node keeps its data.
+        #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, env = "COLLECTOR_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Namespace for requests that name none.
+        #[arg(long, env = "COLLECTOR_NAMESPACE", default_value = "default")]
+        namespace: String,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COLLECTOR_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            namespace,
+        } => {
+            let config = Config {
+                data_dir,
+                listen,
+                namespace: namespace.clone(),
+                ..Config::default()
+            };
+            let node = match Node::start(config).await {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("collector: cannot start: {}", e.message);
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            println!(
+                "collector {} listening on {}",
+                env!("CARGO_PKG_VERSION"),
+                node.addr
+            );
+            println!("  node id    {}", node.node_id);
+            println!("  data dir   {}", node.data_dir.display());
+            println!("  namespace  {namespace}");
+            println!("  services   {}", collector::node::SERVICES.join(", "));
+            println!("Ctrl-C to stop.");
+            shutdown_signal().await;
+            eprintln!("collector: shutting down");
+            if let Err(e) = node.shutdown().await {
+                eprintln!("collector: shutdown: {}", e.message);
+                return std::process::ExitCode::FAILURE;
+            }
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Validated names: namespaces, collections and record ids. Every entry point
+//! checks names here, so the rest of the node can use them in file paths and
+//! SQL without further care.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// The namespace that holds the node's own catalogue; read-only for clients.
+pub const SYSTEM: &str = "system";
+/// Names refused as namespaces because they would clash with the data layout.
+pub const RESERVED_NAMESPACES: &[&str] = &["repo", "backups", "files", "components"];
+/// Longest namespace or collection name, in bytes.
+pub const MAX_NAME_LEN: usize = 63;
+/// Longest record id, in bytes.
+pub const MAX_ID_LEN: usize = 512;
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(format!("{what} name is empty")));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "{what} name {s:?} is {} bytes; the limit is {MAX_NAME_LEN}",
+            s.len()
+        )));
+    }
+    let first = s.as_bytes()[0];
+    let ok = first.is_ascii_lowercase()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(Error::invalid(format!(
+            "{what} name {s:?} is invalid: use a lowercase letter followed by lowercase \
+             letters, digits, '_' or '-' (at most {MAX_NAME_LEN})"
+        )));
+    }
+    Ok(())
+}
+
+/// A namespace name: `[a-z][a-z0-9_-]{0,62}`, not reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// Checks a namespace a client names; `system` is allowed (for reads).
+    pub fn new(s: &str) -> Result<Self> {
+        check_name("namespace", s)?;
+        if RESERVED_NAMESPACES.contains(&s) {
+            return Err(Error::invalid(format!(
+                "namespace {s:?} is reserved; reserved names are {RESERVED_NAMESPACES:?}"
+            )));
+        }
+        Ok(Namespace(s.to_string()))
+    }
+
+    /// The catalogue namespace.
+    pub fn system() -> Self {
+        Namespace(SYSTEM.to_string())
+    }
+
+    /// True for the read-only `system` namespace.
+    pub fn is_system(&self) -> bool {
+        self.0 == SYSTEM
+    }
+
+    /// Refuses client writes to `system`.
+    pub fn writable(&self) -> Result<&Self> {
+        if self.is_system() {
+            return Err(Error::permission_denied(
+                "namespace \"system\" is read-only: it holds the node's catalogue",
+            ));
+        }
+        Ok(self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A collection name: `[a-z][a-z0-9_-]{0,62}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CollectionName(String);
+
+impl CollectionName {
+    pub fn new(s: &str) -> Result<Self> {
+        check_name("collection", s)?;
+        Ok(CollectionName(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CollectionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A record id: any UTF-8 without NUL, 1 to 512 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordId(String);
+
+impl RecordId {
+    pub fn new(s: &str) -> Result<Self> {
+        if s.is_empty() {
+            return Err(Error::invalid("record id is empty"));
+        }
+        if s.len() > MAX_ID_LEN {
+            return Err(Error::invalid(format!(
+                "record id is {} bytes; the limit is {MAX_ID_LEN}",
+                s.len()
+            )));
+        }
+        if s.contains('\0') {
+            return Err(Error::invalid("record id contains a NUL character"));
+        }
+        Ok(RecordId(s.to_string()))
+    }
+
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        RecordId(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_rules() {
+        assert!(Namespace::new("shop").is_ok());
+        assert!(Namespace::new("a-b_c9").is_ok());
+        for bad in [
+            "",
+            "Shop",
+            "9a",
+            "a/b",
+            "..",
+            "a.b",
+            "files",
+            &"a".repeat(64),
+        ] {
+            assert!(Namespace::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Namespace::new("system").unwrap().writable().is_err());
+    }
+
+    #[test]
+    fn record_id_rules() {
+        assert!(RecordId::new("ünïcode / with spaces & 'quotes'").is_ok());
+        assert!(RecordId::new("").is_err());
+        assert!(RecordId::new("a\0b").is_err());
+        assert!(RecordId::new(&"x".repeat(512)).is_ok());
+        assert!(RecordId::new(&"x".repeat(513)).is_err());
+        assert_eq!(RecordId::generate().as_str().len(), 36);
+    }
+}

@@ -1,0 +1,189 @@
+//! Node::start wires the store, the registry and the gRPC services onto one
+//! port, and returns a handle to stop it.
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::names::Namespace;
+use crate::proto::{
+    collection_repo_server::CollectionRepoServer,
+    collection_service_server::CollectionServiceServer,
+    collector_registry_server::CollectorRegistryServer,
+};
+use crate::registry::Registry;
+use crate::store::{Catalog, catalog};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+
+/// The gRPC services a node serves (full names).
+pub const SERVICES: &[&str] = &[
+    "collector.v1.CollectorRegistry",
+    "collector.v1.CollectionService",
+    "collector.v1.CollectionRepo",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Starts nodes.
+pub struct Node;
+
+/// A running node.
+pub struct NodeHandle {
+    /// The address the node listens on (the real port when 0 was asked).
+    pub addr: SocketAddr,
+    /// This node's persistent id (UUIDv7).
+    pub node_id: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    catalog: Arc<Catalog>,
+    _lock: std::fs::File,
+}
+
+fn node_id(dir: &Path) -> Result<String> {
+    let path = dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => Ok(s.trim().to_string()),
+        Ok(_) => Err(Error::failed_precondition(format!(
+            "{} is not a UUID; fix or remove it",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::now_v7().to_string();
+            let tmp = dir.join("node_id.tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    f.try_lock().map_err(|_| {
+        Error::failed_precondition(format!(
+            "data dir {} is in use by another node; give each node its own --data-dir",
+            dir.display()
+        ))
+    })?;
+    Ok(f)
+}
+
+impl Node {
+    /// Opens the data dir, binds the port and starts serving.
+    pub async fn start(config: Config) -> Result<NodeHandle> {
+        let default_namespace = Namespace::new(&config.namespace)?;
+        default_namespace
+            .writable()
+            .map_err(|e| e.context("--namespace"))?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let data_dir = config.data_dir.canonicalize()?;
+        let lock = lock_dir(&data_dir)?;
+        let node_id = node_id(&data_dir)?;
+
+        let (protos, collections) = catalog::open_system(&data_dir, config.sync_full).await?;
+        let registry = Arc::new(Registry::load(protos.clone()).await?);
+        let catalog = Arc::new(
+            Catalog::load(
+                data_dir.clone(),
+                config.sync_full,
+                registry.clone(),
+                protos,
+                collections,
+            )
+            .await?,
+        );
+
+        let incoming = TcpIncoming::bind(config.listen)
+            .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr()?;
+
+        let state = Arc::new(ApiState {
+            catalog: catalog.clone(),
+            registry,
+            default_namespace,
+            node_id: node_id.clone(),
+            address: addr.to_string(),
+        });
+        let max = config.max_message_bytes;
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        for name in SERVICES {
+            health_reporter
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let reflection = api::reflection::Reflection::new(state.clone());
+        let mut routes = tonic::service::Routes::builder();
+        routes
+            .add_service(
+                CollectorRegistryServer::new(api::registry::RegistryApi(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                CollectionServiceServer::new(api::collection::CollectionApi(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                CollectionRepoServer::new(api::repo::RepoApi(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(health)
+            .add_service(api::reflection::v1::server(reflection.clone()))
+            .add_service(api::reflection::v1alpha::server(reflection));
+        let routes = routes.routes();
+
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                }),
+        );
+        tracing::info!(%addr, %node_id, data_dir = %data_dir.display(), "node serving");
+        Ok(NodeHandle {
+            addr,
+            node_id,
+            data_dir,
+            shutdown: Some(tx),
+            server,
+            catalog,
+            _lock: lock,
+        })
+    }
+}
+
+impl NodeHandle {
+    /// Stops accepting calls, lets in-flight calls and queued writes finish,
+    /// and closes every collection.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let served = (&mut self.server).await;
+        let catalog = self.catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.close_all())
+            .await
+            .map_err(|e| Error::internal(format!("close task failed: {e}")))?;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::internal(format!("server: {e}"))),
+            Err(e) => Err(Error::internal(format!("server task: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Proto types registered at run time, one DescriptorPool per namespace.
+//! Registrations are validated as a whole, persisted in the `system/protos`
+//! collection, and only then made visible.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::Namespace;
+use crate::store::codec;
+use crate::store::collection::{Collection, Labels, WriteOp, Written};
+use crate::store::query::Query;
+use miette::Diagnostic;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// The node's own API descriptors (package collector.v1).
+pub const API_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/collector_descriptor.bin"));
+
+/// The pool of the node's own API plus the well-known types.
+pub fn api_pool() -> DescriptorPool {
+    DescriptorPool::decode(API_DESCRIPTOR_SET).expect("the build embeds a valid descriptor set")
+}
+
+/// What a client registers.
+#[derive(Debug, Clone)]
+pub enum ProtoInput {
+    /// (file name, source text) pairs, compiled on the node.
+    Sources(Vec<(String, String)>),
+    /// Already-compiled descriptors.
+    FileSet(FileDescriptorSet),
+}
+
+/// What a registration added.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Registered {
+    pub new_files: Vec<String>,
+    pub message_types: Vec<String>,
+    pub services: Vec<String>,
+}
+
+/// A summary of one registered file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSummary {
+    pub name: String,
+    pub package: String,
+    pub message_types: Vec<String>,
+    pub services: Vec<String>,
+    pub dependencies: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Space {
+    pool: DescriptorPool,
+}
+
+/// Per-namespace types.
+pub struct Registry {
+    spaces: RwLock<HashMap<Namespace, Space>>,
+    store: Arc<Collection>,
+    register_lock: tokio::sync::Mutex<()>,
+}
+
+/// One error line per diagnostic, with file:line:column where known.
+fn describe(err: &dyn Diagnostic, fallback_file: Option<&str>, out: &mut Vec<String>) {
+    let mut at = String::new();
+    if let (Some(src), Some(label)) = (err.source_code(), err.labels().and_then(|mut l| l.next())) {
+        if let Ok(contents) = src.read_span(label.inner(), 0, 0) {
+            let name = contents
+                .name()
+                .map(str::to_string)
+                .or(fallback_file.map(str::to_string))
+                .unwrap_or_default();
+            at = format!(
+                "{}:{}:{}: ",
+                name,
+                contents.line() + 1,
+                contents.column() + 1
+            );
+        }
+    } else if let Some(f) = fallback_file {
+        at = format!("{f}: ");
+    }
+    let related: Vec<&dyn Diagnostic> = err.related().map(|r| r.collect()).unwrap_or_default();
+    out.push(format!("{at}{err}"));
+    for r in related {
+        describe(r, fallback_file, out);
+    }
+}
+
+struct MemResolver(BTreeMap<String, String>);
+
+impl protox::file::FileResolver for MemResolver {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        match self.0.get(name) {
+            Some(src) => protox::file::File::from_source(name, src),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
+/// Compiles .proto sources that may import `existing` files and the
+/// well-known types. Every file's errors are reported, not just the first.
+pub fn compile_sources(
+    sources: &[(String, String)],
+    existing: &[FileDescriptorProto],
+) -> Result<DescriptorPool> {
+    let mut errors = Vec::new();
+    let mut map = BTreeMap::new();
+    for (name, src) in sources {
+        if name.is_empty()
+            || name.starts_with('/')
+            || name.split('/').any(|p| p == ".." || p.is_empty())
+            || !name.ends_with(".proto")
+        {
+            errors.push(format!("{name:?}: a source name is a relative path ending in .proto, like \"shop/order.proto\""));
+        }
+        if map.insert(name.clone(), src.clone()).is_some() {
+            errors.push(format!("{name}: given twice"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::invalid(errors.join("\n")));
+    }
+    let mut chain = protox::file::ChainFileResolver::new();
+    chain.add(MemResolver(map));
+    chain.add(protox::file::DescriptorSetFileResolver::new(
+        FileDescriptorSet {
+            file: existing.to_vec(),
+        },
+    ));
+    chain.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(chain);
+    compiler.include_imports(true).include_source_info(true);
+    for (name, _) in sources {
+        if let Err(e) = compiler.open_file(name) {
+            describe(&e, Some(name), &mut errors);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::invalid(format!(
+            "the .proto files do not compile:\n{}",
+            errors.join("\n")
+        )));
+    }
+    Ok(compiler.descriptor_pool())
+}
+
+/// A file's content without source info, so source and compiled uploads of
+/// the same file compare equal.
+fn normalized(f: &FileDescriptorProto) -> Vec<u8> {
+    let mut f = f.clone();
+    f.source_code_info = None;
+    f.encode_to_vec()
+}
+
+fn summary(f: &prost_reflect::FileDescriptor) -> FileSummary {
+    FileSummary {
+        name: f.name().to_string(),
+        package: f.package_name().to_string(),
+        message_types: all_messages(f),
+        services: f.services().map(|s| s.full_name().to_string()).collect(),
+        dependencies: f.dependencies().map(|d| d.name().to_string()).collect(),
+    }
+}
+
+fn all_messages(f: &prost_reflect::FileDescriptor) -> Vec<String> {
+    fn walk(m: MessageDescriptor, out: &mut Vec<String>) {
+        if m.is_map_entry() {
+            return;
+        }
+        out.push(m.full_name().to_string());
+        m.child_messages().for_each(|c| walk(c, out));
+    }
+    let mut out = Vec::new();
+    f.messages().for_each(|m| walk(m, &mut out));
+    out
+}
+
+fn is_builtin(name: &str) -> bool {
+    name.starts_with("google/protobuf/")
+}
+
+impl Registry {
+    /// Loads every namespace's files from `system/protos`.
+    pub async fn load(store: Arc<Collection>) -> Result<Self> {
+        let mut files: BTreeMap<Namespace, Vec<(i64, FileDescriptorProto)>> = BTreeMap::new();
+        let mut token = String::new();
+        let record_desc = store.descriptor().clone();
+        loop {
+            let q = Query {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            };
+            let (page, _) = store.search(q, false).await?;
+            for (rec, _) in page.hits {
+                let msg = codec::decode(&record_desc, &rec.data)?;
+                let stored: crate::proto::ProtoFileRecord = msg
+                    .transcode_to()
+                    .map_err(|e| Error::internal(format!("system/protos {:?}: {e}", rec.id)))?;
+                let ns = Namespace::new(&stored.namespace)?;
+                let file = stored.file.ok_or_else(|| {
+                    Error::internal(format!("system/protos {:?} has no file", rec.id))
+                })?;
+                files.entry(ns).or_default().push((rec.created_us, file));
+            }
+            if page.next_token.is_empty() {
+                break;
+            }
+            token = page.next_token;
+        }
+        let mut spaces = HashMap::new();
+        spaces.insert(Namespace::system(), Space { pool: api_pool() });
+        for (ns, mut list) in files {
+            list.sort_by_key(|(t, _)| *t);
+            let mut pool = DescriptorPool::global();
+            pool.add_file_descriptor_protos(list.into_iter().map(|(_, f)| f))
+                .map_err(|e| {
+                    Error::internal(format!("stored types of namespace {ns} do not load: {e:?}"))
+                })?;
+            spaces.insert(ns, Space { pool });
+        }
+        Ok(Registry {
+            spaces: RwLock::new(spaces),
+            store,
+            register_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The namespace's pool (well-known types only if nothing is registered).
+    pub fn pool(&self, ns: &Namespace) -> DescriptorPool {
+        self.spaces
+            .read()
+            .expect("registry lock")
+            .get(ns)
+            .map(|s| s.pool.clone())
+            .unwrap_or_else(DescriptorPool::global)
+    }
+
+    /// Namespaces with registered files.
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        let mut v: Vec<Namespace> = self
+            .spaces
+            .read()
+            .expect("registry lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Looks up a message type registered in `ns` (or a well-known type).
+    pub fn message(&self, ns: &Namespace, full_name: &str) -> Result<MessageDescriptor> {
+        let name = full_name.strip_prefix('.').unwrap_or(full_name);
+        if name.is_empty() {
+            return Err(Error::invalid(
+                "message_type is empty: name a registered message, e.g. \"shop.Order\"",
+            ));
+        }
+        self.pool(ns).get_message_by_name(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "message type {name:?} is not registered in namespace {ns}: register its .proto with CollectorRegistry.RegisterProto first"
+            ))
+        })
+    }
+
+    /// Registers files in `ns`, all or nothing.
+    pub async fn register(&self, ns: &Namespace, input: ProtoInput) -> Result<Registered> {
+        ns.writable()?;
+        let _guard = self.register_lock.lock().await;
+        let current = self.pool(ns);
+        let existing: Vec<FileDescriptorProto> = current
+            .files()
+            .filter(|f| !is_builtin(f.name()))
+            .map(|f| f.file_descriptor_proto().clone())
+            .collect();
+        let (request_files, mut candidates): (Vec<String>, Vec<FileDescriptorProto>) = match input {
+            ProtoInput::Sources(sources) => {
+                if sources.is_empty() {
+                    return Err(Error::invalid("give .proto sources or a file_set"));
+                }
+                let compiled = compile_sources(&sources, &existing)?;
+                let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+                // The request's own files plus anything they import that the namespace lacks.
+                let files = compiled
+                    .files()
+                    .filter(|f| !is_builtin(f.name()))
+                    .map(|f| f.file_descriptor_proto().clone())
+                    .collect();
+                (names, files)
+            }
+            ProtoInput::FileSet(set) => {
+                if set.file.is_empty() {
+                    return Err(Error::invalid("file_set has no files"));
+                }
+                let names = set
+                    .file
+                    .iter()
+                    .filter(|f| !is_builtin(f.name()))
+                    .map(|f| f.name().to_string())
+                    .collect();
+                (
+                    names,
+                    set.file
+                        .into_iter()
+                        .filter(|f| !is_builtin(f.name()))
+                        .collect(),
+                )
+            }
+        };
+        // Identical files are no-ops; a different file under a taken name conflicts.
+        let mut errors = Vec::new();
+        let mut conflict = false;
+        candidates.retain(|f| match current.get_file_by_name(f.name()) {
+            Some(old) if normalized(old.file_descriptor_proto()) == normalized(f) => false,
+            Some(_) => {
+                conflict = true;
+                errors.push(format!("{}: a different file with this name is already registered in namespace {ns}; register it under a new name (types are immutable)", f.name()));
+                false
+            }
+            None => true,
+        });
+        let mut pool = current.clone();
+        if errors.is_empty()
+            && !candidates.is_empty()
+            && let Err(e) = pool.add_file_descriptor_protos(candidates.clone())
+        {
+            let mut lines = Vec::new();
+            describe(&e, None, &mut lines);
+            for l in lines {
+                if l.contains("already defined") {
+                    conflict = true;
+                }
+                errors.push(l);
+            }
+        }
+        if !errors.is_empty() {
+            let kind = if conflict {
+                ErrorKind::AlreadyExists
+            } else {
+                ErrorKind::InvalidArgument
+            };
+            return Err(Error {
+                kind,
+                message: format!(
+                    "registration refused, nothing was registered:\n{}",
+                    errors.join("\n")
+                ),
+            });
+        }
+        let mut out = Registered::default();
+        for name in &request_files {
+            if let Some(f) = pool.get_file_by_name(name) {
+                out.message_types.extend(all_messages(&f));
+                out.services
+                    .extend(f.services().map(|s| s.full_name().to_string()));
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(out);
+        }
+        // Persist first: a crash after this point finds the files on restart.
+        let record_desc = self.store.descriptor().clone();
+        let mut ops = Vec::new();
+        for f in &candidates {
+            let stored = crate::proto::ProtoFileRecord {
+                namespace: ns.to_string(),
+                name: f.name().to_string(),
+                file: Some(f.clone()),
+            };
+            let msg =
+                DynamicMessage::decode(record_desc.clone(), stored.encode_to_vec().as_slice())
+                    .map_err(|e| Error::internal(format!("encoding a stored proto: {e}")))?;
+            let id = crate::names::RecordId::new(&format!("{ns}/{}", f.name()))?;
+            ops.push(WriteOp::Create {
+                id: Some(id),
+                payload: codec::encode(&msg)?,
+                labels: Labels::new(),
+            });
+        }
+        let outcome = self.store.batch(ops).await?;
+        if !outcome.committed {
+            let first = outcome
+                .results
+                .into_iter()
+                .find_map(|r| r.err())
+                .unwrap_or_else(|| Error::internal("batch failed"));
+            return Err(Error::internal(format!(
+                "persisting the files failed: {}",
+                first.message
+            )));
+        }
+        debug_assert!(
+            outcome
+                .results
+                .iter()
+                .all(|r| matches!(r, Ok(Written::Stored(_))))
+        );
+        out.new_files = candidates.iter().map(|f| f.name().to_string()).collect();
+        self.spaces
+            .write()
+            .expect("registry lock")
+            .insert(ns.clone(), Space { pool });
+        tracing::info!(namespace = %ns, files = ?out.new_files, "registered proto files");
+        Ok(out)
+    }
+
+    /// The registered files of a namespace.
+    pub fn list(&self, ns: &Namespace) -> Vec<FileSummary> {
+        let pool = self.pool(ns);
+        pool.files()
+            .filter(|f| !is_builtin(f.name()))
+            .map(|f| summary(&f))
+            .collect()
+    }
+
+    /// A file (by name or by a symbol it defines) followed by its transitive
+    /// dependencies.
+    pub fn file_with_deps(
+        &self,
+        ns: &Namespace,
+        file_name: Option<&str>,
+        symbol: Option<&str>,
+    ) -> Result<Vec<FileDescriptorProto>> {
+        let pool = self.pool(ns);
+        let file = match (file_name, symbol) {
+            (Some(n), _) => pool
+                .get_file_by_name(n)
+                .ok_or_else(|| Error::not_found(format!("no file {n:?} in namespace {ns}")))?,
+            (None, Some(s)) => {
+                let s = s.strip_prefix('.').unwrap_or(s);
+                symbol_file(&pool, s)
+                    .ok_or_else(|| Error::not_found(format!("no symbol {s:?} in namespace {ns}")))?
+            }
+            (None, None) => return Err(Error::invalid("name a file_name or a symbol")),
+        };
+        Ok(with_deps(&file))
+    }
+}
+
+/// The file that defines a message, enum, service or method.
+pub fn symbol_file(pool: &DescriptorPool, s: &str) -> Option<prost_reflect::FileDescriptor> {
+    if let Some(m) = pool.get_message_by_name(s) {
+        return Some(m.parent_file());
+    }
+    if let Some(e) = pool.get_enum_by_name(s) {
+        return Some(e.parent_file());
+    }
+    if let Some(svc) = pool.get_service_by_name(s) {
+        return Some(svc.parent_file());
+    }
+    if let Some((svc, _method)) = s.rsplit_once('.')
+        && let Some(svc) = pool.get_service_by_name(svc)
+    {
+        return Some(svc.parent_file());
+    }
+    None
+}
+
+/// A file and everything it imports, the file first.
+pub fn with_deps(file: &prost_reflect::FileDescriptor) -> Vec<FileDescriptorProto> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut stack = vec![file.clone()];
+    while let Some(f) = stack.pop() {
+        if !seen.insert(f.name().to_string()) {
+            continue;
+        }
+        out.push(f.file_descriptor_proto().clone());
+        stack.extend(f.dependencies());
+    }
+    out
+}

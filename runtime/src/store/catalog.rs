@@ -1,0 +1,441 @@
+//! The catalogue: which collections exist, of which type, where. It is itself
+//! the `system/collections` collection (records of collector.v1.CollectionInfo),
+//! so it is persisted and queried by the same code as any collection.
+
+use super::codec;
+use super::collection::{Collection, Labels, Page, WriteOp, Written};
+use super::query::{Filter, Query};
+use crate::error::{Error, Result};
+use crate::names::{CollectionName, Namespace, RecordId};
+use crate::registry::{self, Registry};
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// A collection's description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionMeta {
+    pub namespace: Namespace,
+    pub name: CollectionName,
+    pub message_type: String,
+    pub labels: Labels,
+    pub description: String,
+    pub indexes: Vec<String>,
+    pub created_us: i64,
+}
+
+/// The name of the catalogue collection in `system`.
+pub const COLLECTIONS: &str = "collections";
+/// The name of the registered-types collection in `system`.
+pub const PROTOS: &str = "protos";
+/// Most indexes one collection may declare.
+pub const MAX_INDEXES: usize = 32;
+
+type Key = (Namespace, CollectionName);
+
+struct Entry {
+    meta: CollectionMeta,
+    coll: Arc<Collection>,
+}
+
+/// Every collection of the node.
+pub struct Catalog {
+    root: PathBuf,
+    sync_full: bool,
+    registry: Arc<Registry>,
+    system: Arc<Collection>,
+    entries: RwLock<BTreeMap<Key, Entry>>,
+    ddl: tokio::sync::Mutex<()>,
+}
+
+/// One collection's matches in a cross-collection search.
+#[derive(Debug, Clone)]
+pub struct CollectionHits {
+    pub collection: CollectionName,
+    pub total: i64,
+    pub page: Page,
+}
+
+fn db_path(root: &Path, ns: &Namespace, name: &CollectionName) -> PathBuf {
+    root.join("collections")
+        .join(ns.as_str())
+        .join(format!("{name}.db"))
+}
+
+async fn open_blocking(
+    meta: &CollectionMeta,
+    desc: prost_reflect::MessageDescriptor,
+    root: &Path,
+    sync_full: bool,
+) -> Result<Arc<Collection>> {
+    let (ns, name, indexes) = (
+        meta.namespace.clone(),
+        meta.name.clone(),
+        meta.indexes.clone(),
+    );
+    let path = db_path(root, &ns, &name);
+    tokio::task::spawn_blocking(move || Collection::open(ns, name, desc, path, &indexes, sync_full))
+        .await
+        .map_err(|e| Error::internal(format!("open task failed: {e}")))?
+}
+
+fn meta_to_proto(m: &CollectionMeta) -> crate::proto::CollectionInfo {
+    crate::proto::CollectionInfo {
+        namespace: m.namespace.to_string(),
+        name: m.name.to_string(),
+        message_type: m.message_type.clone(),
+        labels: m.labels.clone().into_iter().collect(),
+        description: m.description.clone(),
+        indexes: m.indexes.clone(),
+        created_at: Some(prost_types::Timestamp {
+            seconds: m.created_us.div_euclid(1_000_000),
+            nanos: (m.created_us.rem_euclid(1_000_000) * 1000) as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+fn system_meta(name: &str, message_type: &str) -> CollectionMeta {
+    CollectionMeta {
+        namespace: Namespace::system(),
+        name: CollectionName::new(name).expect("valid system name"),
+        message_type: message_type.to_string(),
+        labels: Labels::new(),
+        description: String::new(),
+        indexes: vec![],
+        created_us: 0,
+    }
+}
+
+/// Opens the two system collections the registry and catalogue live in.
+pub async fn open_system(
+    root: &Path,
+    sync_full: bool,
+) -> Result<(Arc<Collection>, Arc<Collection>)> {
+    let api = registry::api_pool();
+    let protos = system_meta(PROTOS, "collector.v1.ProtoFileRecord");
+    let colls = system_meta(COLLECTIONS, "collector.v1.CollectionInfo");
+    let p = open_blocking(
+        &protos,
+        api.get_message_by_name(&protos.message_type)
+            .expect("api type"),
+        root,
+        sync_full,
+    )
+    .await?;
+    let c = open_blocking(
+        &colls,
+        api.get_message_by_name(&colls.message_type)
+            .expect("api type"),
+        root,
+        sync_full,
+    )
+    .await?;
+    Ok((p, c))
+}
+
+impl Catalog {
+    /// Loads the catalogue and opens every collection in it.
+    pub async fn load(
+        root: PathBuf,
+        sync_full: bool,
+        registry: Arc<Registry>,
+        protos: Arc<Collection>,
+        system: Arc<Collection>,
+    ) -> Result<Self> {
+        let mut entries = BTreeMap::new();
+        for (coll, msg_type) in [
+            (&protos, "collector.v1.ProtoFileRecord"),
+            (&system, "collector.v1.CollectionInfo"),
+        ] {
+            let meta = system_meta(coll.name.as_str(), msg_type);
+            entries.insert(
+                (meta.namespace.clone(), meta.name.clone()),
+                Entry {
+                    meta,
+                    coll: coll.clone(),
+                },
+            );
+        }
+        let desc = system.descriptor().clone();
+        let mut token = String::new();
+        loop {
+            let (page, _) = system
+                .search(
+                    Query {
+                        page_size: 1000,
+                        page_token: token,
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await?;
+            for (rec, _) in &page.hits {
+                let info: crate::proto::CollectionInfo = codec::decode(&desc, &rec.data)?
+                    .transcode_to()
+                    .map_err(|e| {
+                        Error::internal(format!("system/collections {:?}: {e}", rec.id))
+                    })?;
+                let meta = CollectionMeta {
+                    namespace: Namespace::new(&info.namespace)?,
+                    name: CollectionName::new(&info.name)?,
+                    message_type: info.message_type,
+                    labels: info.labels.into_iter().collect(),
+                    description: info.description,
+                    indexes: info.indexes,
+                    created_us: rec.created_us,
+                };
+                let mdesc = registry.message(&meta.namespace, &meta.message_type)?;
+                let coll = open_blocking(&meta, mdesc, &root, sync_full).await?;
+                entries.insert(
+                    (meta.namespace.clone(), meta.name.clone()),
+                    Entry { meta, coll },
+                );
+            }
+            if page.next_token.is_empty() {
+                break;
+            }
+            token = page.next_token;
+        }
+        tracing::info!(collections = entries.len() - 2, "catalogue loaded");
+        Ok(Catalog {
+            root,
+            sync_full,
+            registry,
+            system,
+            entries: RwLock::new(entries),
+            ddl: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The registry the catalogue resolves types with.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// An open collection, for reading.
+    pub fn get(&self, ns: &Namespace, name: &CollectionName) -> Result<Arc<Collection>> {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .get(&(ns.clone(), name.clone()))
+            .map(|e| e.coll.clone())
+            .ok_or_else(|| Error::not_found(format!("collection {ns}/{name} does not exist; create it with CollectionRepo.CreateCollection")))
+    }
+
+    /// An open collection, for writing (refused in `system`).
+    pub fn get_writable(&self, ns: &Namespace, name: &CollectionName) -> Result<Arc<Collection>> {
+        ns.writable()?;
+        self.get(ns, name)
+    }
+
+    /// A collection's description.
+    pub fn meta(&self, ns: &Namespace, name: &CollectionName) -> Result<CollectionMeta> {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .get(&(ns.clone(), name.clone()))
+            .map(|e| e.meta.clone())
+            .ok_or_else(|| Error::not_found(format!("collection {ns}/{name} does not exist")))
+    }
+
+    /// Creates a collection of a type registered in its namespace.
+    pub async fn create(&self, mut meta: CollectionMeta) -> Result<CollectionMeta> {
+        meta.namespace.writable()?;
+        let desc = self.registry.message(&meta.namespace, &meta.message_type)?;
+        meta.message_type = desc.full_name().to_string();
+        super::collection::check_labels(&meta.labels)?;
+        if meta.indexes.len() > MAX_INDEXES {
+            return Err(Error::invalid(format!(
+                "{} indexes; the limit is {MAX_INDEXES}",
+                meta.indexes.len()
+            )));
+        }
+        for p in &meta.indexes {
+            super::query::order_expr(&desc, p).map_err(|e| e.context(format!("indexes {p:?}")))?;
+        }
+        meta.indexes.sort();
+        meta.indexes.dedup();
+        let _ddl = self.ddl.lock().await;
+        let key = (meta.namespace.clone(), meta.name.clone());
+        if self
+            .entries
+            .read()
+            .expect("catalog lock")
+            .contains_key(&key)
+        {
+            return Err(Error::already_exists(format!(
+                "collection {}/{} already exists",
+                meta.namespace, meta.name
+            )));
+        }
+        // A file left by a delete that crashed half-way is stale: start clean.
+        remove_files(&db_path(&self.root, &meta.namespace, &meta.name));
+        let coll = open_blocking(&meta, desc, &self.root, self.sync_full).await?;
+        let info = meta_to_proto(&meta);
+        let msg = DynamicMessage::decode(
+            self.system.descriptor().clone(),
+            info.encode_to_vec().as_slice(),
+        )
+        .map_err(|e| Error::internal(format!("encoding collection info: {e}")))?;
+        let id = RecordId::new(&format!("{}/{}", meta.namespace, meta.name))?;
+        let written = self
+            .system
+            .write(WriteOp::Create {
+                id: Some(id),
+                payload: codec::encode(&msg)?,
+                labels: Labels::new(),
+            })
+            .await;
+        let created_us = match written {
+            Ok(Written::Stored(r)) => r.created_us,
+            Ok(Written::Deleted) => unreachable!("create stores"),
+            Err(e) => {
+                coll.close();
+                remove_files(coll.path());
+                return Err(e);
+            }
+        };
+        meta.created_us = created_us;
+        self.entries.write().expect("catalog lock").insert(
+            key,
+            Entry {
+                meta: meta.clone(),
+                coll,
+            },
+        );
+        tracing::info!(namespace = %meta.namespace, collection = %meta.name, r#type = %meta.message_type, "collection created");
+        Ok(meta)
+    }
+
+    /// Deletes a collection and its records.
+    pub async fn delete(&self, ns: &Namespace, name: &CollectionName) -> Result<()> {
+        ns.writable()?;
+        let _ddl = self.ddl.lock().await;
+        self.get(ns, name)?;
+        let id = RecordId::new(&format!("{ns}/{name}"))?;
+        self.system
+            .write(WriteOp::Delete {
+                id,
+                expected_version: None,
+            })
+            .await?;
+        let entry = self
+            .entries
+            .write()
+            .expect("catalog lock")
+            .remove(&(ns.clone(), name.clone()));
+        if let Some(e) = entry {
+            tokio::task::spawn_blocking(move || {
+                e.coll.close();
+                remove_files(e.coll.path());
+            })
+            .await
+            .map_err(|e| Error::internal(format!("delete task failed: {e}")))?;
+        }
+        tracing::info!(namespace = %ns, collection = %name, "collection deleted");
+        Ok(())
+    }
+
+    /// Collections matching a namespace (None: all but `system`), a type and labels,
+    /// in (namespace, name) order after `after`.
+    pub fn discover(
+        &self,
+        ns: Option<&Namespace>,
+        message_type: &str,
+        labels: &Labels,
+        after: Option<&(Namespace, CollectionName)>,
+        limit: usize,
+    ) -> Vec<CollectionMeta> {
+        let entries = self.entries.read().expect("catalog lock");
+        entries
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| *k > a))
+            .filter(|(k, _)| match ns {
+                Some(n) => &k.0 == n,
+                None => !k.0.is_system(),
+            })
+            .filter(|(_, e)| message_type.is_empty() || e.meta.message_type == message_type)
+            .filter(|(_, e)| labels.iter().all(|(k, v)| e.meta.labels.get(k) == Some(v)))
+            .take(limit)
+            .map(|(_, e)| e.meta.clone())
+            .collect()
+    }
+
+    /// Runs one query over several collections of a namespace. Named
+    /// collections must accept every filter; unnamed ones that do not are skipped.
+    pub async fn search_many(
+        &self,
+        ns: &Namespace,
+        names: &[CollectionName],
+        text: &str,
+        filters: &[Filter],
+        labels: &Labels,
+        limit: u32,
+    ) -> Result<Vec<CollectionHits>> {
+        let explicit = !names.is_empty();
+        let targets: Vec<Arc<Collection>> = if explicit {
+            names
+                .iter()
+                .map(|n| self.get(ns, n))
+                .collect::<Result<_>>()?
+        } else {
+            let entries = self.entries.read().expect("catalog lock");
+            entries
+                .iter()
+                .filter(|(k, _)| &k.0 == ns)
+                .map(|(_, e)| e.coll.clone())
+                .collect()
+        };
+        let mut out = Vec::new();
+        for coll in targets {
+            let q = Query {
+                text: text.to_string(),
+                filters: filters.to_vec(),
+                labels: labels.clone(),
+                page_size: limit,
+                ..Default::default()
+            };
+            match coll.search(q, true).await {
+                Ok((page, total)) => {
+                    let total = total.unwrap_or(0);
+                    if total > 0 {
+                        out.push(CollectionHits {
+                            collection: coll.name.clone(),
+                            total,
+                            page,
+                        });
+                    }
+                }
+                Err(e)
+                    if !explicit
+                        && e.kind == crate::error::ErrorKind::InvalidArgument
+                        && !filters.is_empty()
+                        && e.message.contains("field path") =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.context(format!("collection {}", coll.name))),
+            }
+        }
+        out.sort_by(|a, b| b.total.cmp(&a.total).then(a.collection.cmp(&b.collection)));
+        Ok(out)
+    }
+
+    /// Closes every collection (at shutdown), letting queued writes finish.
+    pub fn close_all(&self) {
+        for e in self.entries.read().expect("catalog lock").values() {
+            e.coll.close();
+        }
+    }
+}
+
+fn remove_files(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}

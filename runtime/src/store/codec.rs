@@ -1,0 +1,216 @@
+//! A record's payload in the three forms the store keeps: proto bytes (the
+//! truth), canonical JSON (for filters and reads) and plain text (for FTS).
+
+use crate::error::{Error, Result};
+use prost::Message;
+use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+
+/// Type URL prefix used when packing records into `Any`.
+pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+
+/// A payload checked against the collection's type, ready to store.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub json: String,
+    pub text: String,
+}
+
+/// JSON as stored: proto field names, defaults left out, 64-bit integers as
+/// numbers so SQLite compares them numerically.
+fn json_options() -> prost_reflect::SerializeOptions {
+    prost_reflect::SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(true)
+}
+
+/// Encodes a message into its stored forms.
+pub fn encode(msg: &DynamicMessage) -> Result<Encoded> {
+    let bytes = msg.encode_to_vec();
+    let mut ser = serde_json::Serializer::new(Vec::with_capacity(bytes.len() * 2));
+    msg.serialize_with_options(&mut ser, &json_options())
+        .map_err(|e| Error::invalid(format!("message cannot be written as JSON: {e}")))?;
+    let json = String::from_utf8(ser.into_inner())
+        .map_err(|e| Error::internal(format!("JSON is not UTF-8: {e}")))?;
+    let mut text = String::new();
+    collect_text(msg, &mut text);
+    Ok(Encoded { bytes, json, text })
+}
+
+/// Decodes binary proto bytes as `desc`, refusing bytes that do not parse.
+pub fn decode(desc: &MessageDescriptor, bytes: &[u8]) -> Result<DynamicMessage> {
+    DynamicMessage::decode(desc.clone(), bytes)
+        .map_err(|e| Error::invalid(format!("data does not decode as {}: {e}", desc.full_name())))
+}
+
+/// Parses proto3 JSON as `desc`; unknown fields are refused.
+pub fn decode_json(desc: &MessageDescriptor, json: &str) -> Result<DynamicMessage> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let opts = prost_reflect::DeserializeOptions::new().deny_unknown_fields(true);
+    let msg = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &opts)
+        .and_then(|m| de.end().map(|_| m))
+        .map_err(|e| Error::invalid(format!("json is not a valid {}: {e}", desc.full_name())))?;
+    Ok(msg)
+}
+
+/// Checks an `Any`'s type URL against the collection's type and decodes it.
+pub fn decode_any(
+    desc: &MessageDescriptor,
+    type_url: &str,
+    value: &[u8],
+) -> Result<DynamicMessage> {
+    let name = type_url.rsplit('/').next().unwrap_or_default();
+    if name != desc.full_name() {
+        return Err(Error::invalid(format!(
+            "data is a {name:?} but this collection holds {}: pack a {} (type_url \"{TYPE_URL_PREFIX}{}\")",
+            desc.full_name(),
+            desc.full_name(),
+            desc.full_name()
+        )));
+    }
+    decode(desc, value)
+}
+
+/// The message's text values (strings, enum names), one per line, for FTS.
+fn collect_text(msg: &DynamicMessage, out: &mut String) {
+    for (field, value) in msg.fields() {
+        collect_value(&field.kind(), value, out);
+    }
+}
+
+fn collect_value(kind: &Kind, value: &Value, out: &mut String) {
+    match value {
+        Value::String(s) => {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(s);
+        }
+        Value::EnumNumber(n) => {
+            if let Kind::Enum(e) = kind
+                && let Some(v) = e.get_value(*n)
+            {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(v.name());
+            }
+        }
+        Value::Message(m) => collect_text(m, out),
+        Value::List(items) => items.iter().for_each(|v| collect_value(kind, v, out)),
+        Value::Map(map) => {
+            let value_kind = match kind {
+                Kind::Message(entry) => entry.map_entry_value_field().kind(),
+                _ => return,
+            };
+            for (k, v) in map {
+                if let MapKey::String(s) = k {
+                    collect_value(&Kind::String, &Value::String(s.clone()), out);
+                }
+                collect_value(&value_kind, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Copies the field at `path` (dot-separated proto field names) from `src`
+/// into `dst`: set where `src` has it, cleared where it does not.
+pub fn apply_mask_path(dst: &mut DynamicMessage, src: &DynamicMessage, path: &str) -> Result<()> {
+    let parts: Vec<&str> = path.split('.').collect();
+    apply_parts(dst, Some(src), &parts, path)
+}
+
+fn apply_parts(
+    dst: &mut DynamicMessage,
+    src: Option<&DynamicMessage>,
+    parts: &[&str],
+    path: &str,
+) -> Result<()> {
+    let desc = dst.descriptor();
+    let field = desc.get_field_by_name(parts[0]).ok_or_else(|| {
+        Error::invalid(format!(
+            "update_mask path {path:?}: {} has no field {:?}",
+            desc.full_name(),
+            parts[0]
+        ))
+    })?;
+    if parts.len() == 1 {
+        match src.filter(|s| s.has_field(&field)) {
+            Some(s) => dst.set_field(&field, s.get_field(&field).into_owned()),
+            None => dst.clear_field(&field),
+        }
+        return Ok(());
+    }
+    if field.is_list() || field.is_map() || !matches!(field.kind(), Kind::Message(_)) {
+        return Err(Error::invalid(format!(
+            "update_mask path {path:?}: {:?} is not a singular message field, so it cannot have sub-fields",
+            parts[0]
+        )));
+    }
+    let sub_src = src
+        .filter(|s| s.has_field(&field))
+        .and_then(|s| s.get_field(&field).as_message().cloned());
+    let sub_dst = dst.get_field_mut(&field);
+    match sub_dst {
+        Value::Message(m) => apply_parts(m, sub_src.as_ref(), &parts[1..], path),
+        _ => Err(Error::internal("message field holds a non-message value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> prost_reflect::DescriptorPool {
+        let src = r#"syntax = "proto3"; package t;
+            enum Color { COLOR_UNSPECIFIED = 0; RED = 1; }
+            message Inner { string city = 1; int64 zip = 2; }
+            message M { string name = 1; int64 big = 2; Inner inner = 3; repeated string tags = 4;
+                        Color color = 5; map<string, string> attrs = 6; }"#;
+        crate::registry::compile_sources(&[("t.proto".into(), src.into())], &[]).unwrap()
+    }
+
+    #[test]
+    fn encodes_json_and_text() {
+        let desc = pool().get_message_by_name("t.M").unwrap();
+        let m = decode_json(
+            &desc,
+            r#"{"name":"Ann","big":"9007199254740993","inner":{"city":"Oslo"},"tags":["a","b"],"color":"RED","attrs":{"k":"v"}}"#,
+        )
+        .unwrap();
+        let e = encode(&m).unwrap();
+        assert!(e.json.contains(r#""big":9007199254740993"#), "{}", e.json);
+        for word in ["Ann", "Oslo", "a", "b", "RED", "k", "v"] {
+            assert!(
+                e.text.lines().any(|l| l == word),
+                "{word} missing in {:?}",
+                e.text
+            );
+        }
+        assert_eq!(decode(&desc, &e.bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_unknown_json_fields_and_wrong_any() {
+        let desc = pool().get_message_by_name("t.M").unwrap();
+        assert!(decode_json(&desc, r#"{"nope":1}"#).is_err());
+        let err = decode_any(&desc, "type.googleapis.com/t.Inner", &[]).unwrap_err();
+        assert!(err.message.contains("t.Inner"), "{}", err.message);
+        assert!(decode(&desc, &[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn mask_sets_and_clears_nested() {
+        let desc = pool().get_message_by_name("t.M").unwrap();
+        let mut dst = decode_json(&desc, r#"{"name":"a","inner":{"city":"x","zip":1}}"#).unwrap();
+        let src = decode_json(&desc, r#"{"name":"b","inner":{"city":"y"}}"#).unwrap();
+        apply_mask_path(&mut dst, &src, "inner.zip").unwrap();
+        apply_mask_path(&mut dst, &src, "inner.city").unwrap();
+        let json = encode(&dst).unwrap().json;
+        assert_eq!(json, r#"{"name":"a","inner":{"city":"y"}}"#);
+        assert!(apply_mask_path(&mut dst, &src, "name.x").is_err());
+        assert!(apply_mask_path(&mut dst, &src, "missing").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! SQLite collections: one collection per file (`collection`), the catalogue
+//! of collections (`catalog`), queries (`query`) and payload encoding (`codec`).
+
+pub mod catalog;
+pub mod codec;
+pub mod collection;
+pub mod query;
+
+pub use catalog::{Catalog, CollectionMeta};
+pub use collection::{
+    BatchOutcome, Collection, Labels, Mask, MaskPart, Page, Record, WriteOp, Written,
+};
+pub use query::{Filter, Op, Order, Query, Scalar};
