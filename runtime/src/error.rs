@@ -91,6 +91,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Message prefix of errors SQLite raised as SQLITE_ERROR.
+pub const SQL_ERROR_PREFIX: &str = "storage (SQL error): ";
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         if let rusqlite::Error::SqliteFailure(f, _) = &e {
@@ -100,6 +103,11 @@ impl From<rusqlite::Error> for Error {
                 }
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                     return Error::unavailable(format!("storage busy, retry: {e}"));
+                }
+                // SQLITE_ERROR: the statement itself was refused (FTS5 reports
+                // query syntax errors this way).
+                rusqlite::ErrorCode::Unknown => {
+                    return Error::internal(format!("{SQL_ERROR_PREFIX}{e}"));
                 }
                 _ => {}
             }

@@ -1,1 +1,302 @@
+//! Helpers for the black-box tests: start real nodes (in-process on
+//! 127.0.0.1:0, or the binary as a process) and talk gRPC to them.
 
+use collector::proto::{
+    self, collection_repo_client::CollectionRepoClient,
+    collection_service_client::CollectionServiceClient,
+    collector_registry_client::CollectorRegistryClient,
+};
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// The shop types most tests use.
+pub const SHOP_PROTO: &str = r#"
+syntax = "proto3";
+package shop;
+
+enum Status {
+  STATUS_UNSPECIFIED = 0;
+  OPEN = 1;
+  SHIPPED = 2;
+}
+
+message Address {
+  string city = 1;
+  string zip = 2;
+}
+
+message Customer {
+  string name = 1;
+  Address address = 2;
+}
+
+message Order {
+  string title = 1;
+  int64 quantity = 2;
+  double price = 3;
+  bool paid = 4;
+  Status status = 5;
+  Customer customer = 6;
+  repeated string tags = 7;
+  string note = 8;
+  optional int32 priority = 9;
+}
+"#;
+
+/// shop.Address, hand-written with prost so tests send real binary protobuf.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Address {
+    #[prost(string, tag = "1")]
+    pub city: String,
+    #[prost(string, tag = "2")]
+    pub zip: String,
+}
+
+/// shop.Customer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Customer {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub address: Option<Address>,
+}
+
+/// shop.Order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Order {
+    #[prost(string, tag = "1")]
+    pub title: String,
+    #[prost(int64, tag = "2")]
+    pub quantity: i64,
+    #[prost(double, tag = "3")]
+    pub price: f64,
+    #[prost(bool, tag = "4")]
+    pub paid: bool,
+    #[prost(int32, tag = "5")]
+    pub status: i32,
+    #[prost(message, optional, tag = "6")]
+    pub customer: Option<Customer>,
+    #[prost(string, repeated, tag = "7")]
+    pub tags: Vec<String>,
+    #[prost(string, tag = "8")]
+    pub note: String,
+    #[prost(int32, optional, tag = "9")]
+    pub priority: Option<i32>,
+}
+
+impl Order {
+    /// An order with a title and a quantity.
+    pub fn new(title: &str, quantity: i64) -> Self {
+        Order {
+            title: title.into(),
+            quantity,
+            ..Default::default()
+        }
+    }
+
+    /// Packs the order into an Any.
+    pub fn any(&self) -> prost_types::Any {
+        prost_types::Any {
+            type_url: "type.googleapis.com/shop.Order".into(),
+            value: prost::Message::encode_to_vec(self),
+        }
+    }
+}
+
+/// Decodes a record's payload as an Order.
+pub fn order_of(r: &proto::Record) -> Order {
+    let any = r.data.as_ref().expect("record has data");
+    assert_eq!(any.type_url, "type.googleapis.com/shop.Order");
+    prost::Message::decode(any.value.as_slice()).expect("decodes as shop.Order")
+}
+
+/// gRPC clients of one node.
+#[derive(Clone)]
+pub struct Clients {
+    pub registry: CollectorRegistryClient<Channel>,
+    pub records: CollectionServiceClient<Channel>,
+    pub repo: CollectionRepoClient<Channel>,
+    pub channel: Channel,
+}
+
+impl Clients {
+    /// Connects to `addr`.
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        Clients {
+            registry: CollectorRegistryClient::new(channel.clone()),
+            records: CollectionServiceClient::new(channel.clone()),
+            repo: CollectionRepoClient::new(channel.clone()),
+            channel,
+        }
+    }
+
+    /// Registers SHOP_PROTO in `ns`.
+    pub async fn register_shop(&mut self, ns: &str) {
+        self.registry
+            .register_proto(proto::RegisterProtoRequest {
+                namespace: ns.into(),
+                sources: vec![proto::ProtoSource {
+                    name: "shop.proto".into(),
+                    content: SHOP_PROTO.into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("register shop.proto");
+    }
+
+    /// Creates a shop.Order collection.
+    pub async fn create_orders(
+        &mut self,
+        ns: &str,
+        name: &str,
+        indexes: &[&str],
+    ) -> proto::CollectionInfo {
+        self.repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: ns.into(),
+                name: name.into(),
+                message_type: "shop.Order".into(),
+                indexes: indexes.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("create collection")
+            .into_inner()
+    }
+
+    /// Stores an order (id "" → generated).
+    pub async fn put(
+        &mut self,
+        ns: &str,
+        coll: &str,
+        id: &str,
+        o: &Order,
+    ) -> Result<proto::Record, tonic::Status> {
+        self.records
+            .create(proto::CreateRequest {
+                namespace: ns.into(),
+                collection: coll.into(),
+                record: Some(proto::Record {
+                    id: id.into(),
+                    data: Some(o.any()),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Runs a search.
+    pub async fn search(
+        &mut self,
+        req: proto::SearchRequest,
+    ) -> Result<proto::SearchResponse, tonic::Status> {
+        self.records.search(req).await.map(|r| r.into_inner())
+    }
+}
+
+/// An in-process node on 127.0.0.1:0 with its own data dir.
+pub struct TestNode {
+    pub handle: Option<collector::NodeHandle>,
+    pub dir: tempfile::TempDir,
+    pub clients: Clients,
+}
+
+impl TestNode {
+    /// Starts a node on a fresh data dir.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, clients) = Self::boot(dir.path()).await;
+        TestNode {
+            handle: Some(handle),
+            dir,
+            clients,
+        }
+    }
+
+    async fn boot(dir: &Path) -> (collector::NodeHandle, Clients) {
+        let config = collector::Config {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            sync_full: false,
+            ..Default::default()
+        };
+        let handle = collector::Node::start(config).await.expect("node starts");
+        let clients = Clients::connect(handle.addr).await;
+        (handle, clients)
+    }
+
+    /// Stops the node cleanly and starts it again on the same data dir.
+    pub async fn restart(&mut self) {
+        self.handle
+            .take()
+            .unwrap()
+            .shutdown()
+            .await
+            .expect("clean shutdown");
+        let (handle, clients) = Self::boot(self.dir.path()).await;
+        self.handle = Some(handle);
+        self.clients = clients;
+    }
+}
+
+/// A node running as its own process; killed on drop.
+pub struct ProcessNode {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ProcessNode {
+    /// Runs `BIN serve` (the `collector` binary; integration tests pass
+    /// `env!("CARGO_BIN_EXE_collector-node")`) on `dir` with a free port and
+    /// waits for its banner.
+    pub fn start(bin: &str, dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node prints its address");
+        ProcessNode {
+            child,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -457,11 +457,9 @@ impl Collection {
 fn fts_error(e: Error, has_text: bool) -> Error {
     if has_text
         && e.kind == ErrorKind::Internal
-        && (e.message.contains("fts5")
-            || e.message.contains("no such column")
-            || e.message.contains("syntax error"))
+        && e.message.starts_with(crate::error::SQL_ERROR_PREFIX)
     {
-        let detail = e.message.trim_start_matches("storage: ");
+        let detail = e.message.trim_start_matches(crate::error::SQL_ERROR_PREFIX);
         return Error::invalid(format!(
             "query is not valid FTS5 syntax ({detail}); quote terms with \"…\" to match them literally"
         ));

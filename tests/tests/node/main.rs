@@ -1,1 +1,8 @@
+//! Black-box tests: real nodes, real gRPC clients.
 
+mod crud;
+mod durability;
+mod query;
+mod registry;
+mod repo;
+mod surface;

@@ -1,0 +1,229 @@
+use collector::proto;
+use collector_tests::{SHOP_PROTO, TestNode};
+use prost::Message;
+use tonic::Code;
+
+fn src(name: &str, content: &str) -> proto::ProtoSource {
+    proto::ProtoSource {
+        name: name.into(),
+        content: content.into(),
+    }
+}
+
+#[tokio::test]
+async fn register_is_idempotent_and_conflicts_are_refused() {
+    let mut n = TestNode::start().await;
+    let r = &mut n.clients.registry;
+    let first = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![src("shop.proto", SHOP_PROTO)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.registered_files, vec!["shop.proto"]);
+    assert!(first.message_types.contains(&"shop.Order".to_string()));
+    let again = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![src("shop.proto", SHOP_PROTO)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again.registered_files.is_empty(),
+        "identical file is a no-op"
+    );
+
+    let changed = SHOP_PROTO.replace("string note = 8;", "string note = 8; string extra = 10;");
+    let e = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![src("shop.proto", &changed)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![src(
+                "other.proto",
+                "syntax = \"proto3\"; package shop; message Order {}",
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    // The same file compiled elsewhere (a FileDescriptorSet) is identical too.
+    let got = r
+        .get_proto(proto::GetProtoRequest {
+            namespace: "shop".into(),
+            target: Some(proto::get_proto_request::Target::Symbol(
+                "shop.Order".into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.files[0].name(), "shop.proto");
+    let set = prost_types::FileDescriptorSet {
+        file: got.files.clone(),
+    };
+    let same = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            file_set: Some(set),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(same.registered_files.is_empty());
+
+    // Imports of registered files and well-known types work.
+    let importer = "syntax = \"proto3\"; package shop; import \"shop.proto\"; import \"google/protobuf/timestamp.proto\";\
+                    message Invoice { Order order = 1; google.protobuf.Timestamp at = 2; }";
+    r.register_proto(proto::RegisterProtoRequest {
+        namespace: "shop".into(),
+        sources: vec![src("invoice.proto", importer)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let list = r
+        .list_protos(proto::ListProtosRequest {
+            namespace: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = list.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let inv = list
+        .files
+        .iter()
+        .find(|f| f.name == "invoice.proto")
+        .unwrap();
+    assert_eq!(
+        inv.dependencies,
+        vec!["shop.proto", "google/protobuf/timestamp.proto"]
+    );
+    let with_deps = r
+        .get_proto(proto::GetProtoRequest {
+            namespace: "shop".into(),
+            target: Some(proto::get_proto_request::Target::FileName(
+                "invoice.proto".into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(with_deps.files.len(), 3);
+}
+
+#[tokio::test]
+async fn every_error_is_reported_at_once() {
+    let mut n = TestNode::start().await;
+    let r = &mut n.clients.registry;
+    let e = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![
+                src(
+                    "a.proto",
+                    "syntax = \"proto3\"; package a; message A { strin x = 1; }",
+                ),
+                src(
+                    "b.proto",
+                    "syntax = \"proto3\"; package b; message B { int32 x = 1 }",
+                ),
+                src(
+                    "ok.proto",
+                    "syntax = \"proto3\"; package ok; message Fine {}",
+                ),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("a.proto") && e.message().contains("b.proto"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("b.proto:1:"),
+        "positions are given: {}",
+        e.message()
+    );
+    let list = r
+        .list_protos(proto::ListProtosRequest {
+            namespace: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.files.is_empty(), "nothing was registered");
+
+    // A broken descriptor set: a field of an unknown type.
+    let mut bad = prost_types::FileDescriptorProto {
+        name: Some("x.proto".into()),
+        package: Some("x".into()),
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    bad.message_type.push(prost_types::DescriptorProto {
+        name: Some("X".into()),
+        field: vec![prost_types::FieldDescriptorProto {
+            name: Some("y".into()),
+            number: Some(1),
+            type_name: Some(".x.Missing".into()),
+            r#type: Some(11),
+            label: Some(1),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let e = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            file_set: Some(prost_types::FileDescriptorSet { file: vec![bad] }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("x.Missing"), "{}", e.message());
+
+    // The system namespace is read-only; reserved and malformed namespaces are refused.
+    let e = r
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "system".into(),
+            sources: vec![src("s.proto", "syntax = \"proto3\"; package s;")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    for ns in ["files", "Bad", "a/b"] {
+        let e = r
+            .register_proto(proto::RegisterProtoRequest {
+                namespace: ns.into(),
+                sources: vec![src("s.proto", "syntax = \"proto3\";")],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{ns}");
+    }
+    let _ = prost_types::FileDescriptorSet::default().encode_to_vec();
+}

@@ -1,0 +1,320 @@
+use collector::proto;
+use collector_tests::{Order, TestNode};
+use tonic::Code;
+
+#[tokio::test]
+async fn collections_are_isolated_by_collection_and_namespace() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    c.register_shop("shop").await;
+    c.register_shop("other").await;
+    c.create_orders("shop", "orders", &[]).await;
+    c.create_orders("shop", "archive", &[]).await;
+    c.create_orders("other", "orders", &[]).await;
+    c.put("shop", "orders", "x", &Order::new("in shop/orders", 1))
+        .await
+        .unwrap();
+
+    for (ns, coll) in [("shop", "archive"), ("other", "orders")] {
+        let e = c
+            .records
+            .get(proto::GetRequest {
+                namespace: ns.into(),
+                collection: coll.into(),
+                id: "x".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{ns}/{coll}");
+        let r = c
+            .search(proto::SearchRequest {
+                namespace: ns.into(),
+                collection: coll.into(),
+                query: "shop".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.total_count, 0);
+    }
+    // Types registered in one namespace are not visible in another.
+    let e = c
+        .repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "lonely".into(),
+            name: "orders".into(),
+            message_type: "shop.Order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Well-known types work anywhere.
+    c.repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "lonely".into(),
+            name: "notes".into(),
+            message_type: "google.protobuf.Struct".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.records
+        .create(proto::CreateRequest {
+            namespace: "lonely".into(),
+            collection: "notes".into(),
+            record: Some(proto::Record {
+                json: r#"{"any": ["json", 1]}"#.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+
+    // The namespace may come from metadata instead of the field.
+    let mut req = tonic::Request::new(proto::GetRequest {
+        collection: "orders".into(),
+        id: "x".into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-collector-namespace", "shop".parse().unwrap());
+    c.records.get(req).await.unwrap();
+}
+
+#[tokio::test]
+async fn repo_creates_describes_discovers_routes_and_deletes() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    c.register_shop("shop").await;
+    let info = c
+        .repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            message_type: "shop.Order".into(),
+            labels: [("env".to_string(), "prod".to_string())].into(),
+            description: "all orders".into(),
+            indexes: vec!["customer.address.city".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.message_type, "shop.Order");
+    let dup = c
+        .repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            message_type: "shop.Order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    for (name, ty, idx, code) in [
+        ("Bad Name", "shop.Order", "", Code::InvalidArgument),
+        ("x", "shop.Nope", "", Code::NotFound),
+        ("x", "shop.Order", "customer.nope", Code::InvalidArgument),
+        ("x", "shop.Order", "tags", Code::InvalidArgument),
+    ] {
+        let e = c
+            .repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "shop".into(),
+                name: name.into(),
+                message_type: ty.into(),
+                indexes: if idx.is_empty() {
+                    vec![]
+                } else {
+                    vec![idx.into()]
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{name} {ty} {idx}: {e:?}");
+    }
+    c.create_orders("shop", "returns", &[]).await;
+    for k in 0..3 {
+        c.put("shop", "orders", &k.to_string(), &Order::new("lamp", k))
+            .await
+            .unwrap();
+    }
+    c.put("shop", "returns", "r", &Order::new("lamp returned", 1))
+        .await
+        .unwrap();
+
+    let got = c
+        .repo
+        .get_collection(proto::GetCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.record_count, 3);
+    assert!(got.size_bytes > 0);
+    assert_eq!(got.indexes, vec!["customer.address.city"]);
+
+    let d = c
+        .repo
+        .discover(proto::DiscoverRequest {
+            namespace: "shop".into(),
+            labels: [("env".to_string(), "prod".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.collections
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["orders"]
+    );
+    let p1 = c
+        .repo
+        .discover(proto::DiscoverRequest {
+            message_type: "shop.Order".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.collections.len(), 1);
+    let p2 = c
+        .repo
+        .discover(proto::DiscoverRequest {
+            message_type: "shop.Order".into(),
+            page_size: 1,
+            page_token: p1.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.collections.len(), 1);
+    assert_ne!(p1.collections[0].name, p2.collections[0].name);
+    assert!(p2.next_page_token.is_empty());
+
+    let route = c
+        .repo
+        .route(proto::RouteRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(route.address, n.handle.as_ref().unwrap().addr.to_string());
+
+    let many = c
+        .repo
+        .search_collections(proto::SearchCollectionsRequest {
+            namespace: "shop".into(),
+            query: "lamp".into(),
+            limit_per_collection: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(many.total_count, 4);
+    assert_eq!(
+        many.groups
+            .iter()
+            .map(|g| (g.collection.as_str(), g.total_count, g.hits.len()))
+            .collect::<Vec<_>>(),
+        vec![("orders", 3, 2), ("returns", 1, 1)]
+    );
+
+    c.repo
+        .delete_collection(proto::DeleteCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+        })
+        .await
+        .unwrap();
+    let e = c
+        .records
+        .get(proto::GetRequest {
+            namespace: "shop".into(),
+            collection: "orders".into(),
+            id: "0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // A new collection with the old name starts empty.
+    c.create_orders("shop", "orders", &[]).await;
+    let cnt = c
+        .records
+        .count(proto::CountRequest {
+            namespace: "shop".into(),
+            collection: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cnt.count, 0);
+}
+
+#[tokio::test]
+async fn system_namespace_is_readable_but_not_writable() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    c.register_shop("shop").await;
+    c.create_orders("shop", "orders", &[]).await;
+    let cat = c
+        .records
+        .list(proto::ListRequest {
+            namespace: "system".into(),
+            collection: "collections".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cat.records.len(), 1);
+    assert!(
+        cat.records[0].json.contains("shop.Order"),
+        "{}",
+        cat.records[0].json
+    );
+    let e = c
+        .records
+        .delete(proto::DeleteRequest {
+            namespace: "system".into(),
+            collection: "collections".into(),
+            id: cat.records[0].id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = c
+        .repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "system".into(),
+            name: "x".into(),
+            message_type: "google.protobuf.Empty".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = c
+        .repo
+        .delete_collection(proto::DeleteCollectionRequest {
+            namespace: "system".into(),
+            name: "protos".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}

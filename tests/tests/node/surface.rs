@@ -1,0 +1,71 @@
+use collector_tests::TestNode;
+use tokio_stream::StreamExt;
+
+#[tokio::test]
+async fn health_reports_every_service() {
+    let n = TestNode::start().await;
+    let mut h = tonic_health::pb::health_client::HealthClient::new(n.clients.channel.clone());
+    for s in [
+        "",
+        "collector.v1.CollectionService",
+        "collector.v1.CollectorRegistry",
+        "collector.v1.CollectionRepo",
+    ] {
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest { service: s.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{s}"
+        );
+    }
+}
+
+macro_rules! reflection_test {
+    ($name:ident, $v:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            use tonic_reflection::pb::$v::{
+                server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse, ServerReflectionRequest,
+            };
+            let mut n = TestNode::start().await;
+            n.clients.register_shop("shop").await;
+            let mut client = ServerReflectionClient::new(n.clients.channel.clone());
+            let reqs = vec![
+                ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
+                ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("collector.v1.CollectionService".into())) },
+                ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("shop.Order".into())) },
+                ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("nope.Nothing".into())) },
+            ];
+            let mut req = tonic::Request::new(tokio_stream::iter(reqs));
+            req.metadata_mut().insert("x-collector-namespace", "shop".parse().unwrap());
+            let mut stream = client.server_reflection_info(req).await.unwrap().into_inner();
+            let mut answers = Vec::new();
+            while let Some(r) = stream.next().await {
+                answers.push(r.unwrap().message_response.unwrap());
+            }
+            assert_eq!(answers.len(), 4);
+            let MessageResponse::ListServicesResponse(list) = &answers[0] else { panic!("{:?}", answers[0]) };
+            let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+            for want in collector::node::SERVICES {
+                assert!(names.contains(want), "{want} missing from {names:?}");
+            }
+            assert!(matches!(&answers[1], MessageResponse::FileDescriptorResponse(f) if !f.file_descriptor_proto.is_empty()));
+            assert!(matches!(&answers[2], MessageResponse::FileDescriptorResponse(f) if !f.file_descriptor_proto.is_empty()), "namespace types resolve");
+            assert!(matches!(&answers[3], MessageResponse::ErrorResponse(e) if e.error_code == 5));
+        }
+    };
+}
+
+reflection_test!(
+    reflection_v1_lists_services_and_resolves_namespace_types,
+    v1
+);
+reflection_test!(
+    reflection_v1alpha_lists_services_and_resolves_namespace_types,
+    v1alpha
+);
