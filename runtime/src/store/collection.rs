@@ -347,7 +347,10 @@ impl Collection {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Index(paths, tx))?;
         rx.await
-            .map_err(|_| Error::internal("the writer dropped the request"))?
+            .map_err(|_| Error::internal("the writer dropped the request"))??;
+        // Pooled readers keep the schema they planned with; new ones see the index.
+        self.readers.lock().expect("readers lock").clear();
+        Ok(())
     }
 
     /// Stops the writer after the queued writes and waits for it.
@@ -798,5 +801,122 @@ fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Writ
                 .execute([rid])?;
             Ok(Written::Deleted)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::query::{Filter, Op, Order, Scalar};
+
+    fn open(dir: &Path, indexes: &[String]) -> Arc<Collection> {
+        let src = r#"syntax = "proto3"; package t;
+            message Inner { string city = 1; }
+            message M { string name = 1; int64 n = 2; Inner inner = 3; }"#;
+        let desc = crate::registry::compile_sources(&[("t.proto".into(), src.into())], &[])
+            .unwrap()
+            .get_message_by_name("t.M")
+            .unwrap();
+        Collection::open(
+            Namespace::new("t").unwrap(),
+            CollectionName::new("m").unwrap(),
+            desc,
+            dir.join("m.db"),
+            indexes,
+            false,
+        )
+        .unwrap()
+    }
+
+    fn eq(field: &str, v: Scalar) -> Filter {
+        Filter {
+            field: field.into(),
+            op: Op::Eq,
+            value: Some(v),
+            values: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn indexed_paths_do_not_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), &["n".into(), "inner.city".into()]);
+        let plan = |filters: Vec<Filter>, order: Option<Order>| Query {
+            filters,
+            order,
+            ..Default::default()
+        };
+        let p = c
+            .explain(plan(vec![eq("n", Scalar::Int(5))], None))
+            .await
+            .unwrap();
+        assert!(p.contains("USING INDEX idx_n"), "{p}");
+        let p = c
+            .explain(plan(
+                vec![eq("inner.city", Scalar::Str("Oslo".into()))],
+                None,
+            ))
+            .await
+            .unwrap();
+        assert!(p.contains("USING INDEX idx_inner__city"), "{p}");
+        let p = c
+            .explain(plan(
+                vec![],
+                Some(Order {
+                    field: "n".into(),
+                    descending: true,
+                }),
+            ))
+            .await
+            .unwrap();
+        assert!(
+            p.contains("idx_n") && !p.contains("TEMP B-TREE"),
+            "ordered by the index: {p}"
+        );
+        let p = c
+            .explain(plan(vec![eq("name", Scalar::Str("x".into()))], None))
+            .await
+            .unwrap();
+        assert!(p.contains("SCAN"), "an unindexed path scans: {p}");
+        // Indexes can be added later too.
+        c.add_indexes(vec!["name".into()]).await.unwrap();
+        let p = c
+            .explain(plan(vec![eq("name", Scalar::Str("x".into()))], None))
+            .await
+            .unwrap();
+        assert!(p.contains("USING INDEX idx_name"), "{p}");
+        c.close();
+    }
+
+    #[tokio::test]
+    async fn group_commit_answers_each_caller_with_its_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), &[]);
+        let desc = c.descriptor().clone();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let c = c.clone();
+            let msg = crate::store::codec::decode_json(&desc, &format!(r#"{{"n": {i}}}"#)).unwrap();
+            // Every 10th write reuses an id, so some writes in a group fail.
+            let id = RecordId::new(&format!("id{}", if i % 10 == 9 { i - 1 } else { i })).unwrap();
+            tasks.push(tokio::spawn(async move {
+                c.write(WriteOp::Create {
+                    id: Some(id),
+                    payload: codec::encode(&msg).unwrap(),
+                    labels: Labels::new(),
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e.kind, ErrorKind::AlreadyExists),
+            }
+        }
+        assert_eq!(ok, 180);
+        assert_eq!(c.count(Query::default()).await.unwrap(), 180);
+        c.close();
     }
 }
