@@ -1,1 +1,474 @@
-fn main() {}
+//! Load client for a real node: every figure is reported as a ratio against a
+//! floor measured in the same run (an empty gRPC call, raw rusqlite).
+//!
+//! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
+//! size of the query data set, default 1,000,000; BENCH_SECS the seconds per
+//! throughput phase, default 3).
+
+use collector::proto::{
+    self, collection_repo_client::CollectionRepoClient,
+    collection_service_client::CollectionServiceClient,
+    collector_registry_client::CollectorRegistryClient,
+};
+use prost::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const SHOP: &str = r#"syntax = "proto3"; package shop;
+message Address { string city = 1; string zip = 2; }
+message Customer { string name = 1; Address address = 2; }
+message Order { string title = 1; int64 quantity = 2; double price = 3; Customer customer = 4; string note = 5; }"#;
+
+const WORDS: &[&str] = &[
+    "lamp", "chair", "table", "desk", "shelf", "sofa", "bed", "mirror", "rug", "clock", "vase",
+    "stool", "bench", "cabinet", "drawer", "pillow", "blanket", "curtain", "frame", "candle",
+    "basket", "bowl", "plate", "cup", "glass", "kettle", "pan", "pot", "knife", "fork", "spoon",
+    "towel", "soap", "brush", "comb", "hook", "rack", "box", "bag", "case",
+];
+const COLORS: &[&str] = &[
+    "red", "blue", "green", "black", "white", "grey", "oak", "walnut", "steel", "brass",
+];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+fn order_json(rng: &mut Rng, i: u64, note_len: usize) -> String {
+    // A rare word per 1000 records gives the FTS query a realistic, selective term.
+    let rare = format!("sku{}", i % 1000);
+    let title = format!(
+        "{} {} {} {}",
+        rng.pick(COLORS),
+        rng.pick(WORDS),
+        rng.pick(WORDS),
+        rare
+    );
+    let note: String = (0..note_len)
+        .map(|k| (b'a' + (k % 26) as u8) as char)
+        .collect();
+    serde_json::json!({
+        "title": title,
+        "quantity": (rng.next() % 10_000) as i64,
+        "price": (rng.next() % 100_000) as f64 / 100.0,
+        "customer": { "name": format!("customer {}", rng.next() % 50_000), "address": { "city": format!("city{}", rng.next() % 500) } },
+        "note": note,
+    })
+    .to_string()
+}
+
+fn any_of(pool: &prost_reflect::DescriptorPool, json: &str) -> prost_types::Any {
+    let desc = pool.get_message_by_name("shop.Order").unwrap();
+    let mut de = serde_json::Deserializer::from_str(json);
+    let msg = prost_reflect::DynamicMessage::deserialize(desc, &mut de).unwrap();
+    prost_types::Any {
+        type_url: "type.googleapis.com/shop.Order".into(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+/// Runs `conc` concurrent loops of `f` for `secs`; returns (ok calls/s, p50 µs, errors).
+async fn load<F, Fut>(conc: usize, secs: f64, f: F) -> (f64, f64, u64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let f = Arc::new(f);
+    let ok = Arc::new(AtomicU64::new(0));
+    let err = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (f, ok, err, seq) = (f.clone(), ok.clone(), err.clone(), seq.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            // Bounded: stops at the deadline or after 10M calls, whichever first.
+            for _ in 0..10_000_000u64 {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let t = Instant::now();
+                match f(seq.fetch_add(1, Ordering::Relaxed)).await {
+                    Ok(()) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => {
+                        err.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let p50 = lat.get(lat.len() / 2).copied().unwrap_or(0) as f64;
+    (
+        ok.load(Ordering::Relaxed) as f64 / elapsed,
+        p50,
+        err.load(Ordering::Relaxed),
+    )
+}
+
+/// p50 and p95 of `n` sequential calls, in ms.
+async fn latency<F, Fut>(n: usize, f: F) -> (f64, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        f(i).await.expect("query succeeds");
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[n / 2], v[n * 95 / 100])
+}
+
+fn raw_sqlite(dir: &std::path::Path, n: u64) -> (f64, f64) {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.execute_batch("CREATE TABLE t(rid INTEGER PRIMARY KEY, id TEXT UNIQUE, data BLOB)")
+        .unwrap();
+    let blob = vec![7u8; 1024];
+    let t = Instant::now();
+    for i in 0..n {
+        let tx = conn.unchecked_transaction().unwrap();
+        tx.prepare_cached("INSERT INTO t(id, data) VALUES (?, ?)")
+            .unwrap()
+            .execute(rusqlite::params![format!("id{i}"), blob])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let insert_per_s = n as f64 / t.elapsed().as_secs_f64();
+    let reader = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
+    let reads = 200_000u64;
+    let t = Instant::now();
+    for i in 0..reads {
+        let mut st = reader
+            .prepare_cached("SELECT data FROM t WHERE id = ?")
+            .unwrap();
+        let _: Vec<u8> = st
+            .query_row([format!("id{}", i % n)], |r| r.get(0))
+            .unwrap();
+    }
+    (insert_per_s, reads as f64 / t.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() {
+    let records: u64 = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let node = collector::Node::start(collector::Config {
+        data_dir: dir.path().join("node"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut registry = CollectorRegistryClient::new(channel.clone());
+    let mut repo = CollectionRepoClient::new(channel.clone());
+    registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "bench".into(),
+            sources: vec![proto::ProtoSource {
+                name: "shop.proto".into(),
+                content: SHOP.into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pool =
+        collector::registry::compile_sources(&[("shop.proto".into(), SHOP.into())], &[]).unwrap();
+    for (name, idx) in [("small", vec![]), ("big", vec!["quantity".to_string()])] {
+        repo.create_collection(proto::CreateCollectionRequest {
+            namespace: "bench".into(),
+            name: name.into(),
+            message_type: "shop.Order".into(),
+            indexes: idx,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    println!(
+        "collector benchmark: {} records for queries, {secs}s per throughput phase",
+        records
+    );
+    println!();
+
+    // Several channels, so the client is not limited by one HTTP/2 connection.
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(
+            Channel::from_shared(format!("http://{}", node.addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let health = |ch: Channel| tonic_health::pb::health_client::HealthClient::new(ch);
+    let svc = |ch: Channel| CollectionServiceClient::new(ch);
+
+    // (a) floor: an empty unary call (Health.Check: one map lookup).
+    let mut floors = Vec::new();
+    for conc in [1usize, 64] {
+        let chs = channels.clone();
+        let (rate, p50, errs) = load(conc, secs, move |i| {
+            let mut h = health(chs[i as usize % chs.len()].clone());
+            async move {
+                h.check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+        assert_eq!(errs, 0);
+        floors.push(rate);
+        println!(
+            "(a) empty call         c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  (floor)"
+        );
+    }
+
+    // (b) Get of a 1 KB record.
+    let mut c = svc(channel.clone());
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let rec = c
+        .create(proto::CreateRequest {
+            namespace: "bench".into(),
+            collection: "small".into(),
+            record: Some(proto::Record {
+                id: "one-kb".into(),
+                data: Some(any_of(&pool, &order_json(&mut rng, 0, 900))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    println!(
+        "    record size: {} bytes of proto",
+        rec.data.as_ref().unwrap().value.len()
+    );
+    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+        let chs = channels.clone();
+        let (rate, p50, errs) = load(conc, secs, move |i| {
+            let mut c = svc(chs[i as usize % chs.len()].clone());
+            async move {
+                c.get(proto::GetRequest {
+                    namespace: "bench".into(),
+                    collection: "small".into(),
+                    id: "one-kb".into(),
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+        assert_eq!(errs, 0);
+        println!(
+            "(b) Get 1 KB           c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.2}x empty call (target >= 0.8)",
+            rate / floors[k]
+        );
+    }
+
+    // (c) Create, synchronous=FULL, group commit.
+    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+        let chs = channels.clone();
+        let body = any_of(&pool, &order_json(&mut rng, 1, 200));
+        let (rate, p50, errs) = load(conc, secs, move |i| {
+            let mut c = svc(chs[i as usize % chs.len()].clone());
+            let body = body.clone();
+            async move {
+                c.create(proto::CreateRequest {
+                    namespace: "bench".into(),
+                    collection: "small".into(),
+                    record: Some(proto::Record {
+                        data: Some(body),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+        assert_eq!(errs, 0);
+        let target = if conc == 64 { " (target >= 0.6)" } else { "" };
+        println!(
+            "(c) Create             c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.2}x empty call{target}",
+            rate / floors[k]
+        );
+    }
+
+    // (d) raw rusqlite floor, in-process, same durability (WAL, synchronous=FULL).
+    let (ins, read) = tokio::task::spawn_blocking({
+        let p = dir.path().to_path_buf();
+        move || raw_sqlite(&p, 5_000)
+    })
+    .await
+    .unwrap();
+    println!("(d) raw rusqlite insert (1 per txn)  {ins:>9.0} /s      point read {read:>9.0} /s");
+
+    // (e) queries over `records` records.
+    let t = Instant::now();
+    let batch = 1000u64;
+    let mut loaders = Vec::new();
+    for w in 0..2u64 {
+        let mut c = svc(channels[w as usize].clone());
+        let pool = pool.clone();
+        let n = records;
+        loaders.push(tokio::spawn(async move {
+            let mut rng = Rng(0xDEADBEEF + w);
+            let mut start = w * batch;
+            while start < n {
+                let ops = (start..(start + batch).min(n))
+                    .map(|i| proto::BatchOp {
+                        op: Some(proto::batch_op::Op::Create(proto::CreateRequest {
+                            record: Some(proto::Record {
+                                data: Some(any_of(&pool, &order_json(&mut rng, i, 40))),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                let r = c
+                    .batch(proto::BatchRequest {
+                        namespace: "bench".into(),
+                        collection: "big".into(),
+                        ops,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(r.committed);
+                start += 2 * batch;
+            }
+        }));
+    }
+    for l in loaders {
+        l.await.unwrap();
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    println!(
+        "(e) loaded {records} records with Batch(1000) in {load_s:.1}s = {:.0} records/s",
+        records as f64 / load_s
+    );
+    let c = svc(channel.clone());
+    let (p50, p95) = latency(300, |i| {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .search(proto::SearchRequest {
+                    namespace: "bench".into(),
+                    collection: "big".into(),
+                    query: format!("sku{}", i * 7 % 1000),
+                    page_size: 20,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(r.total_count > 0);
+            Ok(())
+        }
+    })
+    .await;
+    println!(
+        "    FTS, one term (~{} hits), top 20 by relevance + total: p50 {p50:.2} ms  p95 {p95:.2} ms (target p50 <= 5 ms)",
+        records / 1000
+    );
+    let (p50, p95) = latency(300, |i| {
+        let mut c = c.clone();
+        async move {
+            c.search(proto::SearchRequest {
+                namespace: "bench".into(),
+                collection: "big".into(),
+                query: format!("{} AND sku{}", WORDS[i % WORDS.len()], i * 13 % 1000),
+                page_size: 20,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        }
+    })
+    .await;
+    println!(
+        "    FTS, two terms AND, top 20 + total:                p50 {p50:.2} ms  p95 {p95:.2} ms"
+    );
+    let (p50, p95) = latency(300, |i| {
+        let mut c = c.clone();
+        async move {
+            let f = proto::Filter {
+                field: "quantity".into(),
+                op: proto::FilterOp::Eq as i32,
+                value: Some(proto::Value {
+                    kind: Some(proto::value::Kind::IntValue((i * 31 % 10_000) as i64)),
+                }),
+                values: vec![],
+            };
+            c.search(proto::SearchRequest {
+                namespace: "bench".into(),
+                collection: "big".into(),
+                filters: vec![f],
+                page_size: 20,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        }
+    })
+    .await;
+    println!(
+        "    indexed filter EQ (~{} hits), top 20 + total:     p50 {p50:.2} ms  p95 {p95:.2} ms (target p50 <= 1 ms)",
+        records / 10_000
+    );
+    let (p50, _) = latency(50, |_| {
+        let mut h = health(channel.clone());
+        async move {
+            h.check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|_| ())
+        }
+    })
+    .await;
+    println!("    (empty call p50 in this phase: {p50:.3} ms)");
+    node.shutdown().await.unwrap();
+}
