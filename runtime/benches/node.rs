@@ -2,7 +2,7 @@
 //! floor measured in the same run (an empty gRPC call, raw rusqlite).
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
-//! size of the query data set, default 1,000,000; BENCH_SECS the seconds per
+//! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
 //! throughput phase, default 3).
 
 use collector::proto::{
@@ -15,6 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+// The same allocator as the `collector` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SHOP: &str = r#"syntax = "proto3"; package shop;
 message Address { string city = 1; string zip = 2; }
@@ -294,6 +298,7 @@ async fn main() {
                     namespace: "bench".into(),
                     collection: "small".into(),
                     id: "one-kb".into(),
+                    include_json: false,
                 })
                 .await
                 .map(|_| ())
@@ -345,6 +350,10 @@ async fn main() {
     .unwrap();
     println!("(d) raw rusqlite insert (1 per txn)  {ins:>9.0} /s      point read {read:>9.0} /s");
 
+    if records == 0 {
+        node.shutdown().await.unwrap();
+        return;
+    }
     // (e) queries over `records` records.
     let t = Instant::now();
     let batch = 1000u64;

@@ -76,6 +76,18 @@ ctor! {
 }
 
 impl Error {
+    /// True for the caller errors a store write raises before it writes
+    /// anything (see `store::collection::apply`).
+    pub fn before_writes(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::InvalidArgument
+                | ErrorKind::NotFound
+                | ErrorKind::AlreadyExists
+                | ErrorKind::FailedPrecondition
+        )
+    }
+
     /// Prefixes the message with where the error happened (e.g. `filters[2]`).
     pub fn context(mut self, at: impl fmt::Display) -> Self {
         self.message = format!("{at}: {}", self.message);

@@ -5,6 +5,11 @@ use collector::{Config, Node};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+// glibc malloc's arena locks showed up as the top user-space cost under load;
+// mimalloc roughly doubled empty-call throughput on the benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "collector",

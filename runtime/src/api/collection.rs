@@ -37,13 +37,13 @@ fn create_op(c: &Collection, r: &proto::CreateRequest) -> Result<WriteOp> {
         .record
         .as_ref()
         .ok_or_else(|| Error::invalid("record is missing"))?;
-    let msg = payload(c.descriptor(), rec)?.ok_or_else(|| {
+    let (msg, wire) = payload(c.descriptor(), rec)?.ok_or_else(|| {
         Error::invalid(format!(
             "record has no payload: set data (an Any of {}) or json",
             c.descriptor().full_name()
         ))
     })?;
-    let encoded = store::codec::encode(&msg)?;
+    let encoded = store::codec::encode_with_wire(&msg, wire)?;
     if encoded.bytes.len() > store::collection::MAX_RECORD_BYTES {
         return Err(Error::invalid(format!(
             "record is {} bytes; the limit is {}",
@@ -72,7 +72,7 @@ fn update_op(c: &Collection, r: &proto::UpdateRequest) -> Result<WriteOp> {
     )?;
     Ok(WriteOp::Update {
         id,
-        data: payload(c.descriptor(), rec)?,
+        data: payload(c.descriptor(), rec)?.map(|(m, _)| m),
         labels: labels(&rec.labels)?,
         mask,
         expected_version: r.expected_version,
@@ -88,7 +88,7 @@ fn delete_op(r: &proto::DeleteRequest) -> Result<WriteOp> {
 
 fn stored(c: &Collection, w: Written) -> proto::Record {
     match w {
-        Written::Stored(r) => record_to_proto(c.descriptor(), r),
+        Written::Stored(r) => record_to_proto(c.descriptor(), r, false),
         Written::Deleted => proto::Record::default(),
     }
 }
@@ -139,7 +139,11 @@ impl CollectionService for CollectionApi {
         let r = req.get_ref();
         let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
         let rec = c.get(RecordId::new(&r.id)?).await?;
-        Ok(Response::new(record_to_proto(c.descriptor(), rec)))
+        Ok(Response::new(record_to_proto(
+            c.descriptor(),
+            rec,
+            r.include_json,
+        )))
     }
 
     async fn update(
@@ -181,7 +185,7 @@ impl CollectionService for CollectionApi {
             records: page
                 .hits
                 .into_iter()
-                .map(|(rec, _)| record_to_proto(c.descriptor(), rec))
+                .map(|(rec, _)| record_to_proto(c.descriptor(), rec, r.include_json))
                 .collect(),
             next_page_token: page.next_token,
         }))
@@ -207,7 +211,7 @@ impl CollectionService for CollectionApi {
                 .hits
                 .into_iter()
                 .map(|(rec, score)| proto::SearchHit {
-                    record: Some(record_to_proto(c.descriptor(), rec)),
+                    record: Some(record_to_proto(c.descriptor(), rec, r.include_json)),
                     score,
                 })
                 .collect(),

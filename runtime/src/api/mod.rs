@@ -56,15 +56,15 @@ pub fn timestamp(us: i64) -> prost_types::Timestamp {
     }
 }
 
-/// A stored record → its proto form.
-pub fn record_to_proto(desc: &MessageDescriptor, r: Record) -> proto::Record {
+/// A stored record → its proto form (JSON only when asked for).
+pub fn record_to_proto(desc: &MessageDescriptor, r: Record, include_json: bool) -> proto::Record {
     proto::Record {
         id: r.id,
         data: Some(prost_types::Any {
             type_url: format!("{}{}", store::codec::TYPE_URL_PREFIX, desc.full_name()),
             value: r.data,
         }),
-        json: r.json,
+        json: if include_json { r.json } else { String::new() },
         labels: r.labels.into_iter().collect(),
         version: r.version,
         created_at: Some(timestamp(r.created_us)),
@@ -73,7 +73,11 @@ pub fn record_to_proto(desc: &MessageDescriptor, r: Record) -> proto::Record {
 }
 
 /// The payload a client sent, as `data` (Any) or `json`; None if neither.
-pub fn payload(desc: &MessageDescriptor, r: &proto::Record) -> Result<Option<DynamicMessage>> {
+/// The wire bytes of `data` come along so they need not be encoded again.
+pub fn payload(
+    desc: &MessageDescriptor,
+    r: &proto::Record,
+) -> Result<Option<(DynamicMessage, Option<Vec<u8>>)>> {
     let has_any = r
         .data
         .as_ref()
@@ -84,9 +88,10 @@ pub fn payload(desc: &MessageDescriptor, r: &proto::Record) -> Result<Option<Dyn
         )),
         (true, true) => {
             let a = r.data.as_ref().expect("checked");
-            store::codec::decode_any(desc, &a.type_url, &a.value).map(Some)
+            let msg = store::codec::decode_any(desc, &a.type_url, &a.value)?;
+            Ok(Some((msg, Some(a.value.clone()))))
         }
-        (false, false) => store::codec::decode_json(desc, &r.json).map(Some),
+        (false, false) => Ok(Some((store::codec::decode_json(desc, &r.json)?, None))),
         (false, true) => Ok(None),
     }
 }

@@ -186,7 +186,11 @@ impl CollectionRepo for RepoApi {
                         .into_iter()
                         .filter_map(|(rec, score)| {
                             Some(proto::SearchHit {
-                                record: Some(record_to_proto(desc.as_ref().ok()?, rec)),
+                                record: Some(record_to_proto(
+                                    desc.as_ref().ok()?,
+                                    rec,
+                                    r.include_json,
+                                )),
                                 score,
                             })
                         })

@@ -27,7 +27,13 @@ fn json_options() -> prost_reflect::SerializeOptions {
 
 /// Encodes a message into its stored forms.
 pub fn encode(msg: &DynamicMessage) -> Result<Encoded> {
-    let bytes = msg.encode_to_vec();
+    encode_with_wire(msg, None)
+}
+
+/// Like `encode`, keeping `wire` (the bytes `msg` was decoded from) as the
+/// stored bytes instead of encoding again.
+pub fn encode_with_wire(msg: &DynamicMessage, wire: Option<Vec<u8>>) -> Result<Encoded> {
+    let bytes = wire.unwrap_or_else(|| msg.encode_to_vec());
     let mut ser = serde_json::Serializer::new(Vec::with_capacity(bytes.len() * 2));
     msg.serialize_with_options(&mut ser, &json_options())
         .map_err(|e| Error::invalid(format!("message cannot be written as JSON: {e}")))?;

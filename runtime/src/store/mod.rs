@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod codec;
 pub mod collection;
 pub mod query;
+pub mod readers;
 
 pub use catalog::{Catalog, CollectionMeta};
 pub use collection::{

@@ -26,6 +26,7 @@ async fn everything_survives_a_restart() {
             namespace: "shop".into(),
             collection: "orders".into(),
             id: "keep".into(),
+            include_json: false,
         })
         .await
         .unwrap()
@@ -127,6 +128,7 @@ async fn acknowledged_writes_survive_kill_9() {
                 namespace: "shop".into(),
                 collection: "orders".into(),
                 id: id.clone(),
+                include_json: false,
             })
             .await
             .unwrap();

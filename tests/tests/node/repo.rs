@@ -22,6 +22,7 @@ async fn collections_are_isolated_by_collection_and_namespace() {
                 namespace: ns.into(),
                 collection: coll.into(),
                 id: "x".into(),
+                include_json: false,
             })
             .await
             .unwrap_err();
@@ -245,6 +246,7 @@ async fn repo_creates_describes_discovers_routes_and_deletes() {
             namespace: "shop".into(),
             collection: "orders".into(),
             id: "0".into(),
+            include_json: false,
         })
         .await
         .unwrap_err();
@@ -275,6 +277,7 @@ async fn system_namespace_is_readable_but_not_writable() {
         .list(proto::ListRequest {
             namespace: "system".into(),
             collection: "collections".into(),
+            include_json: true,
             ..Default::default()
         })
         .await
