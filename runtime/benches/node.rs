@@ -131,6 +131,69 @@ where
     )
 }
 
+/// Registers the shop type, creates `small` and stores the 1 KB record `one-kb`.
+async fn prepare_get(ch: &Channel, pool: &prost_reflect::DescriptorPool, rng: &mut Rng) -> usize {
+    let mut registry = CollectorRegistryClient::new(ch.clone());
+    let mut repo = CollectionRepoClient::new(ch.clone());
+    let _ = registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "bench".into(),
+            sources: vec![proto::ProtoSource {
+                name: "shop.proto".into(),
+                content: SHOP.into(),
+            }],
+            ..Default::default()
+        })
+        .await;
+    let _ = repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "bench".into(),
+            name: "small".into(),
+            message_type: "shop.Order".into(),
+            ..Default::default()
+        })
+        .await;
+    let rec = CollectionServiceClient::new(ch.clone())
+        .create(proto::CreateRequest {
+            namespace: "bench".into(),
+            collection: "small".into(),
+            record: Some(proto::Record {
+                id: "one-kb".into(),
+                data: Some(any_of(pool, &order_json(rng, 0, 900))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    rec.data.unwrap().value.len()
+}
+
+/// Get of `one-kb` at c=1 and c=64: (calls/s, p50 µs) each.
+async fn get_rates(channels: &[Channel], secs: f64) -> [(f64, f64); 2] {
+    let mut out = [(0.0, 0.0); 2];
+    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+        let chs = channels.to_vec();
+        let (rate, p50, errs) = load(conc, secs, move |i| {
+            let mut c = CollectionServiceClient::new(chs[i as usize % chs.len()].clone());
+            async move {
+                c.get(proto::GetRequest {
+                    namespace: "bench".into(),
+                    collection: "small".into(),
+                    id: "one-kb".into(),
+                    include_json: false,
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+        assert_eq!(errs, 0);
+        out[k] = (rate, p50);
+    }
+    out
+}
+
 /// p50 and p95 of `n` sequential calls, in ms.
 async fn latency<F, Fut>(n: usize, f: F) -> (f64, f64)
 where
@@ -270,45 +333,41 @@ async fn main() {
     }
 
     // (b) Get of a 1 KB record.
-    let mut c = svc(channel.clone());
     let mut rng = Rng(0x9E3779B97F4A7C15);
-    let rec = c
-        .create(proto::CreateRequest {
-            namespace: "bench".into(),
-            collection: "small".into(),
-            record: Some(proto::Record {
-                id: "one-kb".into(),
-                data: Some(any_of(&pool, &order_json(&mut rng, 0, 900))),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    println!(
-        "    record size: {} bytes of proto",
-        rec.data.as_ref().unwrap().value.len()
-    );
-    for (k, conc) in [1usize, 64].into_iter().enumerate() {
-        let chs = channels.clone();
-        let (rate, p50, errs) = load(conc, secs, move |i| {
-            let mut c = svc(chs[i as usize % chs.len()].clone());
-            async move {
-                c.get(proto::GetRequest {
-                    namespace: "bench".into(),
-                    collection: "small".into(),
-                    id: "one-kb".into(),
-                    include_json: false,
-                })
+    let size = prepare_get(&channel, &pool, &mut rng).await;
+    println!("    record size: {size} bytes of proto");
+    let hot = get_rates(&channels, secs).await;
+    // The same Get on a node with the record cache off: every call reads SQLite.
+    let cold_node = collector::Node::start(collector::Config {
+        data_dir: dir.path().join("cold"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        record_cache_bytes: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut cold_channels = Vec::new();
+    for _ in 0..4 {
+        cold_channels.push(
+            Channel::from_shared(format!("http://{}", cold_node.addr))
+                .unwrap()
+                .connect()
                 .await
-                .map(|_| ())
-            }
-        })
-        .await;
-        assert_eq!(errs, 0);
+                .unwrap(),
+        );
+    }
+    prepare_get(&cold_channels[0], &pool, &mut Rng(0x9E3779B97F4A7C15)).await;
+    let cold = get_rates(&cold_channels, secs).await;
+    cold_node.shutdown().await.unwrap();
+    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+        let ((rate, p50), (crate_, cp50)) = (hot[k], cold[k]);
         println!(
-            "(b) Get 1 KB           c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.2}x empty call (target >= 0.8)",
+            "(b) Get 1 KB, cached   c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.2}x empty call (target >= 0.8)",
             rate / floors[k]
+        );
+        println!(
+            "(b) Get 1 KB, no cache c={conc:<3} {crate_:>9.0} calls/s  p50 {cp50:>6.0} µs  = {:.2}x empty call",
+            crate_ / floors[k]
         );
     }
 

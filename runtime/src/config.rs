@@ -16,6 +16,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `PRAGMA synchronous=FULL` when true (acknowledged writes survive power loss).
     pub sync_full: bool,
+    /// Bytes of recently used records each collection keeps in memory.
+    pub record_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -26,6 +28,7 @@ impl Default for Config {
             namespace: "default".to_string(),
             max_message_bytes: 16 << 20,
             sync_full: true,
+            record_cache_bytes: 16 << 20,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::proto::{
     collector_registry_server::CollectorRegistryServer,
 };
 use crate::registry::Registry;
-use crate::store::{Catalog, catalog};
+use crate::store::{Catalog, Options, catalog};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,12 +92,16 @@ impl Node {
         let lock = lock_dir(&data_dir)?;
         let node_id = node_id(&data_dir)?;
 
-        let (protos, collections) = catalog::open_system(&data_dir, config.sync_full).await?;
+        let options = Options {
+            sync_full: config.sync_full,
+            cache_bytes: config.record_cache_bytes,
+        };
+        let (protos, collections) = catalog::open_system(&data_dir, options).await?;
         let registry = Arc::new(Registry::load(protos.clone()).await?);
         let catalog = Arc::new(
             Catalog::load(
                 data_dir.clone(),
-                config.sync_full,
+                options,
                 registry.clone(),
                 protos,
                 collections,

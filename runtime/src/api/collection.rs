@@ -141,7 +141,7 @@ impl CollectionService for CollectionApi {
         let rec = c.get(RecordId::new(&r.id)?).await?;
         Ok(Response::new(record_to_proto(
             c.descriptor(),
-            rec,
+            Arc::unwrap_or_clone(rec),
             r.include_json,
         )))
     }

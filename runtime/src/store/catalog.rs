@@ -3,7 +3,7 @@
 //! so it is persisted and queried by the same code as any collection.
 
 use super::codec;
-use super::collection::{Collection, Labels, Page, WriteOp, Written};
+use super::collection::{Collection, Labels, Options, Page, WriteOp, Written};
 use super::query::{Filter, Query};
 use crate::error::{Error, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
@@ -43,7 +43,7 @@ struct Entry {
 /// Every collection of the node.
 pub struct Catalog {
     root: PathBuf,
-    sync_full: bool,
+    options: Options,
     registry: Arc<Registry>,
     system: Arc<Collection>,
     entries: RwLock<BTreeMap<Key, Entry>>,
@@ -68,7 +68,7 @@ async fn open_blocking(
     meta: &CollectionMeta,
     desc: prost_reflect::MessageDescriptor,
     root: &Path,
-    sync_full: bool,
+    options: Options,
 ) -> Result<Arc<Collection>> {
     let (ns, name, indexes) = (
         meta.namespace.clone(),
@@ -76,7 +76,7 @@ async fn open_blocking(
         meta.indexes.clone(),
     );
     let path = db_path(root, &ns, &name);
-    tokio::task::spawn_blocking(move || Collection::open(ns, name, desc, path, &indexes, sync_full))
+    tokio::task::spawn_blocking(move || Collection::open(ns, name, desc, path, &indexes, options))
         .await
         .map_err(|e| Error::internal(format!("open task failed: {e}")))?
 }
@@ -112,7 +112,7 @@ fn system_meta(name: &str, message_type: &str) -> CollectionMeta {
 /// Opens the two system collections the registry and catalogue live in.
 pub async fn open_system(
     root: &Path,
-    sync_full: bool,
+    options: Options,
 ) -> Result<(Arc<Collection>, Arc<Collection>)> {
     let api = registry::api_pool();
     let protos = system_meta(PROTOS, "collector.v1.ProtoFileRecord");
@@ -122,7 +122,7 @@ pub async fn open_system(
         api.get_message_by_name(&protos.message_type)
             .expect("api type"),
         root,
-        sync_full,
+        options,
     )
     .await?;
     let c = open_blocking(
@@ -130,7 +130,7 @@ pub async fn open_system(
         api.get_message_by_name(&colls.message_type)
             .expect("api type"),
         root,
-        sync_full,
+        options,
     )
     .await?;
     Ok((p, c))
@@ -140,7 +140,7 @@ impl Catalog {
     /// Loads the catalogue and opens every collection in it.
     pub async fn load(
         root: PathBuf,
-        sync_full: bool,
+        options: Options,
         registry: Arc<Registry>,
         protos: Arc<Collection>,
         system: Arc<Collection>,
@@ -188,7 +188,7 @@ impl Catalog {
                     created_us: rec.created_us,
                 };
                 let mdesc = registry.message(&meta.namespace, &meta.message_type)?;
-                let coll = open_blocking(&meta, mdesc, &root, sync_full).await?;
+                let coll = open_blocking(&meta, mdesc, &root, options).await?;
                 entries.insert(
                     (meta.namespace.clone(), meta.name.clone()),
                     Entry { meta, coll },
@@ -202,7 +202,7 @@ impl Catalog {
         tracing::info!(collections = entries.len() - 2, "catalogue loaded");
         Ok(Catalog {
             root,
-            sync_full,
+            options,
             registry,
             system,
             entries: RwLock::new(entries),
@@ -273,7 +273,7 @@ impl Catalog {
         }
         // A file left by a delete that crashed half-way is stale: start clean.
         remove_files(&db_path(&self.root, &meta.namespace, &meta.name));
-        let coll = open_blocking(&meta, desc, &self.root, self.sync_full).await?;
+        let coll = open_blocking(&meta, desc, &self.root, self.options).await?;
         let info = meta_to_proto(&meta);
         let msg = DynamicMessage::decode(
             self.system.descriptor().clone(),

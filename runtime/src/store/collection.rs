@@ -3,6 +3,7 @@
 //! writes into one transaction (group commit) and answers each caller after
 //! the commit; reads use their own connections on the blocking pool.
 
+use super::cache::{Change, RecordCache};
 use super::codec::{self, Encoded};
 use super::query::{self, Plan, Query};
 use crate::error::{Error, ErrorKind, Result};
@@ -30,6 +31,24 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_LEN: usize = 256;
 /// Most ops in one batch.
 pub const MAX_BATCH_OPS: usize = 1000;
+
+/// How a collection is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `synchronous=FULL` (an acknowledged write survives power loss); else NORMAL.
+    pub sync_full: bool,
+    /// Bytes of recently used records kept in memory (0 turns the cache off).
+    pub cache_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync_full: true,
+            cache_bytes: 16 << 20,
+        }
+    }
+}
 
 /// A stored record.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +203,7 @@ pub struct Collection {
     writer: Mutex<Option<SyncSender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    cache: Arc<RecordCache>,
 }
 
 fn now_us() -> i64 {
@@ -265,19 +285,21 @@ impl Collection {
         desc: MessageDescriptor,
         path: PathBuf,
         indexes: &[String],
-        sync_full: bool,
+        options: Options,
     ) -> Result<Arc<Self>> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let conn = open_writer(&path, sync_full)?;
+        let conn = open_writer(&path, options.sync_full)?;
+        let cache = Arc::new(RecordCache::new(options.cache_bytes));
+        let wcache = cache.clone();
         create_indexes(&conn, &desc, indexes)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
         let wdesc = desc.clone();
         let label = format!("{namespace}/{name}");
         let handle = std::thread::Builder::new()
             .name(format!("writer {label}"))
-            .spawn(move || writer_loop(conn, wdesc, rx))
+            .spawn(move || writer_loop(conn, wdesc, wcache, rx))
             .map_err(|e| Error::internal(format!("cannot start writer for {label}: {e}")))?;
         Ok(Arc::new(Collection {
             namespace,
@@ -287,6 +309,7 @@ impl Collection {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
+            cache,
         }))
     }
 
@@ -389,17 +412,25 @@ impl Collection {
             .map_err(|_| Error::internal("a reader thread dropped the request"))?
     }
 
-    /// Reads one record.
-    pub async fn get(self: &Arc<Self>, id: RecordId) -> Result<Record> {
-        self.read(move |c, conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT id, data, json, labels, version, created, updated FROM records WHERE id = ?",
-            )?;
-            st.query_row([id.as_str()], row_record).optional()?.ok_or_else(|| {
-                Error::not_found(format!("record {:?} not found in {}/{}", id.as_str(), c.namespace, c.name))
+    /// Reads one record (from the record cache when it holds it).
+    pub async fn get(self: &Arc<Self>, id: RecordId) -> Result<Arc<Record>> {
+        if let Some(r) = self.cache.get(id.as_str()) {
+            return Ok(r);
+        }
+        let token = self.cache.before_read();
+        let rec = self
+            .read(move |c, conn| {
+                let mut st = conn.prepare_cached(
+                    "SELECT id, data, json, labels, version, created, updated FROM records WHERE id = ?",
+                )?;
+                st.query_row([id.as_str()], row_record).optional()?.ok_or_else(|| {
+                    Error::not_found(format!("record {:?} not found in {}/{}", id.as_str(), c.namespace, c.name))
+                })
             })
-        })
-        .await
+            .await?;
+        let rec = Arc::new(rec);
+        self.cache.fill(token, rec.clone());
+        Ok(rec)
     }
 
     /// Runs a query: one page, and the total count when asked.
@@ -528,7 +559,12 @@ fn run_count(conn: &Connection, plan: &Plan) -> Result<i64> {
     )
 }
 
-fn writer_loop(mut conn: Connection, desc: MessageDescriptor, rx: Receiver<Job>) {
+fn writer_loop(
+    mut conn: Connection,
+    desc: MessageDescriptor,
+    cache: Arc<RecordCache>,
+    rx: Receiver<Job>,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_MAX {
@@ -537,7 +573,7 @@ fn writer_loop(mut conn: Connection, desc: MessageDescriptor, rx: Receiver<Job>)
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &desc, jobs);
+        commit_group(&mut conn, &desc, &cache, jobs);
     }
 }
 
@@ -548,7 +584,22 @@ enum Reply {
     Index(oneshot::Sender<Result<()>>, Result<()>),
 }
 
-fn commit_group(conn: &mut Connection, desc: &MessageDescriptor, jobs: Vec<Job>) {
+/// What a successful write changed, for the record cache.
+fn change(op: &WriteOp, w: &Written) -> Change {
+    match (w, op) {
+        (Written::Stored(r), _) => (r.id.clone(), Some(Arc::new(r.clone()))),
+        (Written::Deleted, WriteOp::Delete { id, .. }) => (id.as_str().to_string(), None),
+        (Written::Deleted, _) => unreachable!("only deletes delete"),
+    }
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    desc: &MessageDescriptor,
+    cache: &RecordCache,
+    jobs: Vec<Job>,
+) {
+    let mut changes: Vec<Change> = Vec::new();
     let mut replies = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     let outcome: Result<()> = (|| {
@@ -561,6 +612,9 @@ fn commit_group(conn: &mut Connection, desc: &MessageDescriptor, jobs: Vec<Job>)
                     // failed INSERT is undone by SQLite itself. Any other error may
                     // follow a write, so it fails the whole group.
                     let r = apply(&tx, desc, &op);
+                    if let Ok(w) = &r {
+                        changes.push(change(&op, w));
+                    }
                     let poisoned = r.as_ref().err().filter(|e| !e.before_writes()).cloned();
                     replies.push(Reply::One(reply, r));
                     if let Some(e) = poisoned {
@@ -582,6 +636,13 @@ fn commit_group(conn: &mut Connection, desc: &MessageDescriptor, jobs: Vec<Job>)
                         Ok(())
                     });
                     let committed = r.is_ok();
+                    if committed {
+                        for (op, w) in ops.iter().zip(&results) {
+                            if let Ok(w) = w {
+                                changes.push(change(op, w));
+                            }
+                        }
+                    }
                     let failed_at = results.len().saturating_sub(1);
                     let results = if committed {
                         results
@@ -604,6 +665,10 @@ fn commit_group(conn: &mut Connection, desc: &MessageDescriptor, jobs: Vec<Job>)
         tx.commit()?;
         Ok(())
     })();
+    if outcome.is_ok() {
+        // Before any caller hears of its write, so reads see what was acknowledged.
+        cache.apply(changes);
+    }
     // A failed commit loses every write of the group: tell each caller so,
     // including those whose jobs were never reached.
     if let Err(e) = &outcome {
@@ -849,7 +914,10 @@ mod tests {
             desc,
             dir.join("m.db"),
             indexes,
-            false,
+            Options {
+                sync_full: false,
+                cache_bytes: 1 << 20,
+            },
         )
         .unwrap()
     }
@@ -943,6 +1011,70 @@ mod tests {
         }
         assert_eq!(ok, 180);
         assert_eq!(c.count(Query::default()).await.unwrap(), 180);
+        c.close();
+    }
+
+    #[tokio::test]
+    async fn cached_reads_never_go_back_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), &[]);
+        let desc = c.descriptor().clone();
+        let id = RecordId::new("k").unwrap();
+        let msg = |n: i64| codec::decode_json(&desc, &format!(r#"{{"n": {n}}}"#)).unwrap();
+        c.write(WriteOp::Create {
+            id: Some(id.clone()),
+            payload: codec::encode(&msg(0)).unwrap(),
+            labels: Labels::new(),
+        })
+        .await
+        .unwrap();
+        let acked = Arc::new(std::sync::atomic::AtomicI64::new(1));
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            let (c, id, acked) = (c.clone(), id.clone(), acked.clone());
+            readers.push(tokio::spawn(async move {
+                for _ in 0..300 {
+                    let floor = acked.load(std::sync::atomic::Ordering::SeqCst);
+                    let r = c.get(id.clone()).await.unwrap();
+                    assert!(
+                        r.version >= floor,
+                        "read version {} after version {floor} was acknowledged",
+                        r.version
+                    );
+                }
+            }));
+        }
+        for n in 1..=150 {
+            let w = c
+                .write(WriteOp::Update {
+                    id: id.clone(),
+                    data: Some(msg(n)),
+                    labels: Labels::new(),
+                    mask: Mask::full(),
+                    expected_version: None,
+                })
+                .await
+                .unwrap();
+            let Written::Stored(r) = w else {
+                panic!("update stores")
+            };
+            acked.store(r.version, std::sync::atomic::Ordering::SeqCst);
+        }
+        for r in readers {
+            r.await.unwrap();
+        }
+        assert_eq!(c.get(id.clone()).await.unwrap().version, 151);
+        c.write(WriteOp::Delete {
+            id: id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            c.get(id).await.unwrap_err().kind,
+            ErrorKind::NotFound,
+            "a delete evicts"
+        );
         c.close();
     }
 }
