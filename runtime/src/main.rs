@@ -1,4 +1,6 @@
-//! The `collector` command: run a node.
+//! The `collector` command: run a node (`serve`), or talk to one.
+
+mod client;
 
 use clap::{Parser, Subcommand};
 use collector::{Config, Node};
@@ -17,6 +19,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Collector: typed protobuf collections over gRPC"
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: client::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,10 +35,9 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, env = "COLLECTOR_LISTEN", default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// Namespace for requests that name none.
-        #[arg(long, env = "COLLECTOR_NAMESPACE", default_value = "default")]
-        namespace: String,
     },
+    #[command(flatten)]
+    Client(client::ClientCmd),
 }
 
 async fn shutdown_signal() {
@@ -63,11 +66,12 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            data_dir,
-            listen,
-            namespace,
-        } => {
+        Command::Serve { data_dir, listen } => {
+            let namespace = if cli.conn.namespace.is_empty() {
+                "default".to_string()
+            } else {
+                cli.conn.namespace
+            };
             let config = Config {
                 data_dir,
                 listen,
@@ -99,5 +103,13 @@ async fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::SUCCESS
         }
+        Command::Client(cmd) => match client::run(cli.conn, cmd).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(status) => {
+                eprintln!("collector: {:?}: {}", status.code(), status.message());
+                // Like grpcurl: 64 + the gRPC status code.
+                std::process::ExitCode::from(64 + status.code() as u8)
+            }
+        },
     }
 }

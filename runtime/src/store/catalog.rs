@@ -293,8 +293,12 @@ impl Catalog {
             Ok(Written::Stored(r)) => r.created_us,
             Ok(Written::Deleted) => unreachable!("create stores"),
             Err(e) => {
-                coll.close();
-                remove_files(coll.path());
+                // Closing joins the writer thread: not on the executor.
+                let _ = tokio::task::spawn_blocking(move || {
+                    coll.close();
+                    remove_files(coll.path());
+                })
+                .await;
                 return Err(e);
             }
         };

@@ -414,12 +414,23 @@ pub fn plan(desc: &MessageDescriptor, q: &Query) -> Result<Plan> {
     let mut conds: Vec<String> = Vec::new();
     let mut params: Vec<Sql> = Vec::new();
     let text = q.text.trim();
-    let from = if text.is_empty() {
-        "records r"
+    // Ranking by relevance alone needs only the FTS index: the records table
+    // is joined for the page's rows, not for every match.
+    let fts_only =
+        !text.is_empty() && q.filters.is_empty() && q.labels.is_empty() && q.order.is_none();
+    let (from, rid) = if text.is_empty() {
+        ("records r", "r.rid")
     } else {
         conds.push("records_fts MATCH ?".to_string());
         params.push(Sql::Text(text.to_string()));
-        "records_fts JOIN records r ON r.rid = records_fts.rowid"
+        if fts_only {
+            ("records_fts", "records_fts.rowid")
+        } else {
+            (
+                "records_fts JOIN records r ON r.rid = records_fts.rowid",
+                "r.rid",
+            )
+        }
     };
     for (i, f) in q.filters.iter().enumerate() {
         conds.push(
@@ -462,12 +473,14 @@ pub fn plan(desc: &MessageDescriptor, q: &Query) -> Result<Plan> {
         params.extend([k, Sql::Integer(rid)]);
     }
     params.push(Sql::Integer(page_size as i64 + 1));
-    // The inner query computes the key once (bm25 may only be called where
-    // the FTS table is in scope); the outer one pages over it.
+    // The innermost query computes the key once (bm25 may only be called
+    // where the FTS table is in scope); the middle one pages over row ids and
+    // keys only; the outer one reads just the page's records.
     let select = format!(
-        "SELECT * FROM (SELECT r.rid AS rid, r.id, r.data, r.json, r.labels, r.version, r.created, r.updated, \
-         {score} AS score, {key} AS k FROM {from} WHERE {where_all}) \
-         WHERE {outer_where} ORDER BY k {dir}, rid {dir} LIMIT ?"
+        "SELECT r.rid, r.id, r.data, r.json, r.labels, r.version, r.created, r.updated, p.score, p.k FROM \
+         (SELECT * FROM (SELECT {rid} AS rid, {score} AS score, {key} AS k FROM {from} WHERE {where_all}) \
+         WHERE {outer_where} ORDER BY k {dir}, rid {dir} LIMIT ?) AS p \
+         JOIN records r ON r.rid = p.rid ORDER BY p.k {dir}, p.rid {dir}"
     );
     Ok(Plan {
         select,

@@ -1,5 +1,6 @@
 //! Black-box tests: real nodes, real gRPC clients.
 
+mod cli;
 mod crud;
 mod durability;
 mod query;

@@ -1,0 +1,469 @@
+//! Client commands of the `collector` binary: thin wrappers over the gRPC
+//! API that take and print JSON, so a node can be used with no other tool.
+
+use clap::{Args, Subcommand};
+use collector::proto::{
+    self, collection_repo_client::CollectionRepoClient,
+    collection_service_client::CollectionServiceClient,
+    collector_registry_client::CollectorRegistryClient, value::Kind,
+};
+use serde_json::{Value as Json, json};
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+/// Which node to talk to, and in which namespace.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The node to talk to (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "COLLECTOR_NODE",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub node: String,
+    /// Namespace: for `serve`, the one used when a request names none
+    /// (default "default"); for client commands, the one to work in
+    /// (default: the node's).
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "COLLECTOR_NAMESPACE",
+        default_value = ""
+    )]
+    pub namespace: String,
+}
+
+/// `collector protos …`
+#[derive(Subcommand, Debug)]
+pub enum ProtosCmd {
+    /// Register .proto files (compiled on the node); imports resolve against
+    /// files registered earlier in the namespace and google/protobuf/*.
+    Register {
+        /// .proto files; each is registered under its file name.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the registered files.
+    List,
+}
+
+/// `collector collections …`
+#[derive(Subcommand, Debug)]
+pub enum CollectionsCmd {
+    /// Create a collection of a registered message type.
+    Create {
+        name: String,
+        /// Full message type name, e.g. shop.Order.
+        #[arg(long = "type")]
+        message_type: String,
+        /// Field path to index (repeatable).
+        #[arg(long = "index")]
+        indexes: Vec<String>,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the namespace's collections.
+    List,
+    /// Describe one collection (record count, size).
+    Get { name: String },
+    /// Delete a collection and all its records.
+    Delete { name: String },
+}
+
+/// A client command.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Registered proto types.
+    Protos {
+        #[command(subcommand)]
+        cmd: ProtosCmd,
+    },
+    /// Collections.
+    Collections {
+        #[command(subcommand)]
+        cmd: CollectionsCmd,
+    },
+    /// Store a record given as JSON (prints it back with its id and version).
+    Put {
+        collection: String,
+        /// The message as proto3 JSON.
+        json: String,
+        /// Record id (default: a new UUIDv7).
+        #[arg(long, default_value = "")]
+        id: String,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Replace a record's payload with JSON.
+    Update {
+        collection: String,
+        id: String,
+        json: String,
+        /// Only if the record is at this version.
+        #[arg(long)]
+        expected_version: Option<i64>,
+    },
+    /// Read one record.
+    Get { collection: String, id: String },
+    /// Delete one record.
+    Delete { collection: String, id: String },
+    /// Search a collection: full text, filters, labels, order.
+    Search {
+        collection: String,
+        /// FTS5 query, e.g. 'lamp AND red' or 'sho*'.
+        #[arg(default_value = "")]
+        query: String,
+        /// Filter "FIELD OP VALUE" with OP one of = != > >= < <= contains prefix in exists !exists
+        /// (repeatable; `in` takes comma-separated values; quote a value in "…" to force a string).
+        #[arg(long = "filter", short = 'f', value_parser = parse_filter)]
+        filters: Vec<proto::Filter>,
+        /// Label KEY=VALUE that must match (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Sort key FIELD or FIELD:desc (also _id, _created, _updated).
+        #[arg(long)]
+        order: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+fn scalar(s: &str) -> proto::Value {
+    let kind = if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        Kind::StringValue(s[1..s.len() - 1].to_string())
+    } else if let Ok(i) = s.parse::<i64>() {
+        Kind::IntValue(i)
+    } else if let Ok(f) = s.parse::<f64>() {
+        Kind::DoubleValue(f)
+    } else if s == "true" || s == "false" {
+        Kind::BoolValue(s == "true")
+    } else {
+        Kind::StringValue(s.to_string())
+    };
+    proto::Value { kind: Some(kind) }
+}
+
+/// Parses "FIELD OP VALUE".
+pub fn parse_filter(s: &str) -> Result<proto::Filter, String> {
+    let mut parts = s.trim().splitn(3, char::is_whitespace);
+    let field = parts.next().unwrap_or_default().to_string();
+    let op_text = parts
+        .next()
+        .ok_or_else(|| format!("{s:?}: expected \"FIELD OP VALUE\""))?;
+    let rest = parts.next().unwrap_or("").trim();
+    use proto::FilterOp as F;
+    let op = match op_text {
+        "=" | "==" => F::Eq,
+        "!=" => F::Ne,
+        ">" => F::Gt,
+        ">=" => F::Ge,
+        "<" => F::Lt,
+        "<=" => F::Le,
+        "contains" => F::Contains,
+        "prefix" => F::Prefix,
+        "in" => F::In,
+        "exists" => F::Exists,
+        "!exists" => F::NotExists,
+        other => return Err(format!("{s:?}: unknown operator {other:?}")),
+    };
+    let (value, values) = match op {
+        F::Exists | F::NotExists => (None, vec![]),
+        F::In => (None, rest.split(',').map(|v| scalar(v.trim())).collect()),
+        _ if rest.is_empty() => return Err(format!("{s:?}: {op_text} needs a value")),
+        _ => (Some(scalar(rest)), vec![]),
+    };
+    Ok(proto::Filter {
+        field,
+        op: op as i32,
+        value,
+        values,
+    })
+}
+
+fn record_json(r: proto::Record) -> Json {
+    let data: Json = serde_json::from_str(&r.json).unwrap_or(Json::Null);
+    let ts = |t: Option<prost_types::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    json!({
+        "id": r.id,
+        "version": r.version,
+        "labels": r.labels,
+        "created_at": ts(r.created_at),
+        "updated_at": ts(r.updated_at),
+        "data": data,
+    })
+}
+
+fn info_json(c: proto::CollectionInfo) -> Json {
+    json!({
+        "namespace": c.namespace,
+        "name": c.name,
+        "message_type": c.message_type,
+        "labels": c.labels,
+        "description": c.description,
+        "indexes": c.indexes,
+        "record_count": c.record_count,
+        "size_bytes": c.size_bytes,
+    })
+}
+
+/// Runs a client command and prints its JSON result.
+pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
+    let endpoint = format!("http://{}", conn.node);
+    let channel = Channel::from_shared(endpoint.clone())
+        .map_err(|e| tonic::Status::invalid_argument(format!("--node {}: {e}", conn.node)))?
+        .connect()
+        .await
+        .map_err(|e| {
+            tonic::Status::unavailable(format!(
+                "cannot reach a node at {}: {e}; start one with `collector serve`",
+                conn.node
+            ))
+        })?;
+    let ns = conn.namespace.clone();
+    let mut registry = CollectorRegistryClient::new(channel.clone());
+    let mut repo = CollectionRepoClient::new(channel.clone());
+    let mut records = CollectionServiceClient::new(channel);
+    let out: Json = match cmd {
+        ClientCmd::Protos {
+            cmd: ProtosCmd::Register { files },
+        } => {
+            let mut sources = Vec::new();
+            for f in files {
+                let content = std::fs::read_to_string(&f).map_err(|e| {
+                    tonic::Status::invalid_argument(format!("{}: {e}", f.display()))
+                })?;
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                sources.push(proto::ProtoSource { name, content });
+            }
+            let r = registry
+                .register_proto(proto::RegisterProtoRequest {
+                    namespace: ns,
+                    sources,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            json!({ "registered_files": r.registered_files, "message_types": r.message_types, "services": r.services })
+        }
+        ClientCmd::Protos {
+            cmd: ProtosCmd::List,
+        } => {
+            let r = registry
+                .list_protos(proto::ListProtosRequest { namespace: ns })
+                .await?
+                .into_inner();
+            Json::Array(r.files.into_iter().map(|f| json!({ "name": f.name, "package": f.package, "message_types": f.message_types, "services": f.services })).collect())
+        }
+        ClientCmd::Collections { cmd } => match cmd {
+            CollectionsCmd::Create {
+                name,
+                message_type,
+                indexes,
+                labels,
+                description,
+            } => {
+                let r = repo
+                    .create_collection(proto::CreateCollectionRequest {
+                        namespace: ns,
+                        name,
+                        message_type,
+                        labels: labels.into_iter().collect(),
+                        description,
+                        indexes,
+                    })
+                    .await?
+                    .into_inner();
+                info_json(r)
+            }
+            CollectionsCmd::List => {
+                let mut all = Vec::new();
+                let mut token = String::new();
+                let ns = if ns.is_empty() {
+                    "default".to_string()
+                } else {
+                    ns
+                };
+                loop {
+                    let r = repo
+                        .discover(proto::DiscoverRequest {
+                            namespace: ns.clone(),
+                            page_token: token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    all.extend(r.collections.into_iter().map(info_json));
+                    if r.next_page_token.is_empty() {
+                        break;
+                    }
+                    token = r.next_page_token;
+                }
+                Json::Array(all)
+            }
+            CollectionsCmd::Get { name } => info_json(
+                repo.get_collection(proto::GetCollectionRequest {
+                    namespace: ns,
+                    name,
+                })
+                .await?
+                .into_inner(),
+            ),
+            CollectionsCmd::Delete { name } => {
+                repo.delete_collection(proto::DeleteCollectionRequest {
+                    namespace: ns,
+                    name: name.clone(),
+                })
+                .await?;
+                json!({ "deleted": name })
+            }
+        },
+        ClientCmd::Put {
+            collection,
+            json,
+            id,
+            labels,
+        } => {
+            let rec = proto::Record {
+                id,
+                json,
+                labels: labels.into_iter().collect(),
+                ..Default::default()
+            };
+            let r = records
+                .create(proto::CreateRequest {
+                    namespace: ns.clone(),
+                    collection: collection.clone(),
+                    record: Some(rec),
+                })
+                .await?
+                .into_inner();
+            let got = records
+                .get(proto::GetRequest {
+                    namespace: ns,
+                    collection,
+                    id: r.id,
+                    include_json: true,
+                })
+                .await?
+                .into_inner();
+            record_json(got)
+        }
+        ClientCmd::Update {
+            collection,
+            id,
+            json,
+            expected_version,
+        } => {
+            let rec = proto::Record {
+                id: id.clone(),
+                json,
+                ..Default::default()
+            };
+            records
+                .update(proto::UpdateRequest {
+                    namespace: ns.clone(),
+                    collection: collection.clone(),
+                    record: Some(rec),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["data".into()],
+                    }),
+                    expected_version,
+                })
+                .await?;
+            record_json(
+                records
+                    .get(proto::GetRequest {
+                        namespace: ns,
+                        collection,
+                        id,
+                        include_json: true,
+                    })
+                    .await?
+                    .into_inner(),
+            )
+        }
+        ClientCmd::Get { collection, id } => record_json(
+            records
+                .get(proto::GetRequest {
+                    namespace: ns,
+                    collection,
+                    id,
+                    include_json: true,
+                })
+                .await?
+                .into_inner(),
+        ),
+        ClientCmd::Delete { collection, id } => {
+            records
+                .delete(proto::DeleteRequest {
+                    namespace: ns,
+                    collection,
+                    id: id.clone(),
+                    expected_version: None,
+                })
+                .await?;
+            json!({ "deleted": id })
+        }
+        ClientCmd::Search {
+            collection,
+            query,
+            filters,
+            labels,
+            order,
+            limit,
+        } => {
+            let order_by = order.map(|o| match o.strip_suffix(":desc") {
+                Some(f) => proto::OrderBy {
+                    field: f.to_string(),
+                    descending: true,
+                },
+                None => proto::OrderBy {
+                    field: o.trim_end_matches(":asc").to_string(),
+                    descending: false,
+                },
+            });
+            let r = records
+                .search(proto::SearchRequest {
+                    namespace: ns,
+                    collection,
+                    query,
+                    filters,
+                    labels: labels.into_iter().collect(),
+                    order_by,
+                    page_size: limit,
+                    include_json: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            json!({
+                "total_count": r.total_count,
+                "hits": r.hits.into_iter().map(|h| {
+                    let mut j = record_json(h.record.unwrap_or_default());
+                    j["score"] = json!(h.score);
+                    j
+                }).collect::<Vec<_>>(),
+            })
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).expect("JSON prints")
+    );
+    Ok(())
+}

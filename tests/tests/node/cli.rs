@@ -1,0 +1,173 @@
+use collector_tests::{ProcessNode, SHOP_PROTO};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
+
+/// Runs a client command against `node`; returns (exit code, stdout, stderr).
+fn run(node: &ProcessNode, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--node")
+        .arg(node.addr.to_string())
+        .args(args)
+        .output()
+        .expect("run client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn ok(node: &ProcessNode, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = run(node, args);
+    assert_eq!(code, 0, "{args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+#[test]
+fn the_readme_tour_works_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ProcessNode::start(BIN, &dir.path().join("data"));
+    let proto = dir.path().join("shop.proto");
+    std::fs::write(&proto, SHOP_PROTO).unwrap();
+    let r = ok(
+        &node,
+        &["-n", "shop", "protos", "register", proto.to_str().unwrap()],
+    );
+    assert_eq!(r["registered_files"][0], "shop.proto");
+    ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "collections",
+            "create",
+            "orders",
+            "--type",
+            "shop.Order",
+            "--index",
+            "customer.address.city",
+        ],
+    );
+    let put = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "put",
+            "orders",
+            r#"{"title": "red desk lamp", "quantity": 2, "price": 19.5, "customer": {"address": {"city": "Oslo"}}}"#,
+        ],
+    );
+    assert_eq!(put["version"], 1);
+    assert_eq!(put["data"]["title"], "red desk lamp");
+    ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "put",
+            "orders",
+            r#"{"title": "oak desk", "quantity": 1, "price": 250}"#,
+            "--id",
+            "order-2",
+            "--label",
+            "team=blue",
+        ],
+    );
+
+    let s = ok(&node, &["-n", "shop", "search", "orders", "desk"]);
+    assert_eq!(s["total_count"], 2);
+    let s = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "search",
+            "orders",
+            "-f",
+            "customer.address.city = Oslo",
+            "-f",
+            "price < 100",
+        ],
+    );
+    assert_eq!(s["hits"][0]["data"]["title"], "red desk lamp");
+    assert_eq!(s["total_count"], 1);
+    let s = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "search",
+            "orders",
+            "--label",
+            "team=blue",
+            "--order",
+            "price:desc",
+        ],
+    );
+    assert_eq!(s["hits"][0]["id"], "order-2");
+    let s = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "search",
+            "orders",
+            "-f",
+            "title in \"oak desk\",nothing",
+        ],
+    );
+    assert_eq!(s["total_count"], 1);
+    let c = ok(&node, &["-n", "shop", "collections", "get", "orders"]);
+    assert_eq!(c["record_count"], 2);
+    let u = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "update",
+            "orders",
+            "order-2",
+            r#"{"title": "walnut desk"}"#,
+            "--expected-version",
+            "1",
+        ],
+    );
+    assert_eq!(u["version"], 2);
+
+    // Failures exit with 64 + the gRPC code and say why on stderr.
+    let (code, _, err) = run(&node, &["-n", "shop", "get", "orders", "nope"]);
+    assert_eq!(code, 64 + 5, "{err}");
+    assert!(err.contains("NotFound"), "{err}");
+    let (code, _, err) = run(
+        &node,
+        &["-n", "shop", "search", "orders", "-f", "colour = red"],
+    );
+    assert_eq!(code, 64 + 3);
+    assert!(err.contains("colour"), "{err}");
+    let (code, _, _) = run(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "update",
+            "orders",
+            "order-2",
+            "{}",
+            "--expected-version",
+            "1",
+        ],
+    );
+    assert_eq!(code, 64 + 9, "stale version is FailedPrecondition");
+}
+
+#[test]
+fn client_commands_report_an_unreachable_node() {
+    let out = Command::new(BIN)
+        .args(["--node", "127.0.0.1:1", "protos", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64 + 14), "Unavailable");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("collector serve"));
+}
