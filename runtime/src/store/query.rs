@@ -14,6 +14,8 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Most values an IN filter may list.
 pub const MAX_IN_VALUES: usize = 1000;
+/// Most filters, and most label conditions, in one query.
+pub const MAX_CONDITIONS: usize = 64;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -407,6 +409,13 @@ fn decode_token(token: &str, fingerprint: u64) -> Result<(Sql, i64)> {
 
 /// Compiles a query against a collection of type `desc`.
 pub fn plan(desc: &MessageDescriptor, q: &Query) -> Result<Plan> {
+    if q.filters.len() > MAX_CONDITIONS || q.labels.len() > MAX_CONDITIONS {
+        return Err(Error::invalid(format!(
+            "{} filters and {} labels given; at most {MAX_CONDITIONS} of each",
+            q.filters.len(),
+            q.labels.len()
+        )));
+    }
     let page_size = match q.page_size {
         0 => DEFAULT_PAGE_SIZE,
         n => n.min(MAX_PAGE_SIZE),
@@ -642,6 +651,11 @@ mod tests {
                 .message
                 .contains("different query")
         );
+        let many = Query {
+            filters: vec![f("n", Op::Eq, Some(Scalar::Int(1))); MAX_CONDITIONS + 1],
+            ..Default::default()
+        };
+        assert!(plan(&d, &many).is_err());
         let junk = Query {
             page_token: "%%%".into(),
             ..Default::default()
