@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
-//! throughput phase, default 3).
+//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcde").
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -332,47 +332,52 @@ async fn main() {
         );
     }
 
-    // (b) Get of a 1 KB record.
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcde".into());
+    let phase = |p: char| phases.contains(p);
     let mut rng = Rng(0x9E3779B97F4A7C15);
-    let size = prepare_get(&channel, &pool, &mut rng).await;
-    println!("    record size: {size} bytes of proto");
-    let hot = get_rates(&channels, secs).await;
-    // The same Get on a node with the record cache off: every call reads SQLite.
-    let cold_node = collector::Node::start(collector::Config {
-        data_dir: dir.path().join("cold"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        record_cache_bytes: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut cold_channels = Vec::new();
-    for _ in 0..4 {
-        cold_channels.push(
-            Channel::from_shared(format!("http://{}", cold_node.addr))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
-    prepare_get(&cold_channels[0], &pool, &mut Rng(0x9E3779B97F4A7C15)).await;
-    let cold = get_rates(&cold_channels, secs).await;
-    cold_node.shutdown().await.unwrap();
-    for (k, conc) in [1usize, 64].into_iter().enumerate() {
-        let ((rate, p50), (crate_, cp50)) = (hot[k], cold[k]);
-        println!(
-            "(b) Get 1 KB, cached   c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.2}x empty call (target >= 0.8)",
-            rate / floors[k]
-        );
-        println!(
-            "(b) Get 1 KB, no cache c={conc:<3} {crate_:>9.0} calls/s  p50 {cp50:>6.0} µs  = {:.2}x empty call",
-            crate_ / floors[k]
-        );
+
+    // (b) Get of a 1 KB record.
+    if phase('b') {
+        let size = prepare_get(&channel, &pool, &mut rng).await;
+        println!("    record size: {size} bytes of proto");
+        let hot = get_rates(&channels, secs).await;
+        // The same Get on a node with the record cache off: every call reads SQLite.
+        let cold_node = collector::Node::start(collector::Config {
+            data_dir: dir.path().join("cold"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            record_cache_bytes: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut cold_channels = Vec::new();
+        for _ in 0..4 {
+            cold_channels.push(
+                Channel::from_shared(format!("http://{}", cold_node.addr))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+        }
+        prepare_get(&cold_channels[0], &pool, &mut Rng(0x9E3779B97F4A7C15)).await;
+        let cold = get_rates(&cold_channels, secs).await;
+        cold_node.shutdown().await.unwrap();
+        for (k, conc) in [1usize, 64].into_iter().enumerate() {
+            let ((rate, p50), (crate_, cp50)) = (hot[k], cold[k]);
+            println!(
+                "(b) Get 1 KB, cached   c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.2}x empty call (target >= 0.8)",
+                rate / floors[k]
+            );
+            println!(
+                "(b) Get 1 KB, no cache c={conc:<3} {crate_:>9.0} calls/s  p50 {cp50:>6.0} µs  = {:.2}x empty call",
+                crate_ / floors[k]
+            );
+        }
     }
 
     // (c) Create, synchronous=FULL, group commit.
-    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+    for (k, conc) in [1usize, 64].into_iter().enumerate().filter(|_| phase('c')) {
         let chs = channels.clone();
         let body = any_of(&pool, &order_json(&mut rng, 1, 200));
         let (rate, p50, errs) = load(conc, secs, move |i| {
@@ -401,15 +406,19 @@ async fn main() {
     }
 
     // (d) raw rusqlite floor, in-process, same durability (WAL, synchronous=FULL).
-    let (ins, read) = tokio::task::spawn_blocking({
-        let p = dir.path().to_path_buf();
-        move || raw_sqlite(&p, 5_000)
-    })
-    .await
-    .unwrap();
-    println!("(d) raw rusqlite insert (1 per txn)  {ins:>9.0} /s      point read {read:>9.0} /s");
+    if phase('d') {
+        let (ins, read) = tokio::task::spawn_blocking({
+            let p = dir.path().to_path_buf();
+            move || raw_sqlite(&p, 5_000)
+        })
+        .await
+        .unwrap();
+        println!(
+            "(d) raw rusqlite insert (1 per txn)  {ins:>9.0} /s      point read {read:>9.0} /s"
+        );
+    }
 
-    if records == 0 {
+    if records == 0 || !phase('e') {
         node.shutdown().await.unwrap();
         return;
     }
