@@ -134,3 +134,70 @@ async fn acknowledged_writes_survive_kill_9() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_a_second_node_cannot_share_the_data_dir() {
+    let bin = env!("CARGO_BIN_EXE_collector-node");
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = ProcessNode::start(bin, dir.path());
+    let mut c = Clients::connect(node.addr).await;
+    c.register_shop("shop").await;
+    c.create_orders("shop", "orders", &[]).await;
+    c.put("shop", "orders", "before-term", &Order::new("kept", 1))
+        .await
+        .unwrap();
+
+    // A second node on the same data dir refuses to start, saying why.
+    let mut second = std::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second node on a locked data dir kept running");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("in use"), "{err}");
+
+    // SIGTERM: exit 0 after a clean shutdown; a restart finds the data.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not stop on SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let node = ProcessNode::start(bin, dir.path());
+    let mut c = Clients::connect(node.addr).await;
+    c.records
+        .get(proto::GetRequest {
+            namespace: "shop".into(),
+            collection: "orders".into(),
+            id: "before-term".into(),
+            include_json: false,
+        })
+        .await
+        .unwrap();
+}
