@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
-//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcde").
+//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwe").
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -332,7 +332,7 @@ async fn main() {
         );
     }
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcde".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwe".into());
     let phase = |p: char| phases.contains(p);
     let mut rng = Rng(0x9E3779B97F4A7C15);
 
@@ -415,6 +415,52 @@ async fn main() {
         .unwrap();
         println!(
             "(d) raw rusqlite insert (1 per txn)  {ins:>9.0} /s      point read {read:>9.0} /s"
+        );
+    }
+
+    // (w) Wasm: in-process instantiate + call of the echo guest.
+    if phase('w') {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                ])
+                .arg(root.join("Cargo.toml"))
+                .status()
+                .unwrap();
+        assert!(status.success());
+        let wasm = std::fs::read(root.join("target/wasm32-wasip2/release/echo.wasm")).unwrap();
+        let (per_call, pooling) = tokio::task::spawn_blocking(move || {
+            let sb = collector::wasm::Sandbox::new().unwrap();
+            let h = sb.compile(&wasm).unwrap();
+            let api: Arc<dyn collector::wasm::HostApi> = Arc::new(collector::wasm::DenyAll);
+            let limits = collector::wasm::Limits::default();
+            let ctx = || collector::wasm::CallContext {
+                namespace: "bench".into(),
+                service: "bench.Echo".into(),
+                method: "Echo".into(),
+                metadata: vec![],
+                deadline_ms: 5000,
+            };
+            for _ in 0..1000 {
+                sb.call(&h, ctx(), b"hello", api.clone(), &limits).unwrap();
+            }
+            let n = 20_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                sb.call(&h, ctx(), b"hello", api.clone(), &limits).unwrap();
+            }
+            (t.elapsed().as_secs_f64() * 1e6 / n as f64, sb.pooling())
+        })
+        .await
+        .unwrap();
+        println!(
+            "(w) wasm echo: fresh store + instantiate + call  {per_call:.1} µs per call (pooling: {pooling}; target <= 20 µs)"
         );
     }
 

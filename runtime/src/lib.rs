@@ -10,6 +10,7 @@ pub mod names;
 pub mod node;
 pub mod registry;
 pub mod store;
+pub mod wasm;
 
 /// Generated protobuf types and gRPC clients/servers (package collector.v1).
 pub mod proto {

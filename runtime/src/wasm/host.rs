@@ -1,0 +1,403 @@
+//! The host side of the handler world: per-call state (WASI without ambient
+//! authority, limits, counters) and the imports `collections`, `invoke` and
+//! `log`, which reach the node only through `HostApi`.
+
+use super::bindings::collector::runtime::{collections, invoke, log, types};
+use crate::error::{Error, ErrorKind};
+use crate::store::{self, Labels};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// A write a handler asks for, on an open collection.
+#[derive(Debug, Clone)]
+pub enum WriteSpec {
+    Create {
+        id: String,
+        data: Vec<u8>,
+        labels: Labels,
+    },
+    Update {
+        id: String,
+        data: Vec<u8>,
+        labels: Labels,
+        expected_version: Option<i64>,
+    },
+    Delete {
+        id: String,
+        expected_version: Option<i64>,
+    },
+}
+
+/// Everything a handler can reach. The node implements it over the catalogue
+/// with the handler's namespace and grants; `DenyAll` grants nothing.
+/// Methods block: they run on the call's own (blocking) thread.
+pub trait HostApi: Send + Sync {
+    /// Opens a collection by name; returns a handle for the other methods.
+    fn open(&self, collection: &str) -> Result<u32, Error>;
+    fn get(&self, handle: u32, id: &str) -> Result<store::Record, Error>;
+    /// Returns the stored record (None for a delete).
+    fn write(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>, Error>;
+    fn search(&self, handle: u32, q: store::Query) -> Result<store::Page, Error>;
+    fn count(&self, handle: u32, q: store::Query) -> Result<i64, Error>;
+    /// Calls another method of the namespace.
+    fn invoke(&self, service: &str, method: &str, input: &[u8]) -> Result<Vec<u8>, Error>;
+}
+
+/// A handler with no grants: every collection and every invoke is refused.
+pub struct DenyAll;
+
+impl HostApi for DenyAll {
+    fn open(&self, collection: &str) -> Result<u32, Error> {
+        Err(Error::permission_denied(format!(
+            "collection {collection:?} is not granted to this handler"
+        )))
+    }
+    fn get(&self, _: u32, _: &str) -> Result<store::Record, Error> {
+        Err(Error::permission_denied(
+            "no collection is granted to this handler",
+        ))
+    }
+    fn write(&self, _: u32, _: WriteSpec) -> Result<Option<store::Record>, Error> {
+        Err(Error::permission_denied(
+            "no collection is granted to this handler",
+        ))
+    }
+    fn search(&self, _: u32, _: store::Query) -> Result<store::Page, Error> {
+        Err(Error::permission_denied(
+            "no collection is granted to this handler",
+        ))
+    }
+    fn count(&self, _: u32, _: store::Query) -> Result<i64, Error> {
+        Err(Error::permission_denied(
+            "no collection is granted to this handler",
+        ))
+    }
+    fn invoke(&self, service: &str, method: &str, _: &[u8]) -> Result<Vec<u8>, Error> {
+        Err(Error::permission_denied(format!(
+            "this handler may not invoke {service}/{method}"
+        )))
+    }
+}
+
+/// The resource behind a guest's `collection` handle.
+pub struct OpenCollection {
+    handle: u32,
+}
+
+/// Why a call was stopped by the host rather than by the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    MemoryCap,
+    HostCallCap,
+}
+
+/// Per-call store state.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    api: std::sync::Arc<dyn HostApi>,
+    memory_cap: usize,
+    host_calls: u64,
+    max_host_calls: u64,
+    /// Set when the host refused something that ends the call.
+    pub stop: Option<Stop>,
+    tag: String,
+}
+
+impl State {
+    /// State for one call: WASI with no env, args, preopens or sockets.
+    pub fn new(
+        api: std::sync::Arc<dyn HostApi>,
+        memory_cap: usize,
+        max_host_calls: u64,
+        tag: String,
+    ) -> Self {
+        State {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            api,
+            memory_cap,
+            host_calls: 0,
+            max_host_calls,
+            stop: None,
+            tag,
+        }
+    }
+
+    /// Counts a host call; past the cap the call traps.
+    fn tick(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.max_host_calls {
+            self.stop = Some(Stop::HostCallCap);
+            wasmtime::bail!("handler made more than {} host calls", self.max_host_calls);
+        }
+        Ok(())
+    }
+
+    fn handle_of(&self, r: &Resource<OpenCollection>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(r)?.handle)
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for State {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.stop = Some(Stop::MemoryCap);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Domain error → the guest's error variant.
+pub fn to_guest(e: Error) -> types::Error {
+    let m = e.message;
+    match e.kind {
+        ErrorKind::NotFound => types::Error::NotFound(m),
+        ErrorKind::AlreadyExists => types::Error::AlreadyExists(m),
+        ErrorKind::InvalidArgument => types::Error::InvalidArgument(m),
+        ErrorKind::PermissionDenied => types::Error::PermissionDenied(m),
+        ErrorKind::FailedPrecondition | ErrorKind::Aborted => types::Error::Conflict(m),
+        ErrorKind::ResourceExhausted => types::Error::ResourceExhausted(m),
+        _ => types::Error::Internal(m),
+    }
+}
+
+/// The guest's error variant → a domain error.
+pub fn from_guest(e: types::Error) -> Error {
+    match e {
+        types::Error::NotFound(m) => Error::not_found(m),
+        types::Error::AlreadyExists(m) => Error::already_exists(m),
+        types::Error::InvalidArgument(m) => Error::invalid(m),
+        types::Error::PermissionDenied(m) => Error::permission_denied(m),
+        types::Error::Conflict(m) => Error::failed_precondition(m),
+        types::Error::ResourceExhausted(m) => Error::resource_exhausted(m),
+        types::Error::Internal(m) => Error::internal(m),
+    }
+}
+
+fn labels(l: Vec<(String, String)>) -> Labels {
+    l.into_iter().collect()
+}
+
+fn record(r: store::Record) -> collections::Record {
+    collections::Record {
+        id: r.id,
+        data: r.data,
+        labels: r.labels.into_iter().collect(),
+        version: r.version,
+        created_us: r.created_us,
+        updated_us: r.updated_us,
+    }
+}
+
+fn scalar(v: collections::Value) -> store::Scalar {
+    match v {
+        collections::Value::Text(s) => store::Scalar::Str(s),
+        collections::Value::Integer(i) => store::Scalar::Int(i),
+        collections::Value::Float(f) => store::Scalar::Float(f),
+        collections::Value::Boolean(b) => store::Scalar::Bool(b),
+    }
+}
+
+fn query(q: collections::Query) -> store::Query {
+    use collections::FilterOp as F;
+    store::Query {
+        text: q.text,
+        filters: q
+            .filters
+            .into_iter()
+            .map(|f| store::Filter {
+                field: f.field,
+                op: match f.op {
+                    F::Eq => store::Op::Eq,
+                    F::Ne => store::Op::Ne,
+                    F::Gt => store::Op::Gt,
+                    F::Ge => store::Op::Ge,
+                    F::Lt => store::Op::Lt,
+                    F::Le => store::Op::Le,
+                    F::Contains => store::Op::Contains,
+                    F::Prefix => store::Op::Prefix,
+                    F::OneOf => store::Op::In,
+                    F::Exists => store::Op::Exists,
+                    F::NotExists => store::Op::NotExists,
+                },
+                value: f.value.map(scalar),
+                values: f.values.into_iter().map(scalar).collect(),
+            })
+            .collect(),
+        labels: labels(q.labels),
+        order: q.order.map(|o| store::Order {
+            field: o.field,
+            descending: o.descending,
+        }),
+        page_size: q.page_size,
+        page_token: q.page_token,
+    }
+}
+
+type GuestResult<T> = wasmtime::Result<Result<T, types::Error>>;
+
+impl types::Host for State {}
+
+impl collections::Host for State {}
+
+impl collections::HostCollection for State {
+    fn open(&mut self, name: String) -> GuestResult<Resource<OpenCollection>> {
+        self.tick()?;
+        match self.api.open(&name) {
+            Ok(handle) => Ok(Ok(self.table.push(OpenCollection { handle })?)),
+            Err(e) => Ok(Err(to_guest(e))),
+        }
+    }
+
+    fn get(&mut self, c: Resource<OpenCollection>, id: String) -> GuestResult<collections::Record> {
+        self.tick()?;
+        let h = self.handle_of(&c)?;
+        Ok(self.api.get(h, &id).map(record).map_err(to_guest))
+    }
+
+    fn create(
+        &mut self,
+        c: Resource<OpenCollection>,
+        id: String,
+        data: Vec<u8>,
+        l: Vec<(String, String)>,
+    ) -> GuestResult<collections::Record> {
+        self.tick()?;
+        let h = self.handle_of(&c)?;
+        let r = self.api.write(
+            h,
+            WriteSpec::Create {
+                id,
+                data,
+                labels: labels(l),
+            },
+        );
+        Ok(
+            r.and_then(|r| r.ok_or_else(|| Error::internal("create stored nothing")))
+                .map(record)
+                .map_err(to_guest),
+        )
+    }
+
+    fn update(
+        &mut self,
+        c: Resource<OpenCollection>,
+        id: String,
+        data: Vec<u8>,
+        l: Vec<(String, String)>,
+        expected_version: Option<i64>,
+    ) -> GuestResult<collections::Record> {
+        self.tick()?;
+        let h = self.handle_of(&c)?;
+        let r = self.api.write(
+            h,
+            WriteSpec::Update {
+                id,
+                data,
+                labels: labels(l),
+                expected_version,
+            },
+        );
+        Ok(
+            r.and_then(|r| r.ok_or_else(|| Error::internal("update stored nothing")))
+                .map(record)
+                .map_err(to_guest),
+        )
+    }
+
+    fn delete(
+        &mut self,
+        c: Resource<OpenCollection>,
+        id: String,
+        expected_version: Option<i64>,
+    ) -> GuestResult<()> {
+        self.tick()?;
+        let h = self.handle_of(&c)?;
+        Ok(self
+            .api
+            .write(
+                h,
+                WriteSpec::Delete {
+                    id,
+                    expected_version,
+                },
+            )
+            .map(|_| ())
+            .map_err(to_guest))
+    }
+
+    fn search(
+        &mut self,
+        c: Resource<OpenCollection>,
+        q: collections::Query,
+    ) -> GuestResult<collections::Page> {
+        self.tick()?;
+        let h = self.handle_of(&c)?;
+        Ok(self
+            .api
+            .search(h, query(q))
+            .map(|p| collections::Page {
+                records: p.hits.into_iter().map(|(r, _)| record(r)).collect(),
+                next_page_token: p.next_token,
+            })
+            .map_err(to_guest))
+    }
+
+    fn count(&mut self, c: Resource<OpenCollection>, q: collections::Query) -> GuestResult<i64> {
+        self.tick()?;
+        let h = self.handle_of(&c)?;
+        Ok(self.api.count(h, query(q)).map_err(to_guest))
+    }
+
+    fn drop(&mut self, c: Resource<OpenCollection>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+impl invoke::Host for State {
+    fn call(&mut self, service: String, method: String, input: Vec<u8>) -> GuestResult<Vec<u8>> {
+        self.tick()?;
+        Ok(self.api.invoke(&service, &method, &input).map_err(to_guest))
+    }
+}
+
+impl log::Host for State {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.tick()?;
+        let tag = self.tag.as_str();
+        match level {
+            log::Level::Trace => tracing::trace!(handler = tag, "{message}"),
+            log::Level::Debug => tracing::debug!(handler = tag, "{message}"),
+            log::Level::Info => tracing::info!(handler = tag, "{message}"),
+            log::Level::Warn => tracing::warn!(handler = tag, "{message}"),
+            log::Level::Error => tracing::error!(handler = tag, "{message}"),
+        }
+        Ok(())
+    }
+}
