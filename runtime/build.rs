@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = ["common", "registry", "repo", "collection"]
+    let files = ["common", "registry", "repo", "collection", "dispatcher"]
         .map(|f| root.join(format!("collector/v1/{f}.proto")));
     let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -8,9 +8,11 @@ use crate::names::Namespace;
 use crate::proto::{
     collection_repo_server::CollectionRepoServer,
     collection_service_server::CollectionServiceServer,
+    collective_dispatcher_server::CollectiveDispatcherServer,
     collector_registry_server::CollectorRegistryServer,
 };
 use crate::registry::Registry;
+use crate::registry::services::Services;
 use crate::store::{Catalog, Options, catalog};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ pub const SERVICES: &[&str] = &[
     "collector.v1.CollectorRegistry",
     "collector.v1.CollectionService",
     "collector.v1.CollectionRepo",
+    "collector.v1.CollectiveDispatcher",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -42,6 +45,7 @@ pub struct NodeHandle {
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     catalog: Arc<Catalog>,
+    services: Arc<Services>,
     _lock: std::fs::File,
 }
 
@@ -96,18 +100,17 @@ impl Node {
             sync_full: config.sync_full,
             cache_bytes: config.record_cache_bytes,
         };
-        let (protos, collections) = catalog::open_system(&data_dir, options).await?;
-        let registry = Arc::new(Registry::load(protos.clone()).await?);
-        let catalog = Arc::new(
-            Catalog::load(
-                data_dir.clone(),
-                options,
-                registry.clone(),
-                protos,
-                collections,
-            )
-            .await?,
-        );
+        let system = catalog::open_system(&data_dir, options).await?;
+        let registry = Arc::new(Registry::load(system.protos.clone()).await?);
+        let catalog =
+            Arc::new(Catalog::load(data_dir.clone(), options, registry.clone(), &system).await?);
+        let services = Services::load(
+            data_dir.clone(),
+            registry.clone(),
+            catalog.clone(),
+            system.services.clone(),
+        )
+        .await?;
 
         let incoming = TcpIncoming::bind(config.listen)
             .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?
@@ -117,6 +120,7 @@ impl Node {
         let state = Arc::new(ApiState {
             catalog: catalog.clone(),
             registry,
+            services: services.clone(),
             default_namespace,
             node_id: node_id.clone(),
             address: addr.to_string(),
@@ -146,10 +150,21 @@ impl Node {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
+            .add_service(
+                CollectiveDispatcherServer::new(api::dispatcher::DispatcherApi(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
             .add_service(health)
             .add_service(api::reflection::v1::server(reflection.clone()))
             .add_service(api::reflection::v1alpha::server(reflection));
-        let routes = routes.routes();
+        // Registered methods are served on their own paths by the fallback.
+        let routes = tonic::service::Routes::from(
+            routes
+                .routes()
+                .into_axum_router()
+                .fallback_service(api::dynamic::RegisteredMethods::new(state.clone(), max)),
+        );
 
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -167,12 +182,19 @@ impl Node {
             shutdown: Some(tx),
             server,
             catalog,
+            services,
             _lock: lock,
         })
     }
 }
 
 impl NodeHandle {
+    /// Handler components compiled from Wasm since start (the others were
+    /// loaded from the compiled cache).
+    pub fn components_compiled(&self) -> u64 {
+        self.services.compiled_count()
+    }
+
     /// Stops accepting calls, lets in-flight calls and queued writes finish,
     /// and closes every collection.
     pub async fn shutdown(mut self) -> Result<()> {

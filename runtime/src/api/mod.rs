@@ -1,6 +1,8 @@
 //! gRPC adapters: translate proto ↔ domain types and nothing more.
 
 pub mod collection;
+pub mod dispatcher;
+pub mod dynamic;
 pub mod reflection;
 pub mod registry;
 pub mod repo;
@@ -21,6 +23,7 @@ pub const NAMESPACE_HEADER: &str = "x-collector-namespace";
 pub struct ApiState {
     pub catalog: Arc<Catalog>,
     pub registry: Arc<Registry>,
+    pub services: Arc<crate::registry::services::Services>,
     pub default_namespace: Namespace,
     pub node_id: String,
     /// host:port clients reach this node at.
@@ -41,6 +44,18 @@ impl ApiState {
             None => Ok(self.default_namespace.clone()),
         }
     }
+}
+
+/// The caller's metadata as (key, value) pairs (ASCII values only).
+pub fn metadata_pairs(m: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
+    m.iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                Some((k.to_string(), v.to_str().ok()?.to_string()))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect()
 }
 
 /// A checked collection name.

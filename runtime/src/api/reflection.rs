@@ -64,17 +64,18 @@ impl Reflection {
         }
     }
 
-    fn namespace_pool<T>(&self, req: &tonic::Request<T>) -> DescriptorPool {
+    fn namespace_pool<T>(&self, req: &tonic::Request<T>) -> (Namespace, DescriptorPool) {
         let ns = req
             .metadata()
             .get(NAMESPACE_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| Namespace::new(s).ok())
             .unwrap_or_else(|| self.state.default_namespace.clone());
-        self.state.registry.pool(&ns)
+        let pool = self.state.registry.pool(&ns);
+        (ns, pool)
     }
 
-    fn answer(&self, ns_pool: &DescriptorPool, ask: Ask) -> Answer {
+    fn answer(&self, (ns, ns_pool): &(Namespace, DescriptorPool), ask: Ask) -> Answer {
         let pools = [&self.builtin, ns_pool];
         let files = |f: prost_reflect::FileDescriptor| {
             Answer::Files(
@@ -85,7 +86,11 @@ impl Reflection {
             )
         };
         match ask {
-            Ask::Services => Answer::Services(self.services.clone()),
+            Ask::Services => {
+                let mut names = self.services.clone();
+                names.extend(self.state.services.list(ns).into_iter().map(|s| s.service));
+                Answer::Services(names)
+            }
             Ask::File(name) => pools
                 .iter()
                 .find_map(|p| p.get_file_by_name(&name))

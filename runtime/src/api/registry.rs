@@ -4,6 +4,7 @@ use super::ApiState;
 use crate::error::Error;
 use crate::proto::{self, collector_registry_server::CollectorRegistry};
 use crate::registry::ProtoInput;
+use crate::registry::services::{self, ServiceSpec};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -72,5 +73,69 @@ impl CollectorRegistry for RegistryApi {
             })
             .collect();
         Ok(Response::new(proto::ListProtosResponse { files }))
+    }
+
+    async fn register_service(
+        &self,
+        req: Request<proto::RegisterServiceRequest>,
+    ) -> Result<Response<proto::ServiceInfo>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.into_inner();
+        let limits = r.limits.unwrap_or_default();
+        let spec = ServiceSpec {
+            namespace: ns,
+            service: r.service,
+            grants: services::grants(r.grants.into_iter().map(|g| (g.collection, g.read_only)))?,
+            timeout_ms: limits.timeout_ms,
+            memory_mib: limits.memory_mib,
+        };
+        Ok(Response::new(
+            self.0.services.register(spec, r.component).await?,
+        ))
+    }
+
+    async fn lookup_service(
+        &self,
+        req: Request<proto::LookupServiceRequest>,
+    ) -> Result<Response<proto::ServiceInfo>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        Ok(Response::new(
+            self.0.services.info(&ns, &req.get_ref().service)?,
+        ))
+    }
+
+    async fn validate_method(
+        &self,
+        req: Request<proto::ValidateMethodRequest>,
+    ) -> Result<Response<proto::ValidateMethodResponse>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.get_ref();
+        let (_, m) = self.0.services.method(&ns, &r.service, &r.method)?;
+        Ok(Response::new(proto::ValidateMethodResponse {
+            input_type: m.input().full_name().to_string(),
+            output_type: m.output().full_name().to_string(),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<proto::ListServicesRequest>,
+    ) -> Result<Response<proto::ListServicesResponse>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        Ok(Response::new(proto::ListServicesResponse {
+            services: self.0.services.list(&ns),
+        }))
+    }
+
+    async fn unregister_service(
+        &self,
+        req: Request<proto::UnregisterServiceRequest>,
+    ) -> Result<Response<proto::UnregisterServiceResponse>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        self.0
+            .services
+            .unregister(&ns, &req.get_ref().service)
+            .await?;
+        Ok(Response::new(proto::UnregisterServiceResponse {}))
     }
 }

@@ -2,6 +2,8 @@
 //! Registrations are validated as a whole, persisted in the `system/protos`
 //! collection, and only then made visible.
 
+pub mod services;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::Namespace;
 use crate::store::codec;

@@ -30,6 +30,8 @@ pub struct CollectionMeta {
 pub const COLLECTIONS: &str = "collections";
 /// The name of the registered-types collection in `system`.
 pub const PROTOS: &str = "protos";
+/// The name of the registered-services collection in `system`.
+pub const SERVICES: &str = "services";
 /// Most indexes one collection may declare.
 pub const MAX_INDEXES: usize = 32;
 
@@ -109,31 +111,48 @@ fn system_meta(name: &str, message_type: &str) -> CollectionMeta {
     }
 }
 
-/// Opens the two system collections the registry and catalogue live in.
-pub async fn open_system(
-    root: &Path,
-    options: Options,
-) -> Result<(Arc<Collection>, Arc<Collection>)> {
+/// The collections of the `system` namespace: the node's own state.
+pub struct SystemCollections {
+    /// Registered .proto files (collector.v1.ProtoFileRecord).
+    pub protos: Arc<Collection>,
+    /// The catalogue (collector.v1.CollectionInfo).
+    pub collections: Arc<Collection>,
+    /// Registered services (collector.v1.ServiceInfo).
+    pub services: Arc<Collection>,
+}
+
+impl SystemCollections {
+    fn all(&self) -> [&Arc<Collection>; 3] {
+        [&self.protos, &self.collections, &self.services]
+    }
+}
+
+/// Name and message type of each system collection.
+const SYSTEM_COLLECTIONS: [(&str, &str); 3] = [
+    (PROTOS, "collector.v1.ProtoFileRecord"),
+    (COLLECTIONS, "collector.v1.CollectionInfo"),
+    (SERVICES, "collector.v1.ServiceInfo"),
+];
+
+/// Opens the system collections the registry, catalogue and services live in.
+pub async fn open_system(root: &Path, options: Options) -> Result<SystemCollections> {
     let api = registry::api_pool();
-    let protos = system_meta(PROTOS, "collector.v1.ProtoFileRecord");
-    let colls = system_meta(COLLECTIONS, "collector.v1.CollectionInfo");
-    let p = open_blocking(
-        &protos,
-        api.get_message_by_name(&protos.message_type)
-            .expect("api type"),
-        root,
-        options,
-    )
-    .await?;
-    let c = open_blocking(
-        &colls,
-        api.get_message_by_name(&colls.message_type)
-            .expect("api type"),
-        root,
-        options,
-    )
-    .await?;
-    Ok((p, c))
+    let mut opened = Vec::new();
+    for (name, ty) in SYSTEM_COLLECTIONS {
+        let meta = system_meta(name, ty);
+        let desc = api
+            .get_message_by_name(ty)
+            .expect("the API defines the system types");
+        opened.push(open_blocking(&meta, desc, root, options).await?);
+    }
+    let services = opened.pop().expect("three");
+    let collections = opened.pop().expect("three");
+    let protos = opened.pop().expect("three");
+    Ok(SystemCollections {
+        protos,
+        collections,
+        services,
+    })
 }
 
 impl Catalog {
@@ -142,14 +161,10 @@ impl Catalog {
         root: PathBuf,
         options: Options,
         registry: Arc<Registry>,
-        protos: Arc<Collection>,
-        system: Arc<Collection>,
+        sys: &SystemCollections,
     ) -> Result<Self> {
         let mut entries = BTreeMap::new();
-        for (coll, msg_type) in [
-            (&protos, "collector.v1.ProtoFileRecord"),
-            (&system, "collector.v1.CollectionInfo"),
-        ] {
+        for (coll, (_, msg_type)) in sys.all().into_iter().zip(SYSTEM_COLLECTIONS) {
             let meta = system_meta(coll.name.as_str(), msg_type);
             entries.insert(
                 (meta.namespace.clone(), meta.name.clone()),
@@ -159,6 +174,7 @@ impl Catalog {
                 },
             );
         }
+        let system = sys.collections.clone();
         let desc = system.descriptor().clone();
         let mut token = String::new();
         loop {
@@ -199,7 +215,10 @@ impl Catalog {
             }
             token = page.next_token;
         }
-        tracing::info!(collections = entries.len() - 2, "catalogue loaded");
+        tracing::info!(
+            collections = entries.len() - SYSTEM_COLLECTIONS.len(),
+            "catalogue loaded"
+        );
         Ok(Catalog {
             root,
             options,

@@ -3,6 +3,7 @@
 mod cli;
 mod crud;
 mod durability;
+mod handlers;
 mod query;
 mod registry;
 mod repo;

@@ -1,0 +1,576 @@
+//! Registered services: a service declared in a namespace's .proto files,
+//! bound to a Wasm component with grants and limits. Components are stored
+//! content-addressed (`data/components/<sha256>.wasm`) with their compiled
+//! form cached next to them (keyed by the engine's compatibility hash); the
+//! bindings are persisted in `system/services`. Re-registering swaps an
+//! `Arc`, so calls in flight finish on the version they started with.
+
+use super::Registry;
+use crate::error::{Error, Result};
+use crate::names::{CollectionName, Namespace, RecordId};
+use crate::store::{self, Catalog, Collection, Labels, WriteOp, Written, codec};
+use crate::wasm::{CallContext, Handler, HostApi, Limits, Sandbox, WriteSpec};
+use prost::Message;
+use prost_reflect::{MethodDescriptor, ServiceDescriptor};
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// A collection a handler may open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub collection: CollectionName,
+    pub read_only: bool,
+}
+
+/// What a registration binds.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub namespace: Namespace,
+    pub service: String,
+    pub grants: Vec<Grant>,
+    /// 0 = default.
+    pub timeout_ms: u32,
+    /// 0 = default.
+    pub memory_mib: u32,
+}
+
+/// A registered service, ready to call.
+pub struct Registered {
+    pub spec: ServiceSpec,
+    pub sha256: String,
+    pub desc: ServiceDescriptor,
+    handler: Handler,
+    limits: Limits,
+}
+
+/// Most nested `invoke` calls (a handler calling a handler calling …).
+const MAX_DEPTH: u32 = 8;
+
+/// All registered services of the node.
+pub struct Services {
+    sandbox: Sandbox,
+    registry: Arc<Registry>,
+    catalog: Arc<Catalog>,
+    store: Arc<Collection>,
+    dir: PathBuf,
+    table: RwLock<HashMap<(Namespace, String), Arc<Registered>>>,
+    register_lock: tokio::sync::Mutex<()>,
+    /// How many components were compiled from Wasm (not loaded from the cache).
+    compiled: std::sync::atomic::AtomicU64,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn limits_of(spec: &ServiceSpec) -> Limits {
+    let d = Limits::default();
+    Limits {
+        timeout: if spec.timeout_ms == 0 {
+            d.timeout
+        } else {
+            Duration::from_millis(spec.timeout_ms as u64)
+        },
+        memory_bytes: if spec.memory_mib == 0 {
+            d.memory_bytes
+        } else {
+            (spec.memory_mib as usize) << 20
+        },
+        ..d
+    }
+}
+
+fn to_info(r: &Registered) -> crate::proto::ServiceInfo {
+    crate::proto::ServiceInfo {
+        namespace: r.spec.namespace.to_string(),
+        service: r.spec.service.clone(),
+        sha256: r.sha256.clone(),
+        grants: r
+            .spec
+            .grants
+            .iter()
+            .map(|g| crate::proto::Grant {
+                collection: g.collection.to_string(),
+                read_only: g.read_only,
+            })
+            .collect(),
+        limits: Some(crate::proto::HandlerLimits {
+            timeout_ms: r.spec.timeout_ms,
+            memory_mib: r.spec.memory_mib,
+        }),
+        methods: r.desc.methods().map(|m| m.name().to_string()).collect(),
+    }
+}
+
+impl Services {
+    /// Loads every registered service, from the compiled cache when it can.
+    pub async fn load(
+        data_dir: PathBuf,
+        registry: Arc<Registry>,
+        catalog: Arc<Catalog>,
+        store: Arc<Collection>,
+    ) -> Result<Arc<Self>> {
+        let dir = data_dir.join("components");
+        std::fs::create_dir_all(&dir)?;
+        let sandbox = tokio::task::spawn_blocking(Sandbox::new)
+            .await
+            .map_err(|e| Error::internal(format!("sandbox: {e}")))??;
+        let me = Arc::new(Services {
+            sandbox,
+            registry,
+            catalog,
+            store,
+            dir,
+            table: RwLock::new(HashMap::new()),
+            register_lock: tokio::sync::Mutex::new(()),
+            compiled: 0.into(),
+        });
+        let desc = me.store.descriptor().clone();
+        let mut token = String::new();
+        loop {
+            let q = store::Query {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            };
+            let (page, _) = me.store.search(q, false).await?;
+            for (rec, _) in page.hits {
+                let info: crate::proto::ServiceInfo = codec::decode(&desc, &rec.data)?
+                    .transcode_to()
+                    .map_err(|e| Error::internal(format!("system/services {:?}: {e}", rec.id)))?;
+                let spec = ServiceSpec {
+                    namespace: Namespace::new(&info.namespace)?,
+                    service: info.service.clone(),
+                    grants: info
+                        .grants
+                        .iter()
+                        .map(|g| {
+                            Ok(Grant {
+                                collection: CollectionName::new(&g.collection)?,
+                                read_only: g.read_only,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                    timeout_ms: info.limits.as_ref().map(|l| l.timeout_ms).unwrap_or(0),
+                    memory_mib: info.limits.as_ref().map(|l| l.memory_mib).unwrap_or(0),
+                };
+                let this = me.clone();
+                let sha = info.sha256.clone();
+                let handler = tokio::task::spawn_blocking(move || this.handler_for(&sha, None))
+                    .await
+                    .map_err(|e| Error::internal(format!("load task: {e}")))??;
+                let sdesc = me.service_desc(&spec.namespace, &spec.service)?;
+                let limits = limits_of(&spec);
+                let key = (spec.namespace.clone(), spec.service.clone());
+                me.table.write().expect("services lock").insert(
+                    key,
+                    Arc::new(Registered {
+                        spec,
+                        sha256: info.sha256,
+                        desc: sdesc,
+                        handler,
+                        limits,
+                    }),
+                );
+            }
+            if page.next_token.is_empty() {
+                break;
+            }
+            token = page.next_token;
+        }
+        Ok(me)
+    }
+
+    /// Components compiled from Wasm since start (the rest came from the cache).
+    pub fn compiled_count(&self) -> u64 {
+        self.compiled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn service_desc(&self, ns: &Namespace, service: &str) -> Result<ServiceDescriptor> {
+        self.registry.pool(ns).get_service_by_name(service).ok_or_else(|| {
+            Error::not_found(format!("service {service:?} is not declared in namespace {ns}: register its .proto with RegisterProto first"))
+        })
+    }
+
+    /// The handler for a component: from the compiled cache, else compiled
+    /// from `wasm` (or the stored .wasm) and cached. Blocks.
+    fn handler_for(&self, sha: &str, wasm: Option<&[u8]>) -> Result<Handler> {
+        let cached = self.dir.join(format!(
+            "{sha}-{:016x}.cwasm",
+            self.sandbox.compatibility_hash()
+        ));
+        if let Ok(bytes) = std::fs::read(&cached) {
+            // SAFETY: files named *.cwasm in this directory are written only by
+            // this node (below), from Handler::serialize, and keyed by the
+            // engine's compatibility hash; client bytes are never deserialized.
+            match unsafe { self.sandbox.load_compiled(&bytes) } {
+                Ok(h) => return Ok(h),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "compiled cache entry unusable; recompiling")
+                }
+            }
+        }
+        let stored;
+        let wasm = match wasm {
+            Some(w) => w,
+            None => {
+                stored = std::fs::read(self.dir.join(format!("{sha}.wasm")))?;
+                &stored
+            }
+        };
+        let handler = self.sandbox.compile(wasm)?;
+        self.compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        write_atomic(&cached, &handler.serialize()?)?;
+        Ok(handler)
+    }
+
+    /// Validates, stores and binds a component; swaps any previous version.
+    pub async fn register(
+        self: &Arc<Self>,
+        spec: ServiceSpec,
+        component: Vec<u8>,
+    ) -> Result<crate::proto::ServiceInfo> {
+        spec.namespace.writable()?;
+        let desc = self.service_desc(&spec.namespace, &spec.service)?;
+        if component.is_empty() {
+            return Err(Error::invalid(
+                "component is empty: send the .wasm bytes of a wasm32-wasip2 component",
+            ));
+        }
+        let _guard = self.register_lock.lock().await;
+        let sha = hex(&sha2::Sha256::digest(&component));
+        let this = self.clone();
+        let sha2_ = sha.clone();
+        let handler = tokio::task::spawn_blocking(move || {
+            let handler = this.handler_for(&sha2_, Some(&component))?;
+            let path = this.dir.join(format!("{sha2_}.wasm"));
+            if !path.exists() {
+                write_atomic(&path, &component)?;
+            }
+            Ok::<_, Error>(handler)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("compile task: {e}")))??;
+        let limits = limits_of(&spec);
+        let reg = Registered {
+            spec: spec.clone(),
+            sha256: sha,
+            desc,
+            handler,
+            limits,
+        };
+        let info = to_info(&reg);
+        // Persist, then swap: a crash in between finds the new binding on restart.
+        let msg = codec::decode(self.store.descriptor(), &info.encode_to_vec())?;
+        let payload = codec::encode(&msg)?;
+        let id = RecordId::new(&format!("{}/{}", spec.namespace, spec.service))?;
+        let op = WriteOp::Update {
+            id: id.clone(),
+            data: Some(msg),
+            labels: Labels::new(),
+            mask: store::Mask::full(),
+            expected_version: None,
+        };
+        match self.store.write(op).await {
+            Ok(_) => {}
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                self.store
+                    .write(WriteOp::Create {
+                        id: Some(id),
+                        payload,
+                        labels: Labels::new(),
+                    })
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let key = (spec.namespace.clone(), spec.service.clone());
+        self.table
+            .write()
+            .expect("services lock")
+            .insert(key, Arc::new(reg));
+        tracing::info!(namespace = %spec.namespace, service = %spec.service, sha256 = %info.sha256, "service registered");
+        Ok(info)
+    }
+
+    /// A registered service.
+    pub fn lookup(&self, ns: &Namespace, service: &str) -> Result<Arc<Registered>> {
+        self.table.read().expect("services lock").get(&(ns.clone(), service.to_string())).cloned().ok_or_else(|| {
+            Error::unimplemented(format!("service {service:?} has no handler in namespace {ns}: register one with CollectorRegistry.RegisterService"))
+        })
+    }
+
+    /// Description of a registered service.
+    pub fn info(&self, ns: &Namespace, service: &str) -> Result<crate::proto::ServiceInfo> {
+        self.lookup(ns, service).map(|r| to_info(&r))
+    }
+
+    /// A registered, callable method.
+    pub fn method(
+        &self,
+        ns: &Namespace,
+        service: &str,
+        method: &str,
+    ) -> Result<(Arc<Registered>, MethodDescriptor)> {
+        let reg = self.lookup(ns, service)?;
+        let m = reg
+            .desc
+            .methods()
+            .find(|m| m.name() == method)
+            .ok_or_else(|| Error::unimplemented(format!("{service} has no method {method:?}")))?;
+        Ok((reg, m))
+    }
+
+    /// The namespace's registered services.
+    pub fn list(&self, ns: &Namespace) -> Vec<crate::proto::ServiceInfo> {
+        let mut v: Vec<_> = self
+            .table
+            .read()
+            .expect("services lock")
+            .iter()
+            .filter(|(k, _)| &k.0 == ns)
+            .map(|(_, r)| to_info(r))
+            .collect();
+        v.sort_by(|a, b| a.service.cmp(&b.service));
+        v
+    }
+
+    /// Removes a service's handler; calls in flight finish.
+    pub async fn unregister(&self, ns: &Namespace, service: &str) -> Result<()> {
+        ns.writable()?;
+        let _guard = self.register_lock.lock().await;
+        self.lookup(ns, service)?;
+        let id = RecordId::new(&format!("{ns}/{service}"))?;
+        self.store
+            .write(WriteOp::Delete {
+                id,
+                expected_version: None,
+            })
+            .await?;
+        self.table
+            .write()
+            .expect("services lock")
+            .remove(&(ns.clone(), service.to_string()));
+        Ok(())
+    }
+
+    /// Calls a registered method with binary input; returns binary output.
+    pub async fn call(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        service: &str,
+        method: &str,
+        input: Vec<u8>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Vec<u8>> {
+        let this = self.clone();
+        let (ns, service, method) = (ns.clone(), service.to_string(), method.to_string());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            this.call_blocking(&rt, &ns, &service, &method, &input, metadata, 0)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("call task: {e}")))?
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_blocking(
+        self: &Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        ns: &Namespace,
+        service: &str,
+        method: &str,
+        input: &[u8],
+        metadata: Vec<(String, String)>,
+        depth: u32,
+    ) -> Result<Vec<u8>> {
+        let (reg, m) = self.method(ns, service, method)?;
+        codec::decode(&m.input(), input)
+            .map_err(|e| e.context(format!("input of {service}/{method}")))?;
+        let api: Arc<dyn HostApi> = Arc::new(CatalogHost {
+            services: self.clone(),
+            rt: rt.clone(),
+            namespace: ns.clone(),
+            grants: reg.spec.grants.clone(),
+            open: Mutex::new(Vec::new()),
+            depth,
+        });
+        let ctx = CallContext {
+            namespace: ns.to_string(),
+            service: service.to_string(),
+            method: method.to_string(),
+            metadata,
+            deadline_ms: reg.limits.timeout.as_millis() as u64,
+        };
+        let out = self
+            .sandbox
+            .call(&reg.handler, ctx, input, api, &reg.limits)?;
+        codec::decode(&m.output(), &out).map_err(|e| {
+            Error::internal(format!(
+                "the handler's output is not a {}: {}",
+                m.output().full_name(),
+                e.message
+            ))
+        })?;
+        Ok(out)
+    }
+}
+
+/// `HostApi` over the catalogue: the handler's namespace, its grants only.
+struct CatalogHost {
+    services: Arc<Services>,
+    rt: tokio::runtime::Handle,
+    namespace: Namespace,
+    grants: Vec<Grant>,
+    open: Mutex<Vec<(Arc<Collection>, bool)>>,
+    depth: u32,
+}
+
+impl CatalogHost {
+    fn coll(&self, handle: u32) -> Result<(Arc<Collection>, bool)> {
+        self.open
+            .lock()
+            .expect("open lock")
+            .get(handle as usize)
+            .cloned()
+            .ok_or_else(|| Error::invalid("unknown collection handle"))
+    }
+}
+
+impl HostApi for CatalogHost {
+    fn open(&self, collection: &str) -> Result<u32> {
+        let name = CollectionName::new(collection)?;
+        let grant = self
+            .grants
+            .iter()
+            .find(|g| g.collection == name)
+            .ok_or_else(|| {
+                Error::permission_denied(format!(
+                    "collection {collection:?} is not granted to this handler (namespace {})",
+                    self.namespace
+                ))
+            })?;
+        let coll = self.services.catalog.get(&self.namespace, &name)?;
+        let mut open = self.open.lock().expect("open lock");
+        open.push((coll, grant.read_only));
+        Ok((open.len() - 1) as u32)
+    }
+
+    fn get(&self, handle: u32, id: &str) -> Result<store::Record> {
+        let (c, _) = self.coll(handle)?;
+        let id = RecordId::new(id)?;
+        self.rt.block_on(c.get(id)).map(Arc::unwrap_or_clone)
+    }
+
+    fn write(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>> {
+        let (c, read_only) = self.coll(handle)?;
+        if read_only {
+            return Err(Error::permission_denied(format!(
+                "collection {} is granted read-only",
+                c.name
+            )));
+        }
+        let op = match op {
+            WriteSpec::Create { id, data, labels } => {
+                store::collection::check_labels(&labels)?;
+                let msg = codec::decode(c.descriptor(), &data)?;
+                let id = if id.is_empty() {
+                    None
+                } else {
+                    Some(RecordId::new(&id)?)
+                };
+                WriteOp::Create {
+                    id,
+                    payload: codec::encode_with_wire(&msg, Some(data))?,
+                    labels,
+                }
+            }
+            WriteSpec::Update {
+                id,
+                data,
+                labels,
+                expected_version,
+            } => {
+                store::collection::check_labels(&labels)?;
+                let msg = codec::decode(c.descriptor(), &data)?;
+                WriteOp::Update {
+                    id: RecordId::new(&id)?,
+                    data: Some(msg),
+                    labels,
+                    mask: store::Mask::full(),
+                    expected_version,
+                }
+            }
+            WriteSpec::Delete {
+                id,
+                expected_version,
+            } => WriteOp::Delete {
+                id: RecordId::new(&id)?,
+                expected_version,
+            },
+        };
+        match self.rt.block_on(c.write(op))? {
+            Written::Stored(r) => Ok(Some(r)),
+            Written::Deleted => Ok(None),
+        }
+    }
+
+    fn search(&self, handle: u32, q: store::Query) -> Result<store::Page> {
+        let (c, _) = self.coll(handle)?;
+        self.rt.block_on(c.search(q, false)).map(|(p, _)| p)
+    }
+
+    fn count(&self, handle: u32, q: store::Query) -> Result<i64> {
+        let (c, _) = self.coll(handle)?;
+        self.rt.block_on(c.count(q))
+    }
+
+    fn invoke(&self, service: &str, method: &str, input: &[u8]) -> Result<Vec<u8>> {
+        if self.depth + 1 >= MAX_DEPTH {
+            return Err(Error::resource_exhausted(format!(
+                "invoke nested more than {MAX_DEPTH} deep"
+            )));
+        }
+        self.services.call_blocking(
+            &self.rt,
+            &self.namespace,
+            service,
+            method,
+            input,
+            Vec::new(),
+            self.depth + 1,
+        )
+    }
+}
+
+/// Parses grants given as (collection, read_only) pairs.
+pub fn grants(list: impl IntoIterator<Item = (String, bool)>) -> Result<Vec<Grant>> {
+    let mut seen = BTreeMap::new();
+    for (c, ro) in list {
+        let name = CollectionName::new(&c).map_err(|e| e.context("grants"))?;
+        if seen.insert(name.clone(), ro).is_some() {
+            return Err(Error::invalid(format!(
+                "grants name collection {c:?} twice"
+            )));
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(collection, read_only)| Grant {
+            collection,
+            read_only,
+        })
+        .collect())
+}

@@ -1,0 +1,325 @@
+use collector::api::dynamic::BytesCodec;
+use collector::proto;
+use collector_tests::{Clients, TestNode, guest};
+use prost::Message;
+use tonic::Code;
+
+const T_PROTO: &str = r#"syntax = "proto3"; package t;
+message Msg { string text = 1; int64 n = 2; }
+service Echo { rpc Say(Msg) returns (Msg); rpc Shout(Msg) returns (Msg); }
+service Spin { rpc Run(Msg) returns (Msg); }
+service Hog { rpc Eat(Msg) returns (Msg); }
+service Nobody { rpc Call(Msg) returns (Msg); }"#;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Msg {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(int64, tag = "2")]
+    n: i64,
+}
+
+async fn setup(c: &mut Clients, ns: &str) {
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: ns.into(),
+            sources: vec![proto::ProtoSource {
+                name: "t.proto".into(),
+                content: T_PROTO.into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn register(
+    c: &mut Clients,
+    ns: &str,
+    service: &str,
+    wasm: &str,
+    timeout_ms: u32,
+    memory_mib: u32,
+) -> Result<proto::ServiceInfo, tonic::Status> {
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: ns.into(),
+            service: service.into(),
+            component: guest(wasm),
+            grants: vec![],
+            limits: Some(proto::HandlerLimits {
+                timeout_ms,
+                memory_mib,
+            }),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Calls /service/method natively with raw bytes, in namespace `ns`.
+async fn native(
+    c: &Clients,
+    ns: &str,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(c.channel.clone());
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(prost::bytes::Bytes::from(body));
+    req.metadata_mut()
+        .insert("x-collector-namespace", ns.parse().unwrap());
+    grpc.unary(
+        req,
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        BytesCodec,
+    )
+    .await
+    .map(|r| r.into_inner().to_vec())
+}
+
+#[tokio::test]
+async fn a_registered_component_is_called_natively_and_via_serve() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c, "shop").await;
+    // Not registered yet: Unimplemented everywhere.
+    let msg = Msg {
+        text: "hi".into(),
+        n: 41,
+    };
+    assert_eq!(
+        native(c, "shop", "/t.Echo/Say", msg.encode_to_vec())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unimplemented
+    );
+    let info = register(c, "shop", "t.Echo", "echo", 0, 0).await.unwrap();
+    assert_eq!(info.sha256.len(), 64);
+    assert_eq!(info.methods, vec!["Say", "Shout"]);
+
+    let out = native(c, "shop", "/t.Echo/Say", msg.encode_to_vec())
+        .await
+        .unwrap();
+    assert_eq!(Msg::decode(out.as_slice()).unwrap(), msg);
+    let mut d = collector::proto::collective_dispatcher_client::CollectiveDispatcherClient::new(
+        c.channel.clone(),
+    );
+    let served = d
+        .serve(proto::ServeRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+            method: "Shout".into(),
+            input: Some(prost_types::Any {
+                type_url: "type.googleapis.com/t.Msg".into(),
+                value: msg.encode_to_vec(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        served.output.as_ref().unwrap().type_url,
+        "type.googleapis.com/t.Msg"
+    );
+    assert_eq!(
+        Msg::decode(served.output.unwrap().value.as_slice()).unwrap(),
+        msg
+    );
+    assert_eq!(served.node_id, n.handle.as_ref().unwrap().node_id);
+
+    // Unknown methods and services, other namespaces, bad input.
+    for path in ["/t.Echo/Nope", "/t.Nobody/Call", "/nope.X/Y"] {
+        assert_eq!(
+            native(c, "shop", path, vec![]).await.unwrap_err().code(),
+            Code::Unimplemented,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        native(c, "default", "/t.Echo/Say", vec![])
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unimplemented,
+        "other namespace"
+    );
+    let bad = native(c, "shop", "/t.Echo/Say", vec![0x0a, 0xff])
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let wrong_type = d
+        .serve(proto::ServeRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+            method: "Say".into(),
+            input: Some(prost_types::Any {
+                type_url: "type.googleapis.com/t.Other".into(),
+                value: vec![],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_type.code(), Code::InvalidArgument);
+
+    // Registry views.
+    let listed = c
+        .registry
+        .list_services(proto::ListServicesRequest {
+            namespace: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .services
+            .iter()
+            .map(|s| s.service.as_str())
+            .collect::<Vec<_>>(),
+        vec!["t.Echo"]
+    );
+    let v = c
+        .registry
+        .validate_method(proto::ValidateMethodRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+            method: "Say".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.input_type, "t.Msg");
+    let e = c
+        .registry
+        .validate_method(proto::ValidateMethodRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+            method: "No".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    c.registry
+        .unregister_service(proto::UnregisterServiceRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        native(c, "shop", "/t.Echo/Say", msg.encode_to_vec())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unimplemented
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_and_leave_the_old_version_serving() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c, "shop").await;
+    register(c, "shop", "t.Echo", "echo", 0, 0).await.unwrap();
+    let garbage = c
+        .registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+            component: b"\0asm garbage".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    let out = native(
+        c,
+        "shop",
+        "/t.Echo/Say",
+        Msg {
+            text: "still".into(),
+            n: 1,
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(Msg::decode(out.as_slice()).unwrap().text, "still");
+    // A service no .proto declares; the read-only system namespace.
+    assert_eq!(
+        register(c, "shop", "t.Undeclared", "echo", 0, 0)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        register(c, "system", "t.Echo", "echo", 0, 0)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+}
+
+#[tokio::test]
+async fn hostile_guests_are_stopped_while_the_node_keeps_serving() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c, "shop").await;
+    register(c, "shop", "t.Echo", "echo", 0, 0).await.unwrap();
+    register(c, "shop", "t.Spin", "spin", 300, 0).await.unwrap();
+    register(c, "shop", "t.Hog", "hog", 0, 16).await.unwrap();
+    let (spin, hog, echo) = tokio::join!(
+        native(c, "shop", "/t.Spin/Run", vec![]),
+        native(c, "shop", "/t.Hog/Eat", vec![]),
+        native(
+            c,
+            "shop",
+            "/t.Echo/Say",
+            Msg {
+                text: "alive".into(),
+                n: 0
+            }
+            .encode_to_vec()
+        ),
+    );
+    assert_eq!(spin.unwrap_err().code(), Code::DeadlineExceeded);
+    assert_eq!(hog.unwrap_err().code(), Code::ResourceExhausted);
+    assert_eq!(Msg::decode(echo.unwrap().as_slice()).unwrap().text, "alive");
+}
+
+#[tokio::test]
+async fn handlers_survive_a_restart_without_recompiling() {
+    let mut n = TestNode::start().await;
+    setup(&mut n.clients, "shop").await;
+    register(&mut n.clients, "shop", "t.Echo", "echo", 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(n.handle.as_ref().unwrap().components_compiled(), 1);
+    n.restart().await;
+    assert_eq!(
+        n.handle.as_ref().unwrap().components_compiled(),
+        0,
+        "loaded from the compiled cache"
+    );
+    let out = native(
+        &n.clients,
+        "shop",
+        "/t.Echo/Say",
+        Msg {
+            text: "back".into(),
+            n: 2,
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(Msg::decode(out.as_slice()).unwrap().text, "back");
+    // Re-registering the same bytes reuses the cache too.
+    register(&mut n.clients, "shop", "t.Echo", "echo", 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(n.handle.as_ref().unwrap().components_compiled(), 0);
+}
