@@ -323,3 +323,137 @@ async fn handlers_survive_a_restart_without_recompiling() {
         .unwrap();
     assert_eq!(n.handle.as_ref().unwrap().components_compiled(), 0);
 }
+
+async fn register_counter(
+    c: &mut Clients,
+    grants: Vec<proto::Grant>,
+) -> Result<proto::ServiceInfo, tonic::Status> {
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: "shop".into(),
+            service: "t.Counter".into(),
+            component: guest("counter"),
+            grants,
+            limits: None,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn handlers_reach_granted_collections_only() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![proto::ProtoSource {
+                name: "t.proto".into(),
+                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); }}"),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for name in ["counters", "secret"] {
+        c.repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "shop".into(),
+                name: name.into(),
+                message_type: "t.Msg".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let rw = proto::Grant {
+        collection: "counters".into(),
+        read_only: false,
+    };
+    register_counter(c, vec![rw]).await.unwrap();
+    let key = || {
+        Msg {
+            text: "visits".into(),
+            n: 0,
+        }
+        .encode_to_vec()
+    };
+    for want in 1..=3 {
+        let out = native(c, "shop", "/t.Counter/Incr", key()).await.unwrap();
+        assert_eq!(Msg::decode(out.as_slice()).unwrap().n, want);
+    }
+    // The handler's writes are ordinary records, visible through the API.
+    let rec = c
+        .records
+        .get(proto::GetRequest {
+            namespace: "shop".into(),
+            collection: "counters".into(),
+            id: "visits".into(),
+            include_json: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rec.version, 3);
+    assert!(rec.json.contains(r#""n":3"#), "{}", rec.json);
+    // Not granted → PermissionDenied, through the guest's error variant.
+    let e = native(c, "shop", "/t.Counter/Sneak", key())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("secret"), "{}", e.message());
+    // The guest's own validation errors map to their codes.
+    let e = native(c, "shop", "/t.Counter/Incr", Msg::default().encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Read-only grant: reads work, writes are refused.
+    register_counter(
+        c,
+        vec![proto::Grant {
+            collection: "counters".into(),
+            read_only: true,
+        }],
+    )
+    .await
+    .unwrap();
+    let out = native(c, "shop", "/t.Counter/Peek", key()).await.unwrap();
+    assert_eq!(Msg::decode(out.as_slice()).unwrap().n, 3);
+    let e = native(c, "shop", "/t.Counter/Incr", key())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // The same handler in another namespace cannot see shop's collections.
+    setup(c, "other").await;
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "other".into(),
+            sources: vec![proto::ProtoSource { name: "c.proto".into(), content: "syntax = \"proto3\"; package t; import \"t.proto\"; service Counter { rpc Incr(Msg) returns (Msg); }".into() }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: "other".into(),
+            service: "t.Counter".into(),
+            component: guest("counter"),
+            grants: vec![proto::Grant {
+                collection: "counters".into(),
+                read_only: false,
+            }],
+            limits: None,
+        })
+        .await
+        .unwrap();
+    let e = native(c, "other", "/t.Counter/Incr", key())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "other/counters does not exist: {e:?}"
+    );
+}

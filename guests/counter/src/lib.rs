@@ -1,0 +1,65 @@
+//! `counter`: keeps named counters in the `counters` collection (type t.Msg:
+//! `text` is the name, `n` the value). Methods: Incr (add 1, return the new
+//! value), Peek (read), Sneak (tries to open `secret`, which it is not granted).
+wit_bindgen::generate!({ path: "../../wit", world: "handler" });
+
+use collector::runtime::collections::Collection;
+use prost::Message;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Msg {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(int64, tag = "2")]
+    n: i64,
+}
+
+struct Counter;
+
+fn decode(input: &[u8]) -> Result<Msg, Error> {
+    Msg::decode(input).map_err(|e| Error::InvalidArgument(format!("input is not a t.Msg: {e}")))
+}
+
+impl Guest for Counter {
+    fn handle(ctx: CallContext, input: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let req = decode(&input)?;
+        if req.text.is_empty() {
+            return Err(Error::InvalidArgument("text names the counter; it is empty".into()));
+        }
+        match ctx.method.as_str() {
+            "Incr" => {
+                let counters = Collection::open("counters")?;
+                let next = match counters.get(&req.text) {
+                    Ok(rec) => {
+                        let cur = decode(&rec.data)?;
+                        let next = Msg { text: req.text.clone(), n: cur.n + 1 };
+                        counters.update(&req.text, &next.encode_to_vec(), &rec.labels, Some(rec.version))?;
+                        next
+                    }
+                    Err(Error::NotFound(_)) => {
+                        let first = Msg { text: req.text.clone(), n: 1 };
+                        counters.create(&req.text, &first.encode_to_vec(), &[])?;
+                        first
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok(next.encode_to_vec())
+            }
+            "Peek" => {
+                let counters = Collection::open("counters")?;
+                match counters.get(&req.text) {
+                    Ok(rec) => Ok(rec.data),
+                    Err(Error::NotFound(_)) => Ok(Msg { text: req.text, n: 0 }.encode_to_vec()),
+                    Err(e) => Err(e),
+                }
+            }
+            "Sneak" => {
+                let secret = Collection::open("secret")?;
+                Ok(secret.get(&req.text)?.data)
+            }
+            other => Err(Error::InvalidArgument(format!("counter has no method {other}"))),
+        }
+    }
+}
+
+export!(Counter);
