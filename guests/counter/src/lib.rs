@@ -1,6 +1,7 @@
 //! `counter`: keeps named counters in the `counters` collection (type t.Msg:
 //! `text` is the name, `n` the value). Methods: Incr (add 1, return the new
-//! value), Peek (read), Sneak (tries to open `secret`, which it is not granted).
+//! value), Peek (read), Sneak (tries to open `secret`, which it is not granted),
+//! IncrThenFail and IncrThenTrap (increment, then fail: nothing may stay).
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
 
 use collector::runtime::collections::Collection;
@@ -16,6 +17,24 @@ struct Msg {
 
 struct Counter;
 
+fn incr(name: &str) -> Result<Msg, Error> {
+    let counters = Collection::open("counters")?;
+    match counters.get(name) {
+        Ok(rec) => {
+            let cur = decode(&rec.data)?;
+            let next = Msg { text: name.to_string(), n: cur.n + 1 };
+            counters.update(name, &next.encode_to_vec(), &rec.labels, Some(rec.version))?;
+            Ok(next)
+        }
+        Err(Error::NotFound(_)) => {
+            let first = Msg { text: name.to_string(), n: 1 };
+            counters.create(name, &first.encode_to_vec(), &[])?;
+            Ok(first)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn decode(input: &[u8]) -> Result<Msg, Error> {
     Msg::decode(input).map_err(|e| Error::InvalidArgument(format!("input is not a t.Msg: {e}")))
 }
@@ -27,23 +46,14 @@ impl Guest for Counter {
             return Err(Error::InvalidArgument("text names the counter; it is empty".into()));
         }
         match ctx.method.as_str() {
-            "Incr" => {
-                let counters = Collection::open("counters")?;
-                let next = match counters.get(&req.text) {
-                    Ok(rec) => {
-                        let cur = decode(&rec.data)?;
-                        let next = Msg { text: req.text.clone(), n: cur.n + 1 };
-                        counters.update(&req.text, &next.encode_to_vec(), &rec.labels, Some(rec.version))?;
-                        next
-                    }
-                    Err(Error::NotFound(_)) => {
-                        let first = Msg { text: req.text.clone(), n: 1 };
-                        counters.create(&req.text, &first.encode_to_vec(), &[])?;
-                        first
-                    }
-                    Err(e) => return Err(e),
-                };
-                Ok(next.encode_to_vec())
+            "Incr" => Ok(incr(&req.text)?.encode_to_vec()),
+            "IncrThenFail" => {
+                incr(&req.text)?;
+                Err(Error::Internal("changed my mind after writing".into()))
+            }
+            "IncrThenTrap" => {
+                incr(&req.text)?;
+                panic!("trap after writing");
             }
             "Peek" => {
                 let counters = Collection::open("counters")?;

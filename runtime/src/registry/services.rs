@@ -8,7 +8,7 @@
 use super::Registry;
 use crate::error::{Error, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
-use crate::store::{self, Catalog, Collection, Labels, WriteOp, Written, codec};
+use crate::store::{self, Catalog, Collection, Labels, WriteOp, codec};
 use crate::wasm::{CallContext, Handler, HostApi, Limits, Sandbox, WriteSpec};
 use prost::Message;
 use prost_reflect::{MethodDescriptor, ServiceDescriptor};
@@ -399,7 +399,7 @@ impl Services {
         let (reg, m) = self.method(ns, service, method)?;
         codec::decode(&m.input(), input)
             .map_err(|e| e.context(format!("input of {service}/{method}")))?;
-        let api: Arc<dyn HostApi> = Arc::new(CatalogHost {
+        let host = Arc::new(CatalogHost {
             services: self.clone(),
             rt: rt.clone(),
             namespace: ns.clone(),
@@ -407,6 +407,7 @@ impl Services {
             open: Mutex::new(Vec::new()),
             depth,
         });
+        let api: Arc<dyn HostApi> = host.clone();
         let ctx = CallContext {
             namespace: ns.to_string(),
             service: service.to_string(),
@@ -424,18 +425,32 @@ impl Services {
                 e.message
             ))
         })?;
+        // Only a successful call's writes are applied: an error or trap above
+        // returned early and dropped them with `host`.
+        host.commit()?;
         Ok(out)
     }
 }
 
 /// `HostApi` over the catalogue: the handler's namespace, its grants only.
+/// Writes are buffered for the call and committed by `commit` only if the
+/// handler succeeds, as one all-or-nothing batch per collection; a `get`
+/// sees the call's own buffered writes (search and count do not).
 struct CatalogHost {
     services: Arc<Services>,
     rt: tokio::runtime::Handle,
     namespace: Namespace,
     grants: Vec<Grant>,
-    open: Mutex<Vec<(Arc<Collection>, bool)>>,
+    open: Mutex<Vec<OpenState>>,
     depth: u32,
+}
+
+struct OpenState {
+    coll: Arc<Collection>,
+    read_only: bool,
+    pending: Vec<WriteOp>,
+    /// The call's view of records it wrote: None = deleted.
+    overlay: HashMap<String, Option<store::Record>>,
 }
 
 impl CatalogHost {
@@ -444,8 +459,57 @@ impl CatalogHost {
             .lock()
             .expect("open lock")
             .get(handle as usize)
-            .cloned()
+            .map(|o| (o.coll.clone(), o.read_only))
             .ok_or_else(|| Error::invalid("unknown collection handle"))
+    }
+
+    /// The record as this call sees it.
+    fn current(
+        &self,
+        handle: u32,
+        c: &Arc<Collection>,
+        id: &RecordId,
+    ) -> Result<Option<store::Record>> {
+        if let Some(o) = self.open.lock().expect("open lock")[handle as usize]
+            .overlay
+            .get(id.as_str())
+        {
+            return Ok(o.clone());
+        }
+        match self.rt.block_on(c.get(id.clone())) {
+            Ok(r) => Ok(Some(Arc::unwrap_or_clone(r))),
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies the call's buffered writes: each collection's in one batch.
+    fn commit(&self) -> Result<()> {
+        let open = std::mem::take(&mut *self.open.lock().expect("open lock"));
+        for o in open.into_iter().filter(|o| !o.pending.is_empty()) {
+            let outcome = self.rt.block_on(o.coll.batch(o.pending))?;
+            if !outcome.committed {
+                let why = outcome.results.into_iter().find_map(|r| {
+                    r.err()
+                        .filter(|e| e.kind != crate::error::ErrorKind::Aborted)
+                });
+                let why = why.map(|e| e.message).unwrap_or_default();
+                return Err(Error::aborted(format!(
+                    "the handler's writes to {} were not applied: another write got there first ({why}); retry the call",
+                    o.coll.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CatalogHost {
+    /// True if this call already wrote `id` (its version is then the call's own).
+    fn pending_has(&self, handle: u32, id: &str) -> bool {
+        self.open.lock().expect("open lock")[handle as usize]
+            .overlay
+            .contains_key(id)
     }
 }
 
@@ -464,14 +528,21 @@ impl HostApi for CatalogHost {
             })?;
         let coll = self.services.catalog.get(&self.namespace, &name)?;
         let mut open = self.open.lock().expect("open lock");
-        open.push((coll, grant.read_only));
+        open.push(OpenState {
+            coll,
+            read_only: grant.read_only,
+            pending: Vec::new(),
+            overlay: HashMap::new(),
+        });
         Ok((open.len() - 1) as u32)
     }
 
     fn get(&self, handle: u32, id: &str) -> Result<store::Record> {
         let (c, _) = self.coll(handle)?;
         let id = RecordId::new(id)?;
-        self.rt.block_on(c.get(id)).map(Arc::unwrap_or_clone)
+        self.current(handle, &c, &id)?.ok_or_else(|| {
+            Error::not_found(format!("record {:?} not found in {}", id.as_str(), c.name))
+        })
     }
 
     fn write(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>> {
@@ -482,20 +553,52 @@ impl HostApi for CatalogHost {
                 c.name
             )));
         }
-        let op = match op {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let version_check = |id: &RecordId, expected: Option<i64>, actual: i64| match expected {
+            Some(v) if v != actual => Err(Error::failed_precondition(format!(
+                "record {:?} is at version {actual}, not {v}",
+                id.as_str()
+            ))),
+            _ => Ok(()),
+        };
+        // Check against the call's view now, so the guest hears of mistakes at
+        // once; the batch at commit checks again against the store.
+        let (op, view) = match op {
             WriteSpec::Create { id, data, labels } => {
                 store::collection::check_labels(&labels)?;
                 let msg = codec::decode(c.descriptor(), &data)?;
                 let id = if id.is_empty() {
-                    None
+                    RecordId::generate()
                 } else {
-                    Some(RecordId::new(&id)?)
+                    RecordId::new(&id)?
                 };
-                WriteOp::Create {
-                    id,
-                    payload: codec::encode_with_wire(&msg, Some(data))?,
-                    labels,
+                if self.current(handle, &c, &id)?.is_some() {
+                    return Err(Error::already_exists(format!(
+                        "a record with id {:?} already exists",
+                        id.as_str()
+                    )));
                 }
+                let payload = codec::encode_with_wire(&msg, Some(data))?;
+                let rec = store::Record {
+                    id: id.as_str().to_string(),
+                    data: payload.bytes.clone(),
+                    json: payload.json.clone(),
+                    labels: labels.clone(),
+                    version: 1,
+                    created_us: now,
+                    updated_us: now,
+                };
+                (
+                    WriteOp::Create {
+                        id: Some(id),
+                        payload,
+                        labels,
+                    },
+                    Some(rec),
+                )
             }
             WriteSpec::Update {
                 id,
@@ -505,26 +608,64 @@ impl HostApi for CatalogHost {
             } => {
                 store::collection::check_labels(&labels)?;
                 let msg = codec::decode(c.descriptor(), &data)?;
-                WriteOp::Update {
-                    id: RecordId::new(&id)?,
+                let id = RecordId::new(&id)?;
+                let cur = self.current(handle, &c, &id)?.ok_or_else(|| {
+                    Error::not_found(format!("record {:?} not found", id.as_str()))
+                })?;
+                version_check(&id, expected_version, cur.version)?;
+                let payload = codec::encode_with_wire(&msg, Some(data))?;
+                let rec = store::Record {
+                    id: id.as_str().to_string(),
+                    data: payload.bytes,
+                    json: payload.json,
+                    labels: labels.clone(),
+                    version: cur.version + 1,
+                    created_us: cur.created_us,
+                    updated_us: now,
+                };
+                // The batch re-checks the version the call saw, so a concurrent
+                // write in between makes the commit fail instead of being lost.
+                let op = WriteOp::Update {
+                    id,
                     data: Some(msg),
                     labels,
                     mask: store::Mask::full(),
-                    expected_version,
-                }
+                    expected_version: Some(cur.version)
+                        .filter(|_| !self.pending_has(handle, &rec.id)),
+                };
+                (op, Some(rec))
             }
             WriteSpec::Delete {
                 id,
                 expected_version,
-            } => WriteOp::Delete {
-                id: RecordId::new(&id)?,
-                expected_version,
-            },
+            } => {
+                let id = RecordId::new(&id)?;
+                let cur = self.current(handle, &c, &id)?.ok_or_else(|| {
+                    Error::not_found(format!("record {:?} not found", id.as_str()))
+                })?;
+                version_check(&id, expected_version, cur.version)?;
+                let expected = Some(cur.version).filter(|_| !self.pending_has(handle, id.as_str()));
+                (
+                    WriteOp::Delete {
+                        id,
+                        expected_version: expected,
+                    },
+                    None,
+                )
+            }
         };
-        match self.rt.block_on(c.write(op))? {
-            Written::Stored(r) => Ok(Some(r)),
-            Written::Deleted => Ok(None),
-        }
+        let key = match &op {
+            WriteOp::Create { id, .. } => id
+                .as_ref()
+                .map(|i| i.as_str().to_string())
+                .unwrap_or_default(),
+            WriteOp::Update { id, .. } | WriteOp::Delete { id, .. } => id.as_str().to_string(),
+        };
+        let mut open = self.open.lock().expect("open lock");
+        let o = &mut open[handle as usize];
+        o.pending.push(op);
+        o.overlay.insert(key, view.clone());
+        Ok(view)
     }
 
     fn search(&self, handle: u32, q: store::Query) -> Result<store::Page> {

@@ -349,7 +349,7 @@ async fn handlers_reach_granted_collections_only() {
             namespace: "shop".into(),
             sources: vec![proto::ProtoSource {
                 name: "t.proto".into(),
-                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); }}"),
+                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); rpc IncrThenFail(Msg) returns (Msg); rpc IncrThenTrap(Msg) returns (Msg); }}"),
             }],
             ..Default::default()
         })
@@ -396,6 +396,44 @@ async fn handlers_reach_granted_collections_only() {
         .into_inner();
     assert_eq!(rec.version, 3);
     assert!(rec.json.contains(r#""n":3"#), "{}", rec.json);
+    // A call that fails or traps after writing leaves nothing behind.
+    let e = native(c, "shop", "/t.Counter/IncrThenFail", key())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    let e = native(c, "shop", "/t.Counter/IncrThenTrap", key())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    let fresh = Msg {
+        text: "never".into(),
+        n: 0,
+    }
+    .encode_to_vec();
+    native(c, "shop", "/t.Counter/IncrThenFail", fresh.clone())
+        .await
+        .unwrap_err();
+    let peek = native(c, "shop", "/t.Counter/Peek", key()).await.unwrap();
+    assert_eq!(
+        Msg::decode(peek.as_slice()).unwrap().n,
+        3,
+        "the failed calls' updates were rolled back"
+    );
+    let e = c
+        .records
+        .get(proto::GetRequest {
+            namespace: "shop".into(),
+            collection: "counters".into(),
+            id: "never".into(),
+            include_json: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "the failed call's create was rolled back"
+    );
     // Not granted → PermissionDenied, through the guest's error variant.
     let e = native(c, "shop", "/t.Counter/Sneak", key())
         .await
