@@ -113,6 +113,35 @@ pub enum ClientCmd {
     Get { collection: String, id: String },
     /// Delete one record.
     Delete { collection: String, id: String },
+    /// Register a service: its .proto (compiled on the node) and its Wasm component.
+    Register {
+        /// The .proto file declaring the service (registered under its file name).
+        #[arg(long)]
+        proto: PathBuf,
+        /// Full service name, e.g. shop.Orders.
+        #[arg(long)]
+        service: String,
+        /// The component (cargo build --target wasm32-wasip2 --release).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Collection the handler may open: NAME (read-write) or NAME:ro (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Per-call time limit in ms (default 5000).
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u32,
+        /// Per-call memory limit in MiB (default 64).
+        #[arg(long, default_value_t = 0)]
+        memory_mib: u32,
+    },
+    /// Call a registered method with JSON input; prints the JSON output.
+    Call {
+        /// SERVICE/METHOD, e.g. shop.Orders/Create.
+        method: String,
+        /// The input message as proto3 JSON.
+        #[arg(default_value = "{}")]
+        json: String,
+    },
     /// Search a collection: full text, filters, labels, order.
     Search {
         collection: String,
@@ -192,6 +221,76 @@ pub fn parse_filter(s: &str) -> Result<proto::Filter, String> {
     })
 }
 
+/// Calls SERVICE/METHOD on its native path, converting JSON with the
+/// descriptors the node serves for the namespace.
+async fn call(
+    mut registry: CollectorRegistryClient<Channel>,
+    channel: Channel,
+    ns: &str,
+    target: &str,
+    json: &str,
+) -> Result<Json, tonic::Status> {
+    let (service, method) = target.split_once('/').ok_or_else(|| {
+        tonic::Status::invalid_argument(format!(
+            "{target:?}: give SERVICE/METHOD, e.g. shop.Orders/Create"
+        ))
+    })?;
+    let files = registry
+        .get_proto(proto::GetProtoRequest {
+            namespace: ns.to_string(),
+            target: Some(proto::get_proto_request::Target::Symbol(
+                service.to_string(),
+            )),
+        })
+        .await?
+        .into_inner()
+        .files;
+    let mut pool = prost_reflect::DescriptorPool::new();
+    pool.add_file_descriptor_protos(files.into_iter().rev())
+        .map_err(|e| tonic::Status::internal(format!("the node's descriptors do not load: {e}")))?;
+    let m = pool
+        .get_service_by_name(service)
+        .and_then(|s| s.methods().find(|m| m.name() == method))
+        .ok_or_else(|| {
+            tonic::Status::unimplemented(format!("{service} has no method {method:?}"))
+        })?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let input = prost_reflect::DynamicMessage::deserialize(m.input(), &mut de).map_err(|e| {
+        tonic::Status::invalid_argument(format!(
+            "input is not a valid {} in JSON: {e}",
+            m.input().full_name()
+        ))
+    })?;
+    let path: tonic::codegen::http::uri::PathAndQuery = format!("/{service}/{method}")
+        .parse()
+        .map_err(|_| tonic::Status::invalid_argument(format!("{target:?} is not a method path")))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(prost::bytes::Bytes::from(prost::Message::encode_to_vec(
+        &input,
+    )));
+    if !ns.is_empty() {
+        req.metadata_mut().insert(
+            "x-collector-namespace",
+            ns.parse()
+                .map_err(|_| tonic::Status::invalid_argument("namespace is not ASCII"))?,
+        );
+    }
+    let out = grpc
+        .unary(req, path, collector::api::dynamic::BytesCodec)
+        .await?
+        .into_inner();
+    let msg = prost_reflect::DynamicMessage::decode(m.output(), out).map_err(|e| {
+        tonic::Status::internal(format!(
+            "the output is not a {}: {e}",
+            m.output().full_name()
+        ))
+    })?;
+    serde_json::to_value(&msg).map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
 fn record_json(r: proto::Record) -> Json {
     let data: Json = serde_json::from_str(&r.json).unwrap_or(Json::Null);
     let ts = |t: Option<prost_types::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
@@ -234,7 +333,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
     let ns = conn.namespace.clone();
     let mut registry = CollectorRegistryClient::new(channel.clone());
     let mut repo = CollectionRepoClient::new(channel.clone());
-    let mut records = CollectionServiceClient::new(channel);
+    let mut records = CollectionServiceClient::new(channel.clone());
     let out: Json = match cmd {
         ClientCmd::Protos {
             cmd: ProtosCmd::Register { files },
@@ -419,6 +518,65 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
                 .await?;
             json!({ "deleted": id })
         }
+        ClientCmd::Register {
+            proto: proto_path,
+            service,
+            wasm,
+            grants,
+            timeout_ms,
+            memory_mib,
+        } => {
+            let content = std::fs::read_to_string(&proto_path).map_err(|e| {
+                tonic::Status::invalid_argument(format!("{}: {e}", proto_path.display()))
+            })?;
+            let name = proto_path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            registry
+                .register_proto(proto::RegisterProtoRequest {
+                    namespace: ns.clone(),
+                    sources: vec![proto::ProtoSource { name, content }],
+                    ..Default::default()
+                })
+                .await?;
+            let component = std::fs::read(&wasm)
+                .map_err(|e| tonic::Status::invalid_argument(format!("{}: {e}", wasm.display())))?;
+            let grants = grants
+                .into_iter()
+                .map(|g| match g.strip_suffix(":ro") {
+                    Some(c) => proto::Grant {
+                        collection: c.to_string(),
+                        read_only: true,
+                    },
+                    None => proto::Grant {
+                        collection: g.trim_end_matches(":rw").to_string(),
+                        read_only: false,
+                    },
+                })
+                .collect();
+            let info = registry
+                .register_service(proto::RegisterServiceRequest {
+                    namespace: ns,
+                    service,
+                    component,
+                    grants,
+                    limits: Some(proto::HandlerLimits {
+                        timeout_ms,
+                        memory_mib,
+                    }),
+                })
+                .await?
+                .into_inner();
+            json!({
+                "service": info.service,
+                "namespace": info.namespace,
+                "sha256": info.sha256,
+                "methods": info.methods,
+                "grants": info.grants.iter().map(|g| json!({ "collection": g.collection, "read_only": g.read_only })).collect::<Vec<_>>(),
+            })
+        }
+        ClientCmd::Call { method, json } => call(registry, channel, &ns, &method, &json).await?,
         ClientCmd::Search {
             collection,
             query,

@@ -171,3 +171,84 @@ fn client_commands_report_an_unreachable_node() {
     assert_eq!(out.status.code(), Some(64 + 14), "Unavailable");
     assert!(String::from_utf8_lossy(&out.stderr).contains("collector serve"));
 }
+
+#[test]
+fn register_and_call_a_wasm_handler_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ProcessNode::start(BIN, &dir.path().join("data"));
+    let proto = dir.path().join("counter.proto");
+    std::fs::write(
+        &proto,
+        "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; }\n\
+         service Counter { rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); }",
+    )
+    .unwrap();
+    let wasm = dir.path().join("counter.wasm");
+    std::fs::write(&wasm, collector_tests::guest("counter")).unwrap();
+    let info = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "register",
+            "--proto",
+            proto.to_str().unwrap(),
+            "--service",
+            "t.Counter",
+            "--wasm",
+            wasm.to_str().unwrap(),
+            "--grant",
+            "counters",
+        ],
+    );
+    assert_eq!(
+        info["methods"],
+        serde_json::json!(["Incr", "Peek", "Sneak"])
+    );
+    ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "collections",
+            "create",
+            "counters",
+            "--type",
+            "t.Msg",
+        ],
+    );
+    let out = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "call",
+            "t.Counter/Incr",
+            r#"{"text": "hits"}"#,
+        ],
+    );
+    assert_eq!(out["text"], "hits");
+    let out = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "call",
+            "t.Counter/Incr",
+            r#"{"text": "hits"}"#,
+        ],
+    );
+    assert_eq!(out["n"], "2", "int64 prints as a JSON string (proto3 JSON)");
+    let (code, _, err) = run(
+        &node,
+        &["-n", "shop", "call", "t.Counter/Sneak", r#"{"text": "x"}"#],
+    );
+    assert_eq!(code, 64 + 7, "PermissionDenied: {err}");
+    let (code, _, err) = run(
+        &node,
+        &["-n", "shop", "call", "t.Counter/Incr", r#"{"nope": 1}"#],
+    );
+    assert_eq!(code, 64 + 3, "InvalidArgument: {err}");
+    let (code, _, _) = run(&node, &["-n", "shop", "call", "t.Counter/Missing", "{}"]);
+    assert_eq!(code, 64 + 12, "Unimplemented");
+}
