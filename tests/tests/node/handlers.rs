@@ -495,3 +495,69 @@ async fn handlers_reach_granted_collections_only() {
         "other/counters does not exist: {e:?}"
     );
 }
+
+#[tokio::test]
+async fn hot_swap_under_concurrent_load_fails_no_call() {
+    let mut n = TestNode::start().await;
+    setup(&mut n.clients, "shop").await;
+    register(&mut n.clients, "shop", "t.Echo", "echo", 0, 0)
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for w in 0..8 {
+        let (c, stop) = (n.clients.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let mut calls = 0u32;
+            // Bounded: stops when told, or after 100k calls.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && calls < 100_000 {
+                let msg = Msg {
+                    text: format!("w{w}"),
+                    n: calls as i64,
+                };
+                let out = native(&c, "shop", "/t.Echo/Say", msg.encode_to_vec())
+                    .await
+                    .expect("no call fails during a swap");
+                assert_eq!(Msg::decode(out.as_slice()).unwrap(), msg);
+                calls += 1;
+            }
+            calls
+        }));
+    }
+    let mut c = n.clients.clone();
+    for round in 0..6 {
+        register(&mut c, "shop", "t.Echo", "echo", 1000 + round, 0)
+            .await
+            .unwrap();
+        let bad = c
+            .registry
+            .register_service(proto::RegisterServiceRequest {
+                namespace: "shop".into(),
+                service: "t.Echo".into(),
+                component: b"not wasm".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        assert!(bad.is_err());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in callers {
+        total += t.await.unwrap();
+    }
+    assert!(total > 50, "the callers made progress ({total})");
+    let info = c
+        .registry
+        .lookup_service(proto::LookupServiceRequest {
+            namespace: "shop".into(),
+            service: "t.Echo".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        info.limits.unwrap().timeout_ms,
+        1005,
+        "the last good registration serves"
+    );
+}
