@@ -280,4 +280,57 @@ impl CollectionService for CollectionApi {
             count: c.count(q).await?,
         }))
     }
+
+    async fn invoke(
+        &self,
+        req: Request<proto::InvokeRequest>,
+    ) -> Result<Response<proto::InvokeResponse>, Status> {
+        let (ns, c) = self.target(
+            &req,
+            &req.get_ref().namespace,
+            &req.get_ref().collection,
+            false,
+        )?;
+        let mut metadata = super::metadata_pairs(req.metadata());
+        let r = req.into_inner();
+        let (service, method) = r.method.split_once('/').ok_or_else(|| {
+            Error::invalid(format!(
+                "method {:?}: give SERVICE/METHOD, e.g. shop.Orders/Total",
+                r.method
+            ))
+        })?;
+        let (reg, m) = self.0.services.method(&ns, service, method)?;
+        if !reg.spec.grants.iter().any(|g| g.collection == c.name) {
+            return Err(Error::failed_precondition(format!(
+                "{service} is not bound to collection {}: grant it the collection when registering the service",
+                c.name
+            ))
+            .into());
+        }
+        let input = r.input.unwrap_or_default();
+        let want = m.input().full_name().to_string();
+        if !input.type_url.is_empty() && input.type_url.rsplit('/').next() != Some(want.as_str()) {
+            return Err(Error::invalid(format!(
+                "input is a {:?}; {service}/{method} takes a {want}",
+                input.type_url
+            ))
+            .into());
+        }
+        metadata.push(("x-collector-collection".to_string(), c.name.to_string()));
+        let out = self
+            .0
+            .services
+            .call(&ns, service, method, input.value, metadata)
+            .await?;
+        Ok(Response::new(proto::InvokeResponse {
+            output: Some(prost_types::Any {
+                type_url: format!(
+                    "{}{}",
+                    store::codec::TYPE_URL_PREFIX,
+                    m.output().full_name()
+                ),
+                value: out,
+            }),
+        }))
+    }
 }

@@ -561,3 +561,74 @@ async fn hot_swap_under_concurrent_load_fails_no_call() {
         "the last good registration serves"
     );
 }
+
+#[tokio::test]
+async fn invoke_runs_methods_bound_to_a_collection() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![proto::ProtoSource {
+                name: "t.proto".into(),
+                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); }}"),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for name in ["counters", "secret"] {
+        c.repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "shop".into(),
+                name: name.into(),
+                message_type: "t.Msg".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    register_counter(
+        c,
+        vec![proto::Grant {
+            collection: "counters".into(),
+            read_only: false,
+        }],
+    )
+    .await
+    .unwrap();
+    let input = || {
+        Some(prost_types::Any {
+            type_url: "type.googleapis.com/t.Msg".into(),
+            value: Msg {
+                text: "k".into(),
+                n: 0,
+            }
+            .encode_to_vec(),
+        })
+    };
+    let req = |coll: &str, method: &str| proto::InvokeRequest {
+        namespace: "shop".into(),
+        collection: coll.into(),
+        method: method.into(),
+        input: input(),
+    };
+    let out = c
+        .records
+        .invoke(req("counters", "t.Counter/Incr"))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = out.output.unwrap();
+    assert_eq!(out.type_url, "type.googleapis.com/t.Msg");
+    assert_eq!(Msg::decode(out.value.as_slice()).unwrap().n, 1);
+    for (coll, method, code) in [
+        ("secret", "t.Counter/Incr", Code::FailedPrecondition),
+        ("missing", "t.Counter/Incr", Code::NotFound),
+        ("counters", "t.Counter/Nope", Code::Unimplemented),
+        ("counters", "no-slash", Code::InvalidArgument),
+    ] {
+        let e = c.records.invoke(req(coll, method)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{coll} {method}: {e:?}");
+    }
+}
