@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
-//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwe").
+//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhe").
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -194,6 +194,92 @@ async fn get_rates(channels: &[Channel], secs: f64) -> [(f64, f64); 2] {
     out
 }
 
+/// The native floor for handlers: a Rust echo behind the same kind of route
+/// (a fallback service with the bytes codec) on its own tonic server.
+#[derive(Clone)]
+struct NativeEcho;
+
+struct EchoCall;
+
+impl tonic::server::UnaryService<prost::bytes::Bytes> for EchoCall {
+    type Response = prost::bytes::Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<prost::bytes::Bytes>, tonic::Status>>;
+    fn call(&mut self, req: tonic::Request<prost::bytes::Bytes>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(req.into_inner())))
+    }
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for NativeEcho
+where
+    B: tonic::codegen::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        Box::pin(async move {
+            Ok(
+                tonic::server::Grpc::new(collector::api::dynamic::BytesCodec)
+                    .unary(EchoCall, req)
+                    .await,
+            )
+        })
+    }
+}
+
+/// Raw-bytes unary calls to `path` at c=1 and c=64: (calls/s, p50 µs) each.
+async fn raw_rates(
+    channels: &[Channel],
+    secs: f64,
+    path: &'static str,
+    body: Vec<u8>,
+    ns: &'static str,
+    distinct: bool,
+) -> [(f64, f64); 2] {
+    let mut out = [(0.0, 0.0); 2];
+    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+        let chs = channels.to_vec();
+        let body = body.clone();
+        let (rate, p50, errs) = load(conc, secs, move |i| {
+            let mut grpc = tonic::client::Grpc::new(chs[i as usize % chs.len()].clone());
+            // `distinct`: a body per call (a counter name per call, so calls never conflict).
+            let b = if distinct {
+                format!("\x0a\x08c{:07}", i % 10_000_000).into_bytes()
+            } else {
+                body.clone()
+            };
+            async move {
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let mut req = tonic::Request::new(prost::bytes::Bytes::from(b));
+                req.metadata_mut()
+                    .insert("x-collector-namespace", ns.parse().unwrap());
+                grpc.unary(
+                    req,
+                    tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                    collector::api::dynamic::BytesCodec,
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+        assert_eq!(errs, 0, "{path}: failed calls");
+        out[k] = (rate, p50);
+    }
+    out
+}
+
 /// p50 and p95 of `n` sequential calls, in ms.
 async fn latency<F, Fut>(n: usize, f: F) -> (f64, f64)
 where
@@ -332,7 +418,7 @@ async fn main() {
         );
     }
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwe".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhe".into());
     let phase = |p: char| phases.contains(p);
     let mut rng = Rng(0x9E3779B97F4A7C15);
 
@@ -462,6 +548,110 @@ async fn main() {
         println!(
             "(w) wasm echo: fresh store + instantiate + call  {per_call:.1} µs per call (pooling: {pooling}; target <= 20 µs)"
         );
+    }
+
+    // (h) Handlers over gRPC: Wasm echo vs a native Rust echo; counter throughput.
+    if phase('h') {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../guests/target/wasm32-wasip2/release");
+        let proto_src = "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; }\n\
+                         service Echo { rpc Say(Msg) returns (Msg); } service Counter { rpc Incr(Msg) returns (Msg); }";
+        registry
+            .register_proto(proto::RegisterProtoRequest {
+                namespace: "bench".into(),
+                sources: vec![proto::ProtoSource {
+                    name: "t.proto".into(),
+                    content: proto_src.into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        repo.create_collection(proto::CreateCollectionRequest {
+            namespace: "bench".into(),
+            name: "counters".into(),
+            message_type: "t.Msg".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for (svc, file, grants) in [
+            ("t.Echo", "echo.wasm", vec![]),
+            (
+                "t.Counter",
+                "counter.wasm",
+                vec![proto::Grant {
+                    collection: "counters".into(),
+                    read_only: false,
+                }],
+            ),
+        ] {
+            registry
+                .register_service(proto::RegisterServiceRequest {
+                    namespace: "bench".into(),
+                    service: svc.into(),
+                    component: std::fs::read(root.join(file))
+                        .expect("guests are built (phase w builds them)"),
+                    grants,
+                    limits: None,
+                })
+                .await
+                .unwrap();
+        }
+        let native_incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
+                .unwrap()
+                .with_nodelay(Some(true));
+        let native_addr = native_incoming.local_addr().unwrap();
+        let routes = tonic::service::Routes::from(
+            tonic::service::Routes::builder()
+                .routes()
+                .into_axum_router()
+                .fallback_service(NativeEcho),
+        );
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming(native_incoming),
+        );
+        let mut native_channels = Vec::new();
+        for _ in 0..4 {
+            native_channels.push(
+                Channel::from_shared(format!("http://{native_addr}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let body = b"\x0a\x05hello\x10\x2a".to_vec();
+        let native = raw_rates(
+            &native_channels,
+            secs,
+            "/t.Echo/Say",
+            body.clone(),
+            "bench",
+            false,
+        )
+        .await;
+        let wasm = raw_rates(&channels, secs, "/t.Echo/Say", body, "bench", false).await;
+        let counter = raw_rates(&channels, secs, "/t.Counter/Incr", vec![], "bench", true).await;
+        for (k, conc) in [1usize, 64].into_iter().enumerate() {
+            println!(
+                "(h) native Rust echo    c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs  (floor)",
+                native[k].0, native[k].1
+            );
+            println!(
+                "(h) Wasm echo          c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs  = {:.2}x native (target >= 0.7)",
+                wasm[k].0,
+                wasm[k].1,
+                wasm[k].0 / native[k].0
+            );
+            println!(
+                "(h) Wasm counter Incr  c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs  (get + create in a collection, committed per call)",
+                counter[k].0, counter[k].1
+            );
+        }
     }
 
     if records == 0 || !phase('e') {
