@@ -506,21 +506,8 @@ async fn main() {
 
     // (w) Wasm: in-process instantiate + call of the echo guest.
     if phase('w') {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
-        let status =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--manifest-path",
-                ])
-                .arg(root.join("Cargo.toml"))
-                .status()
-                .unwrap();
-        assert!(status.success());
-        let wasm = std::fs::read(root.join("target/wasm32-wasip2/release/echo.wasm")).unwrap();
+        let guests = collector::wasm::build_example_guests().unwrap();
+        let wasm = std::fs::read(guests.join("echo.wasm")).unwrap();
         let (per_call, pooling) = tokio::task::spawn_blocking(move || {
             let sb = collector::wasm::Sandbox::new().unwrap();
             let h = sb.compile(&wasm).unwrap();
@@ -552,8 +539,7 @@ async fn main() {
 
     // (h) Handlers over gRPC: Wasm echo vs a native Rust echo; counter throughput.
     if phase('h') {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../guests/target/wasm32-wasip2/release");
+        let root = collector::wasm::build_example_guests().unwrap();
         let proto_src = "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; }\n\
                          service Echo { rpc Say(Msg) returns (Msg); } service Counter { rpc Incr(Msg) returns (Msg); }";
         registry

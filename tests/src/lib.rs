@@ -304,22 +304,6 @@ impl Drop for ProcessNode {
 /// The bytes of an example guest component (guests/ is built once per test run).
 pub fn guest(name: &str) -> Vec<u8> {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .expect("run cargo for the guests");
-        assert!(status.success(), "building guests/ failed");
-        root.join("target/wasm32-wasip2/release")
-    });
+    let dir = DIR.get_or_init(|| collector::wasm::build_example_guests().expect("guests build"));
     std::fs::read(dir.join(format!("{name}.wasm"))).unwrap_or_else(|e| panic!("guest {name}: {e}"))
 }

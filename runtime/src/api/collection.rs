@@ -308,14 +308,7 @@ impl CollectionService for CollectionApi {
             .into());
         }
         let input = r.input.unwrap_or_default();
-        let want = m.input().full_name().to_string();
-        if !input.type_url.is_empty() && input.type_url.rsplit('/').next() != Some(want.as_str()) {
-            return Err(Error::invalid(format!(
-                "input is a {:?}; {service}/{method} takes a {want}",
-                input.type_url
-            ))
-            .into());
-        }
+        super::check_input_type(&input, m.input().full_name(), &r.method)?;
         metadata.push(("x-collector-collection".to_string(), c.name.to_string()));
         let out = self
             .0

@@ -1,7 +1,6 @@
 //! CollectiveDispatcher: runs registered methods (Serve; Dispatch comes with the mesh).
 
 use super::{ApiState, metadata_pairs};
-use crate::error::Error;
 use crate::proto::{self, collective_dispatcher_server::CollectiveDispatcher};
 use crate::store::codec::TYPE_URL_PREFIX;
 use std::sync::Arc;
@@ -21,14 +20,11 @@ impl CollectiveDispatcher for DispatcherApi {
         let r = req.into_inner();
         let (_, m) = self.0.services.method(&ns, &r.service, &r.method)?;
         let input = r.input.unwrap_or_default();
-        let want = m.input().full_name().to_string();
-        if !input.type_url.is_empty() && input.type_url.rsplit('/').next() != Some(want.as_str()) {
-            return Err(Error::invalid(format!(
-                "input is a {:?}; {}/{} takes a {want}",
-                input.type_url, r.service, r.method
-            ))
-            .into());
-        }
+        super::check_input_type(
+            &input,
+            m.input().full_name(),
+            &format!("{}/{}", r.service, r.method),
+        )?;
         let out = self
             .0
             .services

@@ -58,6 +58,18 @@ pub fn metadata_pairs(m: &tonic::metadata::MetadataMap) -> Vec<(String, String)>
         .collect()
 }
 
+/// Checks that an `Any` given as a method's input holds `want` (an empty
+/// type URL is accepted: the bytes are then checked by decoding).
+pub fn check_input_type(input: &prost_types::Any, want: &str, method: &str) -> Result<()> {
+    if !input.type_url.is_empty() && input.type_url.rsplit('/').next() != Some(want) {
+        return Err(Error::invalid(format!(
+            "input is a {:?}; {method} takes a {want}",
+            input.type_url
+        )));
+    }
+    Ok(())
+}
+
 /// A checked collection name.
 pub fn collection_name(s: &str) -> Result<CollectionName> {
     CollectionName::new(s)

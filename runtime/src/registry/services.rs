@@ -557,13 +557,6 @@ impl HostApi for CatalogHost {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
-        let version_check = |id: &RecordId, expected: Option<i64>, actual: i64| match expected {
-            Some(v) if v != actual => Err(Error::failed_precondition(format!(
-                "record {:?} is at version {actual}, not {v}",
-                id.as_str()
-            ))),
-            _ => Ok(()),
-        };
         // Check against the call's view now, so the guest hears of mistakes at
         // once; the batch at commit checks again against the store.
         let (op, view) = match op {
@@ -612,7 +605,7 @@ impl HostApi for CatalogHost {
                 let cur = self.current(handle, &c, &id)?.ok_or_else(|| {
                     Error::not_found(format!("record {:?} not found", id.as_str()))
                 })?;
-                version_check(&id, expected_version, cur.version)?;
+                store::collection::check_version(&id, expected_version, cur.version)?;
                 let payload = codec::encode_with_wire(&msg, Some(data))?;
                 let rec = store::Record {
                     id: id.as_str().to_string(),
@@ -643,7 +636,7 @@ impl HostApi for CatalogHost {
                 let cur = self.current(handle, &c, &id)?.ok_or_else(|| {
                     Error::not_found(format!("record {:?} not found", id.as_str()))
                 })?;
-                version_check(&id, expected_version, cur.version)?;
+                store::collection::check_version(&id, expected_version, cur.version)?;
                 let expected = Some(cur.version).filter(|_| !self.pending_has(handle, id.as_str()));
                 (
                     WriteOp::Delete {

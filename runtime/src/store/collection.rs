@@ -738,7 +738,8 @@ fn write_side_tables(
     Ok(())
 }
 
-fn check_version(id: &RecordId, expected: Option<i64>, actual: i64) -> Result<()> {
+/// Refuses a write whose expected version differs from the record's.
+pub fn check_version(id: &RecordId, expected: Option<i64>, actual: i64) -> Result<()> {
     match expected {
         Some(v) if v != actual => Err(Error::failed_precondition(format!(
             "record {:?} is at version {actual}, not the expected {v}: read it again and retry",

@@ -248,27 +248,36 @@ impl Sandbox {
     }
 }
 
-/// Builds the example guests (once per process) and returns their directory.
+/// Builds the example guests in `guests/` (wasm32-wasip2, release) with the
+/// running cargo and returns the directory holding the `.wasm` files. Used by
+/// tests and benchmarks, which compile guests once per run.
+pub fn build_example_guests() -> Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .map_err(|e| Error::internal(format!("running cargo for guests/: {e}")))?;
+    if !status.success() {
+        return Err(Error::internal(
+            "building guests/ failed (is the wasm32-wasip2 target installed?)",
+        ));
+    }
+    Ok(root.join("target/wasm32-wasip2/release"))
+}
+
+/// The guests' directory, built once per test process.
 #[cfg(test)]
 pub(crate) fn test_guests() -> &'static std::path::Path {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .expect("run cargo for the guests");
-        assert!(status.success(), "building guests/ failed");
-        root.join("target/wasm32-wasip2/release")
-    })
+    DIR.get_or_init(|| build_example_guests().expect("guests build"))
 }
 
 #[cfg(test)]
