@@ -236,6 +236,9 @@ impl Sandbox {
                 "the handler made more than {} host calls in one invocation",
                 limits.max_host_calls
             )),
+            (None, Some(wasmtime::Trap::StackOverflow)) => {
+                Error::resource_exhausted("the handler exhausted its stack (recursion too deep)")
+            }
             (None, Some(wasmtime::Trap::Interrupt)) => Error {
                 kind: crate::error::ErrorKind::DeadlineExceeded,
                 message: format!(
@@ -243,7 +246,10 @@ impl Sandbox {
                     limits.timeout
                 ),
             },
-            _ => Error::internal(format!("the handler trapped: {err:#}")),
+            (None, Some(trap)) => Error::internal(format!(
+                "the handler trapped ({trap}); other calls are unaffected"
+            )),
+            _ => Error::internal(format!("the handler failed: {}", err.root_cause())),
         }
     }
 }

@@ -9,7 +9,11 @@ message Msg { string text = 1; int64 n = 2; }
 service Echo { rpc Say(Msg) returns (Msg); rpc Shout(Msg) returns (Msg); }
 service Spin { rpc Run(Msg) returns (Msg); }
 service Hog { rpc Eat(Msg) returns (Msg); }
-service Nobody { rpc Call(Msg) returns (Msg); }"#;
+service Nobody { rpc Call(Msg) returns (Msg); }
+service Deep { rpc Run(Msg) returns (Msg); }
+service BigOut { rpc Run(Msg) returns (Msg); }
+service Snoop { rpc Run(Msg) returns (Msg); }
+service Chatty { rpc Run(Msg) returns (Msg); }"#;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Msg {
@@ -288,6 +292,62 @@ async fn hostile_guests_are_stopped_while_the_node_keeps_serving() {
     assert_eq!(spin.unwrap_err().code(), Code::DeadlineExceeded);
     assert_eq!(hog.unwrap_err().code(), Code::ResourceExhausted);
     assert_eq!(Msg::decode(echo.unwrap().as_slice()).unwrap().text, "alive");
+
+    register(c, "shop", "t.Deep", "deep", 0, 0).await.unwrap();
+    register(c, "shop", "t.BigOut", "bigout", 0, 0)
+        .await
+        .unwrap();
+    register(c, "shop", "t.Snoop", "snoop", 0, 0).await.unwrap();
+    register(c, "shop", "t.Chatty", "chatty", 0, 0)
+        .await
+        .unwrap();
+    let (deep, big, snoop, chatty, echo) = tokio::join!(
+        native(c, "shop", "/t.Deep/Run", vec![]),
+        native(c, "shop", "/t.BigOut/Run", vec![]),
+        native(c, "shop", "/t.Snoop/Run", vec![]),
+        native(c, "shop", "/t.Chatty/Run", vec![]),
+        native(
+            c,
+            "shop",
+            "/t.Echo/Say",
+            Msg {
+                text: "still alive".into(),
+                n: 0
+            }
+            .encode_to_vec()
+        ),
+    );
+    // A Rust guest's stack lives in its linear memory: runaway recursion
+    // ends in an out-of-bounds trap, reported as the handler's crash.
+    let deep = deep.unwrap_err();
+    assert_eq!(deep.code(), Code::Internal, "deep recursion: {deep:?}");
+    assert!(
+        deep.message().contains("trapped") && deep.message().len() < 200,
+        "{}",
+        deep.message()
+    );
+    let big = big.unwrap_err();
+    assert_eq!(big.code(), Code::ResourceExhausted, "huge output: {big:?}");
+    let chatty = chatty.unwrap_err();
+    assert_eq!(
+        chatty.code(),
+        Code::ResourceExhausted,
+        "host-call loop: {chatty:?}"
+    );
+    assert!(
+        chatty.message().contains("host calls"),
+        "{}",
+        chatty.message()
+    );
+    let found = Msg::decode(snoop.unwrap().as_slice()).unwrap().text;
+    assert_eq!(
+        found, "",
+        "no env, args, files or writable dirs are reachable; found {found:?}"
+    );
+    assert_eq!(
+        Msg::decode(echo.unwrap().as_slice()).unwrap().text,
+        "still alive"
+    );
 }
 
 #[tokio::test]
