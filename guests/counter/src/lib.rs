@@ -1,7 +1,8 @@
 //! `counter`: keeps named counters in the `counters` collection (type t.Msg:
 //! `text` is the name, `n` the value). Methods: Incr (add 1, return the new
 //! value), Peek (read), Sneak (tries to open `secret`, which it is not granted),
-//! IncrThenFail and IncrThenTrap (increment, then fail: nothing may stay).
+//! IncrThenFail and IncrThenTrap (increment, then fail: nothing may stay),
+//! IncrTwice (calls Incr twice through `invoke`, as another method would).
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
 
 use collector::runtime::collections::Collection;
@@ -47,6 +48,10 @@ impl Guest for Counter {
         }
         match ctx.method.as_str() {
             "Incr" => Ok(incr(&req.text)?.encode_to_vec()),
+            "IncrTwice" => {
+                collector::runtime::invoke::call(&ctx.service, "Incr", &input)?;
+                collector::runtime::invoke::call(&ctx.service, "Incr", &input)
+            }
             "IncrThenFail" => {
                 incr(&req.text)?;
                 Err(Error::Internal("changed my mind after writing".into()))

@@ -409,7 +409,7 @@ async fn handlers_reach_granted_collections_only() {
             namespace: "shop".into(),
             sources: vec![proto::ProtoSource {
                 name: "t.proto".into(),
-                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); rpc IncrThenFail(Msg) returns (Msg); rpc IncrThenTrap(Msg) returns (Msg); }}"),
+                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); rpc IncrThenFail(Msg) returns (Msg); rpc IncrThenTrap(Msg) returns (Msg); rpc IncrTwice(Msg) returns (Msg); }}"),
             }],
             ..Default::default()
         })
@@ -456,6 +456,20 @@ async fn handlers_reach_granted_collections_only() {
         .into_inner();
     assert_eq!(rec.version, 3);
     assert!(rec.json.contains(r#""n":3"#), "{}", rec.json);
+    // invoke: a handler calls another method of its namespace.
+    let twice = Msg {
+        text: "twice".into(),
+        n: 0,
+    }
+    .encode_to_vec();
+    let out = native(c, "shop", "/t.Counter/IncrTwice", twice)
+        .await
+        .unwrap();
+    assert_eq!(
+        Msg::decode(out.as_slice()).unwrap().n,
+        2,
+        "two nested Incr calls"
+    );
     // A call that fails or traps after writing leaves nothing behind.
     let e = native(c, "shop", "/t.Counter/IncrThenFail", key())
         .await
