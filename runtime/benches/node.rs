@@ -131,28 +131,40 @@ where
     )
 }
 
-/// Registers the shop type, creates `small` and stores the 1 KB record `one-kb`.
-async fn prepare_get(ch: &Channel, pool: &prost_reflect::DescriptorPool, rng: &mut Rng) -> usize {
-    let mut registry = CollectorRegistryClient::new(ch.clone());
-    let mut repo = CollectionRepoClient::new(ch.clone());
-    let _ = registry
+/// Registers a .proto in namespace `bench`.
+async fn register_proto(ch: &Channel, name: &str, content: &str) {
+    CollectorRegistryClient::new(ch.clone())
         .register_proto(proto::RegisterProtoRequest {
             namespace: "bench".into(),
             sources: vec![proto::ProtoSource {
-                name: "shop.proto".into(),
-                content: SHOP.into(),
+                name: name.into(),
+                content: content.into(),
             }],
             ..Default::default()
         })
-        .await;
-    let _ = repo
-        .create_collection(proto::CreateCollectionRequest {
+        .await
+        .unwrap();
+}
+
+/// Registers the shop type and creates `small` (Get/Create) and `big` (queries, indexed).
+async fn setup_node(ch: &Channel) {
+    register_proto(ch, "shop.proto", SHOP).await;
+    let mut repo = CollectionRepoClient::new(ch.clone());
+    for (name, idx) in [("small", vec![]), ("big", vec!["quantity".to_string()])] {
+        repo.create_collection(proto::CreateCollectionRequest {
             namespace: "bench".into(),
-            name: "small".into(),
+            name: name.into(),
             message_type: "shop.Order".into(),
+            indexes: idx,
             ..Default::default()
         })
-        .await;
+        .await
+        .unwrap();
+    }
+}
+
+/// Stores the 1 KB record `one-kb` in `small`; returns its payload size.
+async fn prepare_get(ch: &Channel, pool: &prost_reflect::DescriptorPool, rng: &mut Rng) -> usize {
     let rec = CollectionServiceClient::new(ch.clone())
         .create(proto::CreateRequest {
             namespace: "bench".into(),
@@ -352,30 +364,9 @@ async fn main() {
         .unwrap();
     let mut registry = CollectorRegistryClient::new(channel.clone());
     let mut repo = CollectionRepoClient::new(channel.clone());
-    registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: "bench".into(),
-            sources: vec![proto::ProtoSource {
-                name: "shop.proto".into(),
-                content: SHOP.into(),
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    setup_node(&channel).await;
     let pool =
         collector::registry::compile_sources(&[("shop.proto".into(), SHOP.into())], &[]).unwrap();
-    for (name, idx) in [("small", vec![]), ("big", vec!["quantity".to_string()])] {
-        repo.create_collection(proto::CreateCollectionRequest {
-            namespace: "bench".into(),
-            name: name.into(),
-            message_type: "shop.Order".into(),
-            indexes: idx,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
     println!(
         "collector benchmark: {} records for queries, {secs}s per throughput phase",
         records
@@ -446,6 +437,7 @@ async fn main() {
                     .unwrap(),
             );
         }
+        setup_node(&cold_channels[0]).await;
         prepare_get(&cold_channels[0], &pool, &mut Rng(0x9E3779B97F4A7C15)).await;
         let cold = get_rates(&cold_channels, secs).await;
         cold_node.shutdown().await.unwrap();
@@ -542,17 +534,7 @@ async fn main() {
         let root = collector::wasm::build_example_guests().unwrap();
         let proto_src = "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; }\n\
                          service Echo { rpc Say(Msg) returns (Msg); } service Counter { rpc Incr(Msg) returns (Msg); }";
-        registry
-            .register_proto(proto::RegisterProtoRequest {
-                namespace: "bench".into(),
-                sources: vec![proto::ProtoSource {
-                    name: "t.proto".into(),
-                    content: proto_src.into(),
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        register_proto(&channel, "t.proto", proto_src).await;
         repo.create_collection(proto::CreateCollectionRequest {
             namespace: "bench".into(),
             name: "counters".into(),

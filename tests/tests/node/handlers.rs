@@ -400,16 +400,19 @@ async fn register_counter(
         .map(|r| r.into_inner())
 }
 
-#[tokio::test]
-async fn handlers_reach_granted_collections_only() {
-    let mut n = TestNode::start().await;
-    let c = &mut n.clients;
+/// Registers T_PROTO plus a Counter service with `methods`, and creates the
+/// t.Msg collections `counters` and `secret` in namespace shop.
+async fn setup_counter(c: &mut Clients, methods: &[&str]) {
+    let rpcs: String = methods
+        .iter()
+        .map(|m| format!("rpc {m}(Msg) returns (Msg); "))
+        .collect();
     c.registry
         .register_proto(proto::RegisterProtoRequest {
             namespace: "shop".into(),
             sources: vec![proto::ProtoSource {
                 name: "t.proto".into(),
-                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc Sneak(Msg) returns (Msg); rpc IncrThenFail(Msg) returns (Msg); rpc IncrThenTrap(Msg) returns (Msg); rpc IncrTwice(Msg) returns (Msg); }}"),
+                content: format!("{T_PROTO}\nservice Counter {{ {rpcs}}}"),
             }],
             ..Default::default()
         })
@@ -426,6 +429,24 @@ async fn handlers_reach_granted_collections_only() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn handlers_reach_granted_collections_only() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup_counter(
+        c,
+        &[
+            "Incr",
+            "Peek",
+            "Sneak",
+            "IncrThenFail",
+            "IncrThenTrap",
+            "IncrTwice",
+        ],
+    )
+    .await;
     let rw = proto::Grant {
         collection: "counters".into(),
         read_only: false,
@@ -640,28 +661,7 @@ async fn hot_swap_under_concurrent_load_fails_no_call() {
 async fn invoke_runs_methods_bound_to_a_collection() {
     let mut n = TestNode::start().await;
     let c = &mut n.clients;
-    c.registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: "shop".into(),
-            sources: vec![proto::ProtoSource {
-                name: "t.proto".into(),
-                content: format!("{T_PROTO}\nservice Counter {{ rpc Incr(Msg) returns (Msg); }}"),
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for name in ["counters", "secret"] {
-        c.repo
-            .create_collection(proto::CreateCollectionRequest {
-                namespace: "shop".into(),
-                name: name.into(),
-                message_type: "t.Msg".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    setup_counter(c, &["Incr"]).await;
     register_counter(
         c,
         vec![proto::Grant {
