@@ -193,6 +193,38 @@ impl Clients {
             .map(|r| r.into_inner())
     }
 
+    /// Calls a registered method on its own gRPC path (`/pkg.Svc/Method`)
+    /// with raw protobuf bytes, in namespace `ns`.
+    pub async fn call_raw(
+        &self,
+        ns: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.expect("channel ready");
+        let mut req = tonic::Request::new(prost::bytes::Bytes::from(body));
+        req.metadata_mut().insert(
+            "x-collector-namespace",
+            ns.parse().expect("ascii namespace"),
+        );
+        let path = tonic::codegen::http::uri::PathAndQuery::try_from(path).expect("method path");
+        grpc.unary(req, path, collector::api::dynamic::BytesCodec)
+            .await
+            .map(|r| r.into_inner().to_vec())
+    }
+
+    /// [`Clients::call_raw`] with prost messages.
+    pub async fn call<O: prost::Message + Default>(
+        &self,
+        ns: &str,
+        path: &str,
+        input: &impl prost::Message,
+    ) -> Result<O, tonic::Status> {
+        let out = self.call_raw(ns, path, input.encode_to_vec()).await?;
+        Ok(O::decode(out.as_slice()).expect("reply decodes as the output message"))
+    }
+
     /// Runs a search.
     pub async fn search(
         &mut self,

@@ -1,4 +1,3 @@
-use collector::api::dynamic::BytesCodec;
 use collector::proto;
 use collector_tests::{Clients, TestNode, guest};
 use prost::Message;
@@ -67,18 +66,7 @@ async fn native(
     path: &'static str,
     body: Vec<u8>,
 ) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(c.channel.clone());
-    grpc.ready().await.unwrap();
-    let mut req = tonic::Request::new(prost::bytes::Bytes::from(body));
-    req.metadata_mut()
-        .insert("x-collector-namespace", ns.parse().unwrap());
-    grpc.unary(
-        req,
-        tonic::codegen::http::uri::PathAndQuery::from_static(path),
-        BytesCodec,
-    )
-    .await
-    .map(|r| r.into_inner().to_vec())
+    c.call_raw(ns, path, body).await
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ mod cli;
 mod crud;
 mod durability;
 mod handlers;
+mod orders;
 mod query;
 mod registry;
 mod repo;

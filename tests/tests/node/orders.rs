@@ -1,0 +1,400 @@
+//! The `orders` example guest (written with collector-sdk) as a user would
+//! run it: its .proto registered, its collections created, then called on
+//! its own gRPC paths.
+
+use collector::proto;
+use collector_tests::{Clients, TestNode, guest};
+use prost::Message;
+use tonic::Code;
+
+// The messages of guests/orders/proto/orders.proto, written by hand so the
+// test also checks the wire format the guest generated from that file.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Product {
+    #[prost(string, tag = "1")]
+    sku: String,
+    #[prost(string, tag = "2")]
+    name: String,
+    #[prost(int64, tag = "3")]
+    price_cents: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LineItem {
+    #[prost(string, tag = "1")]
+    sku: String,
+    #[prost(int64, tag = "2")]
+    quantity: i64,
+    #[prost(int64, tag = "3")]
+    unit_cents: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Order {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(string, tag = "2")]
+    customer: String,
+    #[prost(message, repeated, tag = "3")]
+    items: Vec<LineItem>,
+    #[prost(int64, tag = "4")]
+    total_cents: i64,
+    #[prost(string, tag = "5")]
+    status: String,
+    #[prost(string, tag = "6")]
+    note: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateOrder {
+    #[prost(string, tag = "1")]
+    customer: String,
+    #[prost(message, repeated, tag = "2")]
+    items: Vec<LineItem>,
+    #[prost(string, tag = "3")]
+    note: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Quote {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<LineItem>,
+    #[prost(int64, tag = "2")]
+    total_cents: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OrderRef {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ListOrders {
+    #[prost(string, tag = "1")]
+    customer: String,
+    #[prost(string, tag = "2")]
+    status: String,
+    #[prost(int64, tag = "3")]
+    min_total_cents: i64,
+    #[prost(uint32, tag = "4")]
+    page_size: u32,
+    #[prost(string, tag = "5")]
+    page_token: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OrderPage {
+    #[prost(message, repeated, tag = "1")]
+    orders: Vec<Order>,
+    #[prost(string, tag = "2")]
+    next_page_token: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CustomerRef {
+    #[prost(string, tag = "1")]
+    customer: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CustomerSummary {
+    #[prost(string, tag = "1")]
+    customer: String,
+    #[prost(int64, tag = "2")]
+    open_orders: i64,
+    #[prost(int64, tag = "3")]
+    paid_orders: i64,
+    #[prost(int64, tag = "4")]
+    open_cents: i64,
+}
+
+const NS: &str = "shop";
+
+fn item(sku: &str, quantity: i64) -> LineItem {
+    LineItem {
+        sku: sku.into(),
+        quantity,
+        unit_cents: 0,
+    }
+}
+
+fn basket(customer: &str, items: Vec<LineItem>) -> CreateOrder {
+    CreateOrder {
+        customer: customer.into(),
+        items,
+        note: String::new(),
+    }
+}
+
+/// Everything a user does before the first call: the .proto, the two
+/// collections, a catalogue, and the component with its grants.
+async fn setup(c: &mut Clients) {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../guests/orders/proto/orders.proto"),
+    )
+    .unwrap();
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: NS.into(),
+            sources: vec![proto::ProtoSource {
+                name: "orders.proto".into(),
+                content: source,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (name, ty, indexes) in [
+        ("products", "orders.Product", vec![]),
+        ("orders", "orders.Order", vec!["customer".to_string()]),
+    ] {
+        c.repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: NS.into(),
+                name: name.into(),
+                message_type: ty.into(),
+                indexes,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for (sku, price_cents) in [("tea", 450), ("mug", 1200), ("pot", 3500)] {
+        let p = Product {
+            sku: sku.into(),
+            name: format!("a {sku}"),
+            price_cents,
+        };
+        c.records
+            .create(proto::CreateRequest {
+                namespace: NS.into(),
+                collection: "products".into(),
+                record: Some(proto::Record {
+                    id: sku.into(),
+                    data: Some(prost_types::Any {
+                        type_url: "type.googleapis.com/orders.Product".into(),
+                        value: p.encode_to_vec(),
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: NS.into(),
+            service: "orders.Orders".into(),
+            component: guest("orders"),
+            grants: vec![
+                proto::Grant {
+                    collection: "products".into(),
+                    read_only: true,
+                },
+                proto::Grant {
+                    collection: "orders".into(),
+                    read_only: false,
+                },
+            ],
+            limits: None,
+        })
+        .await
+        .unwrap();
+}
+
+async fn count_orders(c: &mut Clients) -> i64 {
+    c.records
+        .count(proto::CountRequest {
+            namespace: NS.into(),
+            collection: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count
+}
+
+#[tokio::test]
+async fn the_orders_guest_validates_prices_stores_and_queries() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c).await;
+
+    // Create: priced from the catalogue through an invoke of Price.
+    let mut req = basket("ada", vec![item("tea", 2), item("pot", 1)]);
+    req.note = "gift wrap".into();
+    let created: Order = c.call(NS, "/orders.Orders/Create", &req).await.unwrap();
+    assert_eq!(created.total_cents, 2 * 450 + 3500);
+    assert_eq!(created.status, "open");
+    assert_eq!(created.items[1].unit_cents, 3500);
+    assert_eq!(created.note, "gift wrap");
+    assert!(uuid::Uuid::parse_str(&created.id).is_ok(), "{}", created.id);
+    let got: Order = c
+        .call(
+            NS,
+            "/orders.Orders/Get",
+            &OrderRef {
+                id: created.id.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, created);
+
+    // Validation: each failure names what to fix and writes nothing.
+    for (bad, needle) in [
+        (basket("", vec![item("tea", 1)]), "customer is required"),
+        (basket("ada", vec![]), "1 to 100 items"),
+        (basket("ada", vec![item("tea", 0)]), "items[0].quantity"),
+        (
+            basket("ada", vec![item("mug", 1), item("gold", 1)]),
+            "items[1].sku \"gold\"",
+        ),
+    ] {
+        let err = c
+            .call::<Order>(NS, "/orders.Orders/Create", &bad)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(needle), "{needle}: {err:?}");
+    }
+    assert_eq!(count_orders(c).await, 1);
+    let quote: Quote = c
+        .call(
+            NS,
+            "/orders.Orders/Price",
+            &basket("bob", vec![item("mug", 3)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(quote.total_cents, 3600);
+    assert_eq!(count_orders(c).await, 1, "Price writes nothing");
+
+    // More orders, then queries: filter by customer and status, largest first, paged.
+    for (who, sku, q) in [("ada", "mug", 1), ("ada", "tea", 1), ("bob", "pot", 2)] {
+        c.call::<Order>(
+            NS,
+            "/orders.Orders/Create",
+            &basket(who, vec![item(sku, q)]),
+        )
+        .await
+        .unwrap();
+    }
+    let page: OrderPage = c
+        .call(
+            NS,
+            "/orders.Orders/List",
+            &ListOrders {
+                customer: "ada".into(),
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let totals: Vec<i64> = page.orders.iter().map(|o| o.total_cents).collect();
+    assert_eq!(totals, vec![4400, 1200]);
+    assert!(!page.next_page_token.is_empty());
+    let rest: OrderPage = c
+        .call(
+            NS,
+            "/orders.Orders/List",
+            &ListOrders {
+                customer: "ada".into(),
+                page_size: 2,
+                page_token: page.next_page_token,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.orders.len(), 1);
+    assert_eq!(rest.orders[0].total_cents, 450);
+    assert!(rest.next_page_token.is_empty());
+    let big: OrderPage = c
+        .call(
+            NS,
+            "/orders.Orders/List",
+            &ListOrders {
+                customer: "ada".into(),
+                min_total_cents: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(big.orders.len(), 2);
+
+    // Pay: open -> paid once; the second time is a conflict and changes nothing.
+    let paid: Order = c
+        .call(
+            NS,
+            "/orders.Orders/Pay",
+            &OrderRef {
+                id: created.id.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.status, "paid");
+    let again = c
+        .call::<Order>(
+            NS,
+            "/orders.Orders/Pay",
+            &OrderRef {
+                id: created.id.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains("only open orders"), "{again:?}");
+    let missing = c
+        .call::<Order>(NS, "/orders.Orders/Get", &OrderRef { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
+    let open: OrderPage = c
+        .call(
+            NS,
+            "/orders.Orders/List",
+            &ListOrders {
+                customer: "ada".into(),
+                status: "open".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.orders.len(), 2);
+    let summary: CustomerSummary = c
+        .call(
+            NS,
+            "/orders.Orders/Summary",
+            &CustomerRef {
+                customer: "ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        CustomerSummary {
+            customer: "ada".into(),
+            open_orders: 2,
+            paid_orders: 1,
+            open_cents: 1200 + 450,
+        }
+    );
+
+    // A request that is not the method's input message never reaches the guest.
+    let garbage = c
+        .call_raw(NS, "/orders.Orders/Create", vec![0xff, 0xff, 0xff])
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+}
