@@ -500,7 +500,7 @@ async fn main() {
     if phase('w') {
         let guests = collector::wasm::build_example_guests().unwrap();
         let wasm = std::fs::read(guests.join("echo.wasm")).unwrap();
-        let (per_call, pooling) = tokio::task::spawn_blocking(move || {
+        let (per_call, pooling) = {
             let sb = collector::wasm::Sandbox::new().unwrap();
             let h = sb.compile(&wasm).unwrap();
             let api: Arc<dyn collector::wasm::HostApi> = Arc::new(collector::wasm::DenyAll);
@@ -513,17 +513,19 @@ async fn main() {
                 deadline_ms: 5000,
             };
             for _ in 0..1000 {
-                sb.call(&h, ctx(), b"hello", api.clone(), &limits).unwrap();
+                sb.call(&h, ctx(), b"hello", api.clone(), &limits)
+                    .await
+                    .unwrap();
             }
             let n = 20_000;
             let t = Instant::now();
             for _ in 0..n {
-                sb.call(&h, ctx(), b"hello", api.clone(), &limits).unwrap();
+                sb.call(&h, ctx(), b"hello", api.clone(), &limits)
+                    .await
+                    .unwrap();
             }
             (t.elapsed().as_secs_f64() * 1e6 / n as f64, sb.pooling())
-        })
-        .await
-        .unwrap();
+        };
         println!(
             "(w) wasm echo: fresh store + instantiate + call  {per_call:.1} µs per call (pooling: {pooling}; target <= 20 µs)"
         );

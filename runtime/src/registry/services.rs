@@ -9,7 +9,7 @@ use super::Registry;
 use crate::error::{Error, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
 use crate::store::{self, Catalog, Collection, Labels, WriteOp, codec};
-use crate::wasm::{CallContext, Handler, HostApi, Limits, Sandbox, WriteSpec};
+use crate::wasm::{CallContext, Handler, HostApi, HostFuture, Limits, Sandbox, WriteSpec};
 use prost::Message;
 use prost_reflect::{MethodDescriptor, ServiceDescriptor};
 use sha2::Digest;
@@ -375,20 +375,14 @@ impl Services {
         input: Vec<u8>,
         metadata: Vec<(String, String)>,
     ) -> Result<Vec<u8>> {
-        let this = self.clone();
-        let (ns, service, method) = (ns.clone(), service.to_string(), method.to_string());
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            this.call_blocking(&rt, &ns, &service, &method, &input, metadata, 0)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("call task: {e}")))?
+        self.call_at_depth(ns, service, method, &input, metadata, 0)
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn call_blocking(
+    /// A call, `depth` invokes deep. Runs on the caller's task: the sandbox
+    /// yields to the executor, and store work happens on the store's threads.
+    async fn call_at_depth(
         self: &Arc<Self>,
-        rt: &tokio::runtime::Handle,
         ns: &Namespace,
         service: &str,
         method: &str,
@@ -401,7 +395,6 @@ impl Services {
             .map_err(|e| e.context(format!("input of {service}/{method}")))?;
         let host = Arc::new(CatalogHost {
             services: self.clone(),
-            rt: rt.clone(),
             namespace: ns.clone(),
             grants: reg.spec.grants.clone(),
             open: Mutex::new(Vec::new()),
@@ -417,7 +410,8 @@ impl Services {
         };
         let out = self
             .sandbox
-            .call(&reg.handler, ctx, input, api, &reg.limits)?;
+            .call(&reg.handler, ctx, input, api, &reg.limits)
+            .await?;
         codec::decode(&m.output(), &out).map_err(|e| {
             Error::internal(format!(
                 "the handler's output is not a {}: {}",
@@ -427,7 +421,7 @@ impl Services {
         })?;
         // Only a successful call's writes are applied: an error or trap above
         // returned early and dropped them with `host`.
-        host.commit()?;
+        host.commit().await?;
         Ok(out)
     }
 }
@@ -438,7 +432,6 @@ impl Services {
 /// sees the call's own buffered writes (search and count do not).
 struct CatalogHost {
     services: Arc<Services>,
-    rt: tokio::runtime::Handle,
     namespace: Namespace,
     grants: Vec<Grant>,
     open: Mutex<Vec<OpenState>>,
@@ -464,19 +457,20 @@ impl CatalogHost {
     }
 
     /// The record as this call sees it.
-    fn current(
+    async fn current(
         &self,
         handle: u32,
         c: &Arc<Collection>,
         id: &RecordId,
     ) -> Result<Option<store::Record>> {
-        if let Some(o) = self.open.lock().expect("open lock")[handle as usize]
+        let own = self.open.lock().expect("open lock")[handle as usize]
             .overlay
             .get(id.as_str())
-        {
-            return Ok(o.clone());
+            .cloned();
+        if let Some(o) = own {
+            return Ok(o);
         }
-        match self.rt.block_on(c.get(id.clone())) {
+        match c.get(id.clone()).await {
             Ok(r) => Ok(Some(Arc::unwrap_or_clone(r))),
             Err(e) if e.kind == crate::error::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -484,10 +478,10 @@ impl CatalogHost {
     }
 
     /// Applies the call's buffered writes: each collection's in one batch.
-    fn commit(&self) -> Result<()> {
+    async fn commit(&self) -> Result<()> {
         let open = std::mem::take(&mut *self.open.lock().expect("open lock"));
         for o in open.into_iter().filter(|o| !o.pending.is_empty()) {
-            let outcome = self.rt.block_on(o.coll.batch(o.pending))?;
+            let outcome = o.coll.batch(o.pending).await?;
             if !outcome.committed {
                 let why = outcome.results.into_iter().find_map(|r| {
                     r.err()
@@ -514,7 +508,66 @@ impl CatalogHost {
 }
 
 impl HostApi for CatalogHost {
-    fn open(&self, collection: &str) -> Result<u32> {
+    fn open<'a>(&'a self, collection: &'a str) -> HostFuture<'a, u32> {
+        Box::pin(async move { self.open_now(collection) })
+    }
+
+    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, store::Record> {
+        Box::pin(async move {
+            let (c, _) = self.coll(handle)?;
+            let id = RecordId::new(id)?;
+            self.current(handle, &c, &id).await?.ok_or_else(|| {
+                Error::not_found(format!("record {:?} not found in {}", id.as_str(), c.name))
+            })
+        })
+    }
+
+    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<store::Record>> {
+        Box::pin(self.write_now(handle, op))
+    }
+
+    fn search(&self, handle: u32, q: store::Query) -> HostFuture<'_, store::Page> {
+        Box::pin(async move {
+            let (c, _) = self.coll(handle)?;
+            c.search(q, false).await.map(|(p, _)| p)
+        })
+    }
+
+    fn count(&self, handle: u32, q: store::Query) -> HostFuture<'_, i64> {
+        Box::pin(async move {
+            let (c, _) = self.coll(handle)?;
+            c.count(q).await
+        })
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        input: &'a [u8],
+    ) -> HostFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            if self.depth + 1 >= MAX_DEPTH {
+                return Err(Error::resource_exhausted(format!(
+                    "invoke nested more than {MAX_DEPTH} deep"
+                )));
+            }
+            self.services
+                .call_at_depth(
+                    &self.namespace,
+                    service,
+                    method,
+                    input,
+                    Vec::new(),
+                    self.depth + 1,
+                )
+                .await
+        })
+    }
+}
+
+impl CatalogHost {
+    fn open_now(&self, collection: &str) -> Result<u32> {
         let name = CollectionName::new(collection)?;
         let grant = self
             .grants
@@ -537,15 +590,7 @@ impl HostApi for CatalogHost {
         Ok((open.len() - 1) as u32)
     }
 
-    fn get(&self, handle: u32, id: &str) -> Result<store::Record> {
-        let (c, _) = self.coll(handle)?;
-        let id = RecordId::new(id)?;
-        self.current(handle, &c, &id)?.ok_or_else(|| {
-            Error::not_found(format!("record {:?} not found in {}", id.as_str(), c.name))
-        })
-    }
-
-    fn write(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>> {
+    async fn write_now(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>> {
         let (c, read_only) = self.coll(handle)?;
         if read_only {
             return Err(Error::permission_denied(format!(
@@ -568,7 +613,7 @@ impl HostApi for CatalogHost {
                 } else {
                     RecordId::new(&id)?
                 };
-                if self.current(handle, &c, &id)?.is_some() {
+                if self.current(handle, &c, &id).await?.is_some() {
                     return Err(Error::already_exists(format!(
                         "a record with id {:?} already exists",
                         id.as_str()
@@ -602,7 +647,7 @@ impl HostApi for CatalogHost {
                 store::collection::check_labels(&labels)?;
                 let msg = codec::decode(c.descriptor(), &data)?;
                 let id = RecordId::new(&id)?;
-                let cur = self.current(handle, &c, &id)?.ok_or_else(|| {
+                let cur = self.current(handle, &c, &id).await?.ok_or_else(|| {
                     Error::not_found(format!("record {:?} not found", id.as_str()))
                 })?;
                 store::collection::check_version(&id, expected_version, cur.version)?;
@@ -633,7 +678,7 @@ impl HostApi for CatalogHost {
                 expected_version,
             } => {
                 let id = RecordId::new(&id)?;
-                let cur = self.current(handle, &c, &id)?.ok_or_else(|| {
+                let cur = self.current(handle, &c, &id).await?.ok_or_else(|| {
                     Error::not_found(format!("record {:?} not found", id.as_str()))
                 })?;
                 store::collection::check_version(&id, expected_version, cur.version)?;
@@ -659,33 +704,6 @@ impl HostApi for CatalogHost {
         o.pending.push(op);
         o.overlay.insert(key, view.clone());
         Ok(view)
-    }
-
-    fn search(&self, handle: u32, q: store::Query) -> Result<store::Page> {
-        let (c, _) = self.coll(handle)?;
-        self.rt.block_on(c.search(q, false)).map(|(p, _)| p)
-    }
-
-    fn count(&self, handle: u32, q: store::Query) -> Result<i64> {
-        let (c, _) = self.coll(handle)?;
-        self.rt.block_on(c.count(q))
-    }
-
-    fn invoke(&self, service: &str, method: &str, input: &[u8]) -> Result<Vec<u8>> {
-        if self.depth + 1 >= MAX_DEPTH {
-            return Err(Error::resource_exhausted(format!(
-                "invoke nested more than {MAX_DEPTH} deep"
-            )));
-        }
-        self.services.call_blocking(
-            &self.rt,
-            &self.namespace,
-            service,
-            method,
-            input,
-            Vec::new(),
-            self.depth + 1,
-        )
     }
 }
 

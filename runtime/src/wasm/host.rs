@@ -28,54 +28,67 @@ pub enum WriteSpec {
     },
 }
 
+/// A host operation in flight; boxed so `HostApi` stays object-safe.
+pub type HostFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
+
 /// Everything a handler can reach. The node implements it over the catalogue
 /// with the handler's namespace and grants; `DenyAll` grants nothing.
-/// Methods block: they run on the call's own (blocking) thread.
+/// Operations are async: they run on the call's task and await the store.
 pub trait HostApi: Send + Sync {
     /// Opens a collection by name; returns a handle for the other methods.
-    fn open(&self, collection: &str) -> Result<u32, Error>;
-    fn get(&self, handle: u32, id: &str) -> Result<store::Record, Error>;
+    fn open<'a>(&'a self, collection: &'a str) -> HostFuture<'a, u32>;
+    /// The record `id` as this call sees it (its own writes included).
+    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, store::Record>;
     /// Returns the stored record (None for a delete).
-    fn write(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>, Error>;
-    fn search(&self, handle: u32, q: store::Query) -> Result<store::Page, Error>;
-    fn count(&self, handle: u32, q: store::Query) -> Result<i64, Error>;
+    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<store::Record>>;
+    /// One page of a search.
+    fn search(&self, handle: u32, q: store::Query) -> HostFuture<'_, store::Page>;
+    /// How many records match.
+    fn count(&self, handle: u32, q: store::Query) -> HostFuture<'_, i64>;
     /// Calls another method of the namespace.
-    fn invoke(&self, service: &str, method: &str, input: &[u8]) -> Result<Vec<u8>, Error>;
+    fn invoke<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        input: &'a [u8],
+    ) -> HostFuture<'a, Vec<u8>>;
 }
 
 /// A handler with no grants: every collection and every invoke is refused.
 pub struct DenyAll;
 
+fn denied<'a, T: Send + 'a>(msg: String) -> HostFuture<'a, T> {
+    Box::pin(std::future::ready(Err(Error::permission_denied(msg))))
+}
+
+const NO_GRANTS: &str = "no collection is granted to this handler";
+
 impl HostApi for DenyAll {
-    fn open(&self, collection: &str) -> Result<u32, Error> {
-        Err(Error::permission_denied(format!(
+    fn open<'a>(&'a self, collection: &'a str) -> HostFuture<'a, u32> {
+        denied(format!(
             "collection {collection:?} is not granted to this handler"
-        )))
-    }
-    fn get(&self, _: u32, _: &str) -> Result<store::Record, Error> {
-        Err(Error::permission_denied(
-            "no collection is granted to this handler",
         ))
     }
-    fn write(&self, _: u32, _: WriteSpec) -> Result<Option<store::Record>, Error> {
-        Err(Error::permission_denied(
-            "no collection is granted to this handler",
-        ))
+    fn get<'a>(&'a self, _: u32, _: &'a str) -> HostFuture<'a, store::Record> {
+        denied(NO_GRANTS.into())
     }
-    fn search(&self, _: u32, _: store::Query) -> Result<store::Page, Error> {
-        Err(Error::permission_denied(
-            "no collection is granted to this handler",
-        ))
+    fn write(&self, _: u32, _: WriteSpec) -> HostFuture<'_, Option<store::Record>> {
+        denied(NO_GRANTS.into())
     }
-    fn count(&self, _: u32, _: store::Query) -> Result<i64, Error> {
-        Err(Error::permission_denied(
-            "no collection is granted to this handler",
-        ))
+    fn search(&self, _: u32, _: store::Query) -> HostFuture<'_, store::Page> {
+        denied(NO_GRANTS.into())
     }
-    fn invoke(&self, service: &str, method: &str, _: &[u8]) -> Result<Vec<u8>, Error> {
-        Err(Error::permission_denied(format!(
-            "this handler may not invoke {service}/{method}"
-        )))
+    fn count(&self, _: u32, _: store::Query) -> HostFuture<'_, i64> {
+        denied(NO_GRANTS.into())
+    }
+    fn invoke<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        _: &'a [u8],
+    ) -> HostFuture<'a, Vec<u8>> {
+        denied(format!("this handler may not invoke {service}/{method}"))
     }
 }
 
@@ -266,21 +279,25 @@ impl types::Host for State {}
 impl collections::Host for State {}
 
 impl collections::HostCollection for State {
-    fn open(&mut self, name: String) -> GuestResult<Resource<OpenCollection>> {
+    async fn open(&mut self, name: String) -> GuestResult<Resource<OpenCollection>> {
         self.tick()?;
-        match self.api.open(&name) {
+        match self.api.open(&name).await {
             Ok(handle) => Ok(Ok(self.table.push(OpenCollection { handle })?)),
             Err(e) => Ok(Err(to_guest(e))),
         }
     }
 
-    fn get(&mut self, c: Resource<OpenCollection>, id: String) -> GuestResult<collections::Record> {
+    async fn get(
+        &mut self,
+        c: Resource<OpenCollection>,
+        id: String,
+    ) -> GuestResult<collections::Record> {
         self.tick()?;
         let h = self.handle_of(&c)?;
-        Ok(self.api.get(h, &id).map(record).map_err(to_guest))
+        Ok(self.api.get(h, &id).await.map(record).map_err(to_guest))
     }
 
-    fn create(
+    async fn create(
         &mut self,
         c: Resource<OpenCollection>,
         id: String,
@@ -289,14 +306,17 @@ impl collections::HostCollection for State {
     ) -> GuestResult<collections::Record> {
         self.tick()?;
         let h = self.handle_of(&c)?;
-        let r = self.api.write(
-            h,
-            WriteSpec::Create {
-                id,
-                data,
-                labels: labels(l),
-            },
-        );
+        let r = self
+            .api
+            .write(
+                h,
+                WriteSpec::Create {
+                    id,
+                    data,
+                    labels: labels(l),
+                },
+            )
+            .await;
         Ok(
             r.and_then(|r| r.ok_or_else(|| Error::internal("create stored nothing")))
                 .map(record)
@@ -304,7 +324,7 @@ impl collections::HostCollection for State {
         )
     }
 
-    fn update(
+    async fn update(
         &mut self,
         c: Resource<OpenCollection>,
         id: String,
@@ -314,15 +334,18 @@ impl collections::HostCollection for State {
     ) -> GuestResult<collections::Record> {
         self.tick()?;
         let h = self.handle_of(&c)?;
-        let r = self.api.write(
-            h,
-            WriteSpec::Update {
-                id,
-                data,
-                labels: labels(l),
-                expected_version,
-            },
-        );
+        let r = self
+            .api
+            .write(
+                h,
+                WriteSpec::Update {
+                    id,
+                    data,
+                    labels: labels(l),
+                    expected_version,
+                },
+            )
+            .await;
         Ok(
             r.and_then(|r| r.ok_or_else(|| Error::internal("update stored nothing")))
                 .map(record)
@@ -330,7 +353,7 @@ impl collections::HostCollection for State {
         )
     }
 
-    fn delete(
+    async fn delete(
         &mut self,
         c: Resource<OpenCollection>,
         id: String,
@@ -347,11 +370,12 @@ impl collections::HostCollection for State {
                     expected_version,
                 },
             )
+            .await
             .map(|_| ())
             .map_err(to_guest))
     }
 
-    fn search(
+    async fn search(
         &mut self,
         c: Resource<OpenCollection>,
         q: collections::Query,
@@ -361,6 +385,7 @@ impl collections::HostCollection for State {
         Ok(self
             .api
             .search(h, query(q))
+            .await
             .map(|p| collections::Page {
                 records: p.hits.into_iter().map(|(r, _)| record(r)).collect(),
                 next_page_token: p.next_token,
@@ -368,27 +393,40 @@ impl collections::HostCollection for State {
             .map_err(to_guest))
     }
 
-    fn count(&mut self, c: Resource<OpenCollection>, q: collections::Query) -> GuestResult<i64> {
+    async fn count(
+        &mut self,
+        c: Resource<OpenCollection>,
+        q: collections::Query,
+    ) -> GuestResult<i64> {
         self.tick()?;
         let h = self.handle_of(&c)?;
-        Ok(self.api.count(h, query(q)).map_err(to_guest))
+        Ok(self.api.count(h, query(q)).await.map_err(to_guest))
     }
 
-    fn drop(&mut self, c: Resource<OpenCollection>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, c: Resource<OpenCollection>) -> wasmtime::Result<()> {
         self.table.delete(c)?;
         Ok(())
     }
 }
 
 impl invoke::Host for State {
-    fn call(&mut self, service: String, method: String, input: Vec<u8>) -> GuestResult<Vec<u8>> {
+    async fn call(
+        &mut self,
+        service: String,
+        method: String,
+        input: Vec<u8>,
+    ) -> GuestResult<Vec<u8>> {
         self.tick()?;
-        Ok(self.api.invoke(&service, &method, &input).map_err(to_guest))
+        Ok(self
+            .api
+            .invoke(&service, &method, &input)
+            .await
+            .map_err(to_guest))
     }
 }
 
 impl log::Host for State {
-    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.tick()?;
         let tag = self.tag.as_str();
         match level {

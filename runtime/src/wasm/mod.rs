@@ -1,13 +1,16 @@
 //! The only module that touches wasmtime. One `Engine` per process, built by
 //! `engine_config`; a compiled handler keeps its `InstancePre`; every call
 //! gets a fresh `Store` with an epoch deadline, a memory cap, a host-call cap
-//! and WASI without ambient authority, and runs on a blocking thread.
+//! and WASI without ambient authority. Calls run as async wasmtime on the
+//! executor: the guest yields at every epoch tick (1 ms), so a busy guest
+//! never holds an executor thread for longer than that, and host calls await
+//! the store instead of blocking a thread.
 
 mod bindings;
 pub mod host;
 
 pub use bindings::collector::runtime::types::CallContext;
-pub use host::{DenyAll, HostApi, WriteSpec};
+pub use host::{DenyAll, HostApi, HostFuture, WriteSpec};
 
 use crate::error::{Error, Result};
 use host::{State, Stop};
@@ -16,8 +19,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-/// How often the epoch advances; deadlines are whole ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: the longest a guest runs between yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Most handler instances alive at once (per node).
 pub const MAX_INSTANCES: u32 = 64;
 
@@ -118,7 +121,7 @@ impl Sandbox {
             }
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::internal(format!("linking WASI: {e}")))?;
         bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| Error::internal(format!("linking the handler world: {e}")))?;
@@ -186,8 +189,10 @@ impl Sandbox {
         Ok(Handler { pre, component })
     }
 
-    /// Runs `handle` in a fresh store. Blocks: call it from a blocking thread.
-    pub fn call(
+    /// Runs `handle` in a fresh store, on the calling task: the guest yields
+    /// to the executor at every epoch tick, and the whole call (host calls
+    /// included) is cut off at `limits.timeout`.
+    pub async fn call(
         &self,
         h: &Handler,
         ctx: CallContext,
@@ -206,12 +211,27 @@ impl Sandbox {
             State::new(api, limits.memory_bytes, limits.max_host_calls, tag),
         );
         store.limiter(|s| s);
-        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        let outcome = h
-            .pre
-            .instantiate(&mut store)
-            .and_then(|inst| inst.call_handle(&mut store, &ctx, input));
+        let deadline = std::time::Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if std::time::Instant::now() >= deadline {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        let run = async {
+            let inst = h.pre.instantiate_async(&mut store).await?;
+            inst.call_handle(&mut store, &ctx, input).await
+        };
+        // The epoch callback stops a guest that computes; this stops one that
+        // waits on a slow host call. Dropping the call unwinds its fiber.
+        let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
+            Ok(outcome) => outcome,
+            Err(_) => return Err(deadline_exceeded(limits)),
+        };
         match outcome {
             Ok(Ok(out)) if out.len() > limits.max_output_bytes => {
                 Err(Error::resource_exhausted(format!(
@@ -239,18 +259,22 @@ impl Sandbox {
             (None, Some(wasmtime::Trap::StackOverflow)) => {
                 Error::resource_exhausted("the handler exhausted its stack (recursion too deep)")
             }
-            (None, Some(wasmtime::Trap::Interrupt)) => Error {
-                kind: crate::error::ErrorKind::DeadlineExceeded,
-                message: format!(
-                    "the handler ran longer than {:?} and was stopped",
-                    limits.timeout
-                ),
-            },
+            (None, Some(wasmtime::Trap::Interrupt)) => deadline_exceeded(limits),
             (None, Some(trap)) => Error::internal(format!(
                 "the handler trapped ({trap}); other calls are unaffected"
             )),
             _ => Error::internal(format!("the handler failed: {}", err.root_cause())),
         }
+    }
+}
+
+fn deadline_exceeded(limits: &Limits) -> Error {
+    Error {
+        kind: crate::error::ErrorKind::DeadlineExceeded,
+        message: format!(
+            "the handler ran longer than {:?} and was stopped",
+            limits.timeout
+        ),
     }
 }
 
@@ -313,13 +337,14 @@ mod tests {
         (sb, hs)
     }
 
-    #[test]
-    fn echo_and_hostile_guests_are_stopped_with_the_right_errors() {
+    #[tokio::test]
+    async fn echo_and_hostile_guests_are_stopped_with_the_right_errors() {
         let (sb, hs) = sandbox_with(&["echo", "spin", "hog"]);
         let (echo, spin, hog) = (&hs[0], &hs[1], &hs[2]);
         let api: Arc<dyn HostApi> = Arc::new(DenyAll);
         assert_eq!(
             sb.call(echo, ctx(), b"hello", api.clone(), &Limits::default())
+                .await
                 .unwrap(),
             b"hello"
         );
@@ -329,7 +354,10 @@ mod tests {
             ..Limits::default()
         };
         let t = Instant::now();
-        let e = sb.call(spin, ctx(), b"", api.clone(), &limits).unwrap_err();
+        let e = sb
+            .call(spin, ctx(), b"", api.clone(), &limits)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::DeadlineExceeded, "{e}");
         assert!(
             t.elapsed() < Duration::from_secs(3),
@@ -341,7 +369,10 @@ mod tests {
             memory_bytes: 16 << 20,
             ..Limits::default()
         };
-        let e = sb.call(hog, ctx(), b"", api.clone(), &limits).unwrap_err();
+        let e = sb
+            .call(hog, ctx(), b"", api.clone(), &limits)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::ResourceExhausted, "{e}");
 
         let limits = Limits {
@@ -350,19 +381,21 @@ mod tests {
         };
         let e = sb
             .call(echo, ctx(), b"too long", api.clone(), &limits)
+            .await
             .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::ResourceExhausted, "{e}");
 
         // A trap never poisons later calls: each call has its own store.
         assert_eq!(
             sb.call(echo, ctx(), b"still fine", api, &Limits::default())
+                .await
                 .unwrap(),
             b"still fine"
         );
     }
 
-    #[test]
-    fn bad_components_are_refused_and_compiled_forms_reload() {
+    #[tokio::test]
+    async fn bad_components_are_refused_and_compiled_forms_reload() {
         let (sb, hs) = sandbox_with(&["echo"]);
         let e = sb.compile(b"\0asm not really").unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument);
@@ -381,6 +414,7 @@ mod tests {
         let api: Arc<dyn HostApi> = Arc::new(DenyAll);
         assert_eq!(
             sb.call(&reloaded, ctx(), b"x", api, &Limits::default())
+                .await
                 .unwrap(),
             b"x"
         );
@@ -388,5 +422,32 @@ mod tests {
             sb.compatibility_hash(),
             Sandbox::new().unwrap().compatibility_hash()
         );
+    }
+
+    /// A guest that computes forever must not hold the executor: on a
+    /// single-threaded runtime another task keeps running while it spins.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spinning_guest_yields_to_other_tasks() {
+        let (sb, hs) = sandbox_with(&["spin"]);
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let limits = Limits {
+            timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let e = sb
+            .call(&hs[0], ctx(), b"", Arc::new(DenyAll), &limits)
+            .await
+            .unwrap_err();
+        ticker.abort();
+        assert_eq!(e.kind, crate::error::ErrorKind::DeadlineExceeded, "{e}");
+        let n = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n >= 20, "the other task ran only {n} times in 300 ms");
     }
 }
