@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // No `Client::connect` constructors (clients take a Channel): one would
+        // clash with the CollectiveDispatcher.Connect RPC's client method.
+        .build_transport(false)
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
     collection_service_client::CollectionServiceClient,
+    collective_dispatcher_client::CollectiveDispatcherClient,
     collector_registry_client::CollectorRegistryClient, value::Kind,
 };
 use serde_json::{Value as Json, json};
@@ -66,9 +67,14 @@ pub enum CollectionsCmd {
         labels: Vec<(String, String)>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Let the mesh choose the node (rendezvous hashing over live members).
+        #[arg(long)]
+        auto: bool,
     },
-    /// List the namespace's collections.
+    /// List the namespace's collections, across the mesh.
     List,
+    /// Which node owns a collection.
+    Route { name: String },
     /// Describe one collection (record count, size).
     Get { name: String },
     /// Delete a collection and all its records.
@@ -142,6 +148,29 @@ pub enum ClientCmd {
         #[arg(default_value = "{}")]
         json: String,
     },
+    /// Run a registered method where it belongs in the mesh (the owner of
+    /// --collection, or --target, or a node that has the service); prints
+    /// the output and which node ran it.
+    Dispatch {
+        /// SERVICE/METHOD, e.g. shop.Orders/Create.
+        method: String,
+        /// The input message as proto3 JSON.
+        #[arg(default_value = "{}")]
+        json: String,
+        /// Run on the node that owns this collection.
+        #[arg(long, default_value = "")]
+        collection: String,
+        /// Run on this node id (see `collector peers`).
+        #[arg(long, default_value = "")]
+        target: String,
+        /// Names the call: retried with the same id, it runs only once.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// The members of the mesh as the node sees them.
+    Peers,
+    /// Make the node join the mesh of another node (host:port).
+    Connect { address: String },
     /// Search a collection: full text, filters, labels, order.
     Search {
         collection: String,
@@ -221,15 +250,13 @@ pub fn parse_filter(s: &str) -> Result<proto::Filter, String> {
     })
 }
 
-/// Calls SERVICE/METHOD on its native path, converting JSON with the
-/// descriptors the node serves for the namespace.
-async fn call(
-    mut registry: CollectorRegistryClient<Channel>,
-    channel: Channel,
+/// The descriptor of SERVICE/METHOD, from the descriptors the node serves
+/// for the namespace (or fetches from the mesh node that has the service).
+async fn method_desc(
+    registry: &mut CollectorRegistryClient<Channel>,
     ns: &str,
     target: &str,
-    json: &str,
-) -> Result<Json, tonic::Status> {
+) -> Result<prost_reflect::MethodDescriptor, tonic::Status> {
     let (service, method) = target.split_once('/').ok_or_else(|| {
         tonic::Status::invalid_argument(format!(
             "{target:?}: give SERVICE/METHOD, e.g. shop.Orders/Create"
@@ -248,12 +275,12 @@ async fn call(
     let mut pool = prost_reflect::DescriptorPool::new();
     pool.add_file_descriptor_protos(files.into_iter().rev())
         .map_err(|e| tonic::Status::internal(format!("the node's descriptors do not load: {e}")))?;
-    let m = pool
-        .get_service_by_name(service)
+    pool.get_service_by_name(service)
         .and_then(|s| s.methods().find(|m| m.name() == method))
-        .ok_or_else(|| {
-            tonic::Status::unimplemented(format!("{service} has no method {method:?}"))
-        })?;
+        .ok_or_else(|| tonic::Status::unimplemented(format!("{service} has no method {method:?}")))
+}
+
+fn from_json(m: &prost_reflect::MethodDescriptor, json: &str) -> Result<Vec<u8>, tonic::Status> {
     let mut de = serde_json::Deserializer::from_str(json);
     let input = prost_reflect::DynamicMessage::deserialize(m.input(), &mut de).map_err(|e| {
         tonic::Status::invalid_argument(format!(
@@ -261,16 +288,38 @@ async fn call(
             m.input().full_name()
         ))
     })?;
-    let path: tonic::codegen::http::uri::PathAndQuery = format!("/{service}/{method}")
+    Ok(prost::Message::encode_to_vec(&input))
+}
+
+fn to_json(m: &prost_reflect::MethodDescriptor, out: &[u8]) -> Result<Json, tonic::Status> {
+    let msg = prost_reflect::DynamicMessage::decode(m.output(), out).map_err(|e| {
+        tonic::Status::internal(format!(
+            "the output is not a {}: {e}",
+            m.output().full_name()
+        ))
+    })?;
+    serde_json::to_value(&msg).map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+/// Calls SERVICE/METHOD on its native path, converting JSON with the
+/// descriptors the node serves for the namespace.
+async fn call(
+    mut registry: CollectorRegistryClient<Channel>,
+    channel: Channel,
+    ns: &str,
+    target: &str,
+    json: &str,
+) -> Result<Json, tonic::Status> {
+    let m = method_desc(&mut registry, ns, target).await?;
+    let input = from_json(&m, json)?;
+    let path: tonic::codegen::http::uri::PathAndQuery = format!("/{target}")
         .parse()
         .map_err(|_| tonic::Status::invalid_argument(format!("{target:?} is not a method path")))?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut req = tonic::Request::new(prost::bytes::Bytes::from(prost::Message::encode_to_vec(
-        &input,
-    )));
+    let mut req = tonic::Request::new(prost::bytes::Bytes::from(input));
     if !ns.is_empty() {
         req.metadata_mut().insert(
             "x-collector-namespace",
@@ -282,13 +331,23 @@ async fn call(
         .unary(req, path, collector::api::dynamic::BytesCodec)
         .await?
         .into_inner();
-    let msg = prost_reflect::DynamicMessage::decode(m.output(), out).map_err(|e| {
-        tonic::Status::internal(format!(
-            "the output is not a {}: {e}",
-            m.output().full_name()
-        ))
-    })?;
-    serde_json::to_value(&msg).map_err(|e| tonic::Status::internal(e.to_string()))
+    to_json(&m, &out)
+}
+
+fn peer_json(p: proto::Peer) -> Json {
+    let state = proto::PeerState::try_from(p.state)
+        .map(|s| s.as_str_name().to_lowercase())
+        .unwrap_or_default();
+    json!({
+        "node_id": p.node_id,
+        "address": p.address,
+        "state": state,
+        "collections": p.collections.iter().map(|c| format!("{}/{}", c.namespace, c.name)).collect::<Vec<_>>(),
+        "handlers": p.handlers.iter().filter(|h| !h.removed).map(|h| json!({
+            "service": format!("{}/{}", h.namespace, h.service),
+            "sha256": h.sha256,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn record_json(r: proto::Record) -> Json {
@@ -314,6 +373,8 @@ fn info_json(c: proto::CollectionInfo) -> Json {
         "indexes": c.indexes,
         "record_count": c.record_count,
         "size_bytes": c.size_bytes,
+        "node_id": c.node_id,
+        "node_address": c.node_address,
     })
 }
 
@@ -375,7 +436,13 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
                 indexes,
                 labels,
                 description,
+                auto,
             } => {
+                let placement = if auto {
+                    proto::Placement::Auto
+                } else {
+                    proto::Placement::Local
+                };
                 let r = repo
                     .create_collection(proto::CreateCollectionRequest {
                         namespace: ns,
@@ -384,6 +451,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
                         labels: labels.into_iter().collect(),
                         description,
                         indexes,
+                        placement: placement as i32,
                     })
                     .await?
                     .into_inner();
@@ -422,6 +490,16 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
                 .await?
                 .into_inner(),
             ),
+            CollectionsCmd::Route { name } => {
+                let r = repo
+                    .route(proto::RouteRequest {
+                        namespace: ns,
+                        name: name.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                json!({ "collection": name, "node_id": r.node_id, "address": r.address, "alive": r.alive })
+            }
             CollectionsCmd::Delete { name } => {
                 repo.delete_collection(proto::DeleteCollectionRequest {
                     namespace: ns,
@@ -577,6 +655,52 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
             })
         }
         ClientCmd::Call { method, json } => call(registry, channel, &ns, &method, &json).await?,
+        ClientCmd::Dispatch {
+            method,
+            json,
+            collection,
+            target,
+            request_id,
+        } => {
+            let m = method_desc(&mut registry, &ns, &method).await?;
+            let input = from_json(&m, &json)?;
+            let r = CollectiveDispatcherClient::new(channel)
+                .dispatch(proto::DispatchRequest {
+                    namespace: ns,
+                    service: m.parent_service().full_name().to_string(),
+                    method: m.name().to_string(),
+                    input: Some(prost_types::Any {
+                        type_url: format!("type.googleapis.com/{}", m.input().full_name()),
+                        value: input,
+                    }),
+                    collection,
+                    target_node: target,
+                    request_id,
+                })
+                .await?
+                .into_inner();
+            json!({
+                "output": to_json(&m, &r.output.unwrap_or_default().value)?,
+                "node_id": r.node_id,
+                "node_address": r.node_address,
+                "forwarded": r.forwarded,
+                "request_id": r.request_id,
+            })
+        }
+        ClientCmd::Peers => {
+            let r = CollectiveDispatcherClient::new(channel)
+                .list_peers(proto::ListPeersRequest {})
+                .await?
+                .into_inner();
+            Json::Array(r.peers.into_iter().map(peer_json).collect())
+        }
+        ClientCmd::Connect { address } => {
+            let r = CollectiveDispatcherClient::new(channel)
+                .connect(proto::ConnectRequest { address })
+                .await?
+                .into_inner();
+            Json::Array(r.peers.into_iter().map(peer_json).collect())
+        }
         ClientCmd::Search {
             collection,
             query,

@@ -1,11 +1,13 @@
 //! Collector: a node that serves typed protobuf collections over gRPC.
 //!
-//! Layers, arrows pointing down: `api` (tonic adapters) → domain (`store`,
-//! `registry`) → `names`, `error`. Domain modules know nothing of tonic.
+//! Layers, arrows pointing down: `api` (tonic adapters) → domain (`mesh`,
+//! `registry`, `wasm`, `store`) → `names`, `error`. Domain modules know
+//! nothing of tonic.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod mesh;
 pub mod names;
 pub mod node;
 pub mod registry;

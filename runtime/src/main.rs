@@ -32,9 +32,19 @@ enum Command {
         /// Where the node keeps its data.
         #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
-        /// Address to listen on; port 0 picks a free port.
+        /// Address to listen on; port 0 picks a free port. The mesh gossips
+        /// over UDP on the same port.
         #[arg(long, env = "COLLECTOR_LISTEN", default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Join the mesh of these nodes (host:port of their gRPC addresses).
+        #[arg(long, env = "COLLECTOR_JOIN", value_delimiter = ',')]
+        join: Vec<String>,
+        /// Address peers and clients reach this node at (default: --listen).
+        #[arg(long, env = "COLLECTOR_ADVERTISE")]
+        advertise: Option<SocketAddr>,
+        /// Nodes form a mesh only with nodes of the same cluster id.
+        #[arg(long, env = "COLLECTOR_CLUSTER", default_value = "collector")]
+        cluster: String,
     },
     #[command(flatten)]
     Client(client::ClientCmd),
@@ -66,7 +76,13 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data_dir, listen } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            join,
+            advertise,
+            cluster,
+        } => {
             let namespace = if cli.conn.namespace.is_empty() {
                 "default".to_string()
             } else {
@@ -76,6 +92,9 @@ async fn main() -> std::process::ExitCode {
                 data_dir,
                 listen,
                 namespace: namespace.clone(),
+                join: join.clone(),
+                advertise,
+                cluster_id: cluster,
                 ..Config::default()
             };
             let node = match Node::start(config).await {
@@ -93,6 +112,9 @@ async fn main() -> std::process::ExitCode {
             println!("  node id    {}", node.node_id);
             println!("  data dir   {}", node.data_dir.display());
             println!("  namespace  {namespace}");
+            if !join.is_empty() {
+                println!("  joining    {}", join.join(", "));
+            }
             println!("  services   {}", collector::node::SERVICES.join(", "));
             println!("Ctrl-C to stop.");
             shutdown_signal().await;

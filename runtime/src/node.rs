@@ -4,6 +4,8 @@
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::mesh::Mesh;
+use crate::mesh::membership::{Membership, MembershipConfig};
 use crate::names::Namespace;
 use crate::proto::{
     collection_repo_server::CollectionRepoServer,
@@ -46,7 +48,47 @@ pub struct NodeHandle {
     server: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     catalog: Arc<Catalog>,
     services: Arc<Services>,
+    mesh: Arc<Mesh>,
     _lock: std::fs::File,
+}
+
+/// Binds the gRPC port and the gossip socket on the same port number (UDP).
+/// With port 0 the UDP twin of the port picked may be taken: pick again.
+async fn bind(config: &Config, node_id: &str) -> Result<(TcpIncoming, Arc<Membership>)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let incoming = TcpIncoming::bind(config.listen)
+            .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?
+            .with_nodelay(Some(true));
+        let bound = incoming.local_addr()?;
+        let address = match config.advertise {
+            Some(a) => a,
+            None if bound.ip().is_unspecified() => {
+                return Err(Error::invalid(format!(
+                    "listening on {bound}: give --advertise HOST:PORT, the address peers and clients reach this node at"
+                )));
+            }
+            None => bound,
+        };
+        let membership = Membership::start(MembershipConfig {
+            node_id: node_id.to_string(),
+            address,
+            gossip_listen: bound,
+            seeds: config.join.clone(),
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            started_us: crate::registry::services::now_us(),
+        })
+        .await;
+        match membership {
+            Ok(m) => return Ok((incoming, m)),
+            Err(e) if config.listen.port() == 0 && attempt < 8 => {
+                tracing::debug!(error = %e, "gossip port taken; picking another port");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn node_id(dir: &Path) -> Result<String> {
@@ -109,21 +151,30 @@ impl Node {
             registry.clone(),
             catalog.clone(),
             system.services.clone(),
+            node_id.clone(),
         )
         .await?;
 
-        let incoming = TcpIncoming::bind(config.listen)
-            .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?
-            .with_nodelay(Some(true));
+        let (incoming, membership) = bind(&config, &node_id).await?;
         let addr = incoming.local_addr()?;
+        let peers = Arc::new(api::peers::GrpcLink::new(config.max_message_bytes));
+        let mesh = Mesh::start(
+            membership,
+            services.clone(),
+            catalog.clone(),
+            registry.clone(),
+            peers.clone(),
+        );
 
         let state = Arc::new(ApiState {
             catalog: catalog.clone(),
             registry,
             services: services.clone(),
+            mesh: mesh.clone(),
+            peers,
             default_namespace,
             node_id: node_id.clone(),
-            address: addr.to_string(),
+            address: mesh.address(),
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -183,12 +234,18 @@ impl Node {
             server,
             catalog,
             services,
+            mesh,
             _lock: lock,
         })
     }
 }
 
 impl NodeHandle {
+    /// The mesh as this node sees it.
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
     /// Handler components compiled from Wasm since start (the others were
     /// loaded from the compiled cache).
     pub fn components_compiled(&self) -> u64 {
@@ -198,6 +255,7 @@ impl NodeHandle {
     /// Stops accepting calls, lets in-flight calls and queued writes finish,
     /// and closes every collection.
     pub async fn shutdown(mut self) -> Result<()> {
+        self.mesh.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -2,7 +2,9 @@
 //! `text` is the name, `n` the value). Methods: Incr (add 1, return the new
 //! value), Peek (read), Sneak (tries to open `secret`, which it is not granted),
 //! IncrThenFail and IncrThenTrap (increment, then fail: nothing may stay),
-//! IncrTwice (calls Incr twice through `invoke`, as another method would).
+//! IncrTwice (calls Incr twice through `invoke`, as another method would),
+//! IncrSlowly (waits `n` milliseconds, then increments: a long call to
+//! interrupt in tests).
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
 
 use collector::runtime::collections::Collection;
@@ -51,6 +53,10 @@ impl Guest for Counter {
             "IncrTwice" => {
                 collector::runtime::invoke::call(&ctx.service, "Incr", &input)?;
                 collector::runtime::invoke::call(&ctx.service, "Incr", &input)
+            }
+            "IncrSlowly" => {
+                std::thread::sleep(std::time::Duration::from_millis(req.n.max(0) as u64));
+                Ok(incr(&req.text)?.encode_to_vec())
             }
             "IncrThenFail" => {
                 incr(&req.text)?;

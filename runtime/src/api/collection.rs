@@ -4,8 +4,14 @@ use super::{
     ApiState, collection_name, filters, labels, order, page_size, payload, record_to_proto,
 };
 use crate::error::{Error, Result};
+use crate::mesh::routing::Decision;
+use crate::mesh::view::Member;
 use crate::names::{Namespace, RecordId};
-use crate::proto::{self, collection_service_server::CollectionService};
+use crate::proto::{
+    self, collection_service_client::CollectionServiceClient,
+    collection_service_server::CollectionService,
+};
+use crate::registry::services::Invocation;
 use crate::store::{self, Collection, Mask, Query, WriteOp, Written};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -13,23 +19,54 @@ use tonic::{Request, Response, Status};
 /// The CollectionService adapter.
 pub struct CollectionApi(pub Arc<ApiState>);
 
+/// Where a call on a collection is answered.
+enum Target {
+    Here(Namespace, Arc<Collection>),
+    /// The collection's owner, another node of the mesh.
+    Owner(Member),
+}
+
 impl CollectionApi {
-    fn target<T>(
-        &self,
-        req: &Request<T>,
-        ns: &str,
-        coll: &str,
-        write: bool,
-    ) -> Result<(Namespace, Arc<Collection>)> {
+    fn target<T>(&self, req: &Request<T>, ns: &str, coll: &str, write: bool) -> Result<Target> {
         let ns = self.0.namespace(req, ns)?;
+        if write {
+            ns.writable()?;
+        }
         let name = collection_name(coll)?;
-        let c = if write {
-            self.0.catalog.get_writable(&ns, &name)?
-        } else {
-            self.0.catalog.get(&ns, &name)?
-        };
-        Ok((ns, c))
+        match self
+            .0
+            .mesh
+            .locate(&ns, &name, super::call_options(req.metadata()).hop)?
+        {
+            Decision::Here => Ok(Target::Here(ns.clone(), self.0.catalog.get(&ns, &name)?)),
+            Decision::Forward(owner) => Ok(Target::Owner(owner)),
+        }
     }
+}
+
+/// The local collection a request names, or (returning early) the owner's
+/// answer to the request relayed there.
+macro_rules! here_or_relay {
+    ($self:ident, $req:ident, $write:expr, $method:ident) => {{
+        let r = $req.get_ref();
+        match $self.target(&$req, &r.namespace, &r.collection, $write)? {
+            Target::Here(ns, c) => (ns, c),
+            Target::Owner(peer) => {
+                let max = $self.0.peers.max_message_bytes();
+                return $self
+                    .0
+                    .peers
+                    .relay(&peer, $req, |ch, r| async move {
+                        CollectionServiceClient::new(ch)
+                            .max_decoding_message_size(max)
+                            .max_encoding_message_size(max)
+                            .$method(r)
+                            .await
+                    })
+                    .await;
+            }
+        }
+    }};
 }
 
 fn create_op(c: &Collection, r: &proto::CreateRequest) -> Result<WriteOp> {
@@ -126,9 +163,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::CreateRequest>,
     ) -> Result<Response<proto::Record>, Status> {
-        let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, true)?;
-        let op = create_op(&c, r)?;
+        let (_, c) = here_or_relay!(self, req, true, create);
+        let op = create_op(&c, req.get_ref())?;
         Ok(Response::new(stored(&c, c.write(op).await?)))
     }
 
@@ -136,8 +172,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::GetRequest>,
     ) -> Result<Response<proto::Record>, Status> {
+        let (_, c) = here_or_relay!(self, req, false, get);
         let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
         let rec = c.get(RecordId::new(&r.id)?).await?;
         Ok(Response::new(record_to_proto(
             c.descriptor(),
@@ -150,9 +186,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::UpdateRequest>,
     ) -> Result<Response<proto::Record>, Status> {
-        let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, true)?;
-        let op = update_op(&c, r)?;
+        let (_, c) = here_or_relay!(self, req, true, update);
+        let op = update_op(&c, req.get_ref())?;
         Ok(Response::new(stored(&c, c.write(op).await?)))
     }
 
@@ -160,9 +195,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
-        let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, true)?;
-        c.write(delete_op(r)?).await?;
+        let (_, c) = here_or_relay!(self, req, true, delete);
+        c.write(delete_op(req.get_ref())?).await?;
         Ok(Response::new(proto::DeleteResponse {}))
     }
 
@@ -170,8 +204,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
+        let (_, c) = here_or_relay!(self, req, false, list);
         let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
         let q = query(
             "",
             &[],
@@ -195,8 +229,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::SearchRequest>,
     ) -> Result<Response<proto::SearchResponse>, Status> {
+        let (_, c) = here_or_relay!(self, req, false, search);
         let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
         let q = query(
             &r.query,
             &r.filters,
@@ -224,8 +258,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::BatchRequest>,
     ) -> Result<Response<proto::BatchResponse>, Status> {
+        let (ns, c) = here_or_relay!(self, req, true, batch);
         let r = req.get_ref();
-        let (ns, c) = self.target(&req, &r.namespace, &r.collection, true)?;
         if r.ops.is_empty() {
             return Err(Error::invalid("batch has no ops").into());
         }
@@ -273,8 +307,8 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::CountRequest>,
     ) -> Result<Response<proto::CountResponse>, Status> {
+        let (_, c) = here_or_relay!(self, req, false, count);
         let r = req.get_ref();
-        let (_, c) = self.target(&req, &r.namespace, &r.collection, false)?;
         let q = query(&r.query, &r.filters, &r.labels, &None, 0, "")?;
         Ok(Response::new(proto::CountResponse {
             count: c.count(q).await?,
@@ -285,13 +319,12 @@ impl CollectionService for CollectionApi {
         &self,
         req: Request<proto::InvokeRequest>,
     ) -> Result<Response<proto::InvokeResponse>, Status> {
-        let (ns, c) = self.target(
-            &req,
-            &req.get_ref().namespace,
-            &req.get_ref().collection,
-            false,
-        )?;
-        let mut metadata = super::metadata_pairs(req.metadata());
+        let (ns, c) = here_or_relay!(self, req, false, invoke);
+        let (mut metadata, options, rid) = (
+            super::metadata_pairs(req.metadata()),
+            super::call_options(req.metadata()),
+            super::request_id(req.metadata()),
+        );
         let r = req.into_inner();
         let (service, method) = r.method.split_once('/').ok_or_else(|| {
             Error::invalid(format!(
@@ -299,22 +332,24 @@ impl CollectionService for CollectionApi {
                 r.method
             ))
         })?;
-        let (reg, m) = self.0.services.method(&ns, service, method)?;
-        if !reg.spec.grants.iter().any(|g| g.collection == c.name) {
-            return Err(Error::failed_precondition(format!(
-                "{service} is not bound to collection {}: grant it the collection when registering the service",
-                c.name
-            ))
-            .into());
-        }
+        // The owner runs it, fetching the handler if it does not have it yet.
+        self.0.mesh.ensure_service(&ns, service).await?;
+        let m = self
+            .0
+            .services
+            .bound_method(&ns, service, method, &c.name)?;
         let input = r.input.unwrap_or_default();
         super::check_input_type(&input, m.input().full_name(), &r.method)?;
         metadata.push(("x-collector-collection".to_string(), c.name.to_string()));
-        let out = self
-            .0
-            .services
-            .call(&ns, service, method, input.value, metadata)
-            .await?;
+        let inv = Invocation {
+            namespace: ns,
+            service: service.to_string(),
+            method: method.to_string(),
+            input: input.value,
+            metadata,
+            options,
+        };
+        let out = self.0.mesh.run_here(inv, rid.as_deref()).await?;
         Ok(Response::new(proto::InvokeResponse {
             output: Some(prost_types::Any {
                 type_url: format!(
@@ -324,6 +359,7 @@ impl CollectionService for CollectionApi {
                 ),
                 value: out,
             }),
+            node_id: self.0.node_id.clone(),
         }))
     }
 }

@@ -1,13 +1,89 @@
-//! CollectiveDispatcher: runs registered methods (Serve; Dispatch comes with the mesh).
+//! CollectiveDispatcher: runs registered methods here or where they belong,
+//! and manages the mesh (Connect, ListPeers, FetchComponent).
 
-use super::{ApiState, metadata_pairs};
+use super::{ApiState, call_options, metadata_pairs, request_id};
+use crate::error::Error;
+use crate::mesh::DispatchCall;
+use crate::mesh::view::{Member, MemberState};
+use crate::names::{CollectionName, Namespace};
 use crate::proto::{self, collective_dispatcher_server::CollectiveDispatcher};
+use crate::registry::services::Invocation;
 use crate::store::codec::TYPE_URL_PREFIX;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The CollectiveDispatcher adapter.
 pub struct DispatcherApi(pub Arc<ApiState>);
+
+fn any(type_name: &str, value: Vec<u8>) -> prost_types::Any {
+    prost_types::Any {
+        type_url: format!("{TYPE_URL_PREFIX}{type_name}"),
+        value,
+    }
+}
+
+/// A member as the API shows it.
+pub fn peer(m: &Member) -> proto::Peer {
+    proto::Peer {
+        node_id: m.node_id.clone(),
+        address: m.address.clone(),
+        state: match m.state {
+            MemberState::Myself => proto::PeerState::Self_,
+            MemberState::Alive => proto::PeerState::Alive,
+            MemberState::Dead => proto::PeerState::Dead,
+        } as i32,
+        started_at_us: m.started_us,
+        collections: m
+            .collections
+            .iter()
+            .map(|c| proto::OwnedCollection {
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+                message_type: c.message_type.clone(),
+            })
+            .collect(),
+        handlers: m
+            .handlers
+            .iter()
+            .map(|h| proto::HandlerVersion {
+                namespace: h.namespace.clone(),
+                service: h.service.clone(),
+                sha256: h.sha256.clone(),
+                registered_at_us: h.registered_at_us,
+                removed: h.removed,
+            })
+            .collect(),
+    }
+}
+
+impl DispatcherApi {
+    fn peers(&self) -> Vec<proto::Peer> {
+        self.0.mesh.view().members.values().map(peer).collect()
+    }
+
+    /// Checks the `Any` a client sent against the method's input type when
+    /// this node knows the method (else the node that runs it checks the bytes).
+    fn check_input(
+        &self,
+        ns: &Namespace,
+        service: &str,
+        method: &str,
+        input: &prost_types::Any,
+    ) -> Result<(), Error> {
+        let pool = self.0.registry.pool(ns);
+        match pool
+            .get_service_by_name(service)
+            .and_then(|s| s.methods().find(|m| m.name() == method))
+        {
+            Some(m) => super::check_input_type(
+                input,
+                m.input().full_name(),
+                &format!("{service}/{method}"),
+            ),
+            None => Ok(()),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl CollectiveDispatcher for DispatcherApi {
@@ -16,8 +92,13 @@ impl CollectiveDispatcher for DispatcherApi {
         req: Request<proto::ServeRequest>,
     ) -> Result<Response<proto::ServeResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
-        let metadata = metadata_pairs(req.metadata());
+        let (metadata, options, rid) = (
+            metadata_pairs(req.metadata()),
+            call_options(req.metadata()),
+            request_id(req.metadata()),
+        );
         let r = req.into_inner();
+        self.0.mesh.ensure_service(&ns, &r.service).await?;
         let (_, m) = self.0.services.method(&ns, &r.service, &r.method)?;
         let input = r.input.unwrap_or_default();
         super::check_input_type(
@@ -25,17 +106,110 @@ impl CollectiveDispatcher for DispatcherApi {
             m.input().full_name(),
             &format!("{}/{}", r.service, r.method),
         )?;
-        let out = self
-            .0
-            .services
-            .call(&ns, &r.service, &r.method, input.value, metadata)
-            .await?;
+        let inv = Invocation {
+            namespace: ns,
+            service: r.service,
+            method: r.method,
+            input: input.value,
+            metadata,
+            options,
+        };
+        let out = self.0.mesh.run_here(inv, rid.as_deref()).await?;
         Ok(Response::new(proto::ServeResponse {
-            output: Some(prost_types::Any {
-                type_url: format!("{TYPE_URL_PREFIX}{}", m.output().full_name()),
-                value: out,
-            }),
+            output: Some(any(m.output().full_name(), out)),
             node_id: self.0.node_id.clone(),
+        }))
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<proto::DispatchRequest>,
+    ) -> Result<Response<proto::DispatchResponse>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let (metadata, options, header_rid) = (
+            metadata_pairs(req.metadata()),
+            call_options(req.metadata()),
+            request_id(req.metadata()),
+        );
+        let r = req.into_inner();
+        if r.service.is_empty() || r.method.is_empty() {
+            return Err(
+                Error::invalid("name the service (e.g. shop.Orders) and the method").into(),
+            );
+        }
+        let input = r.input.unwrap_or_default();
+        self.check_input(&ns, &r.service, &r.method, &input)?;
+        let collection = Some(r.collection.as_str())
+            .filter(|c| !c.is_empty())
+            .map(CollectionName::new)
+            .transpose()?;
+        let request_id = Some(r.request_id)
+            .filter(|s| !s.is_empty())
+            .or(header_rid)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let call = DispatchCall {
+            invocation: Invocation {
+                namespace: ns.clone(),
+                service: r.service.clone(),
+                method: r.method.clone(),
+                input: input.value,
+                metadata,
+                options,
+            },
+            collection,
+            target_node: Some(r.target_node).filter(|s| !s.is_empty()),
+            request_id: Some(request_id),
+        };
+        let d = self.0.mesh.dispatch(call).await?;
+        Ok(Response::new(proto::DispatchResponse {
+            output: Some(any(&d.output_type, d.output)),
+            node_id: d.node_id,
+            node_address: d.node_address,
+            forwarded: d.forwarded,
+            request_id: d.request_id,
+        }))
+    }
+
+    async fn connect(
+        &self,
+        req: Request<proto::ConnectRequest>,
+    ) -> Result<Response<proto::ConnectResponse>, Status> {
+        let addr = req.get_ref().address.trim();
+        if addr.is_empty() {
+            return Err(
+                Error::invalid("address is empty: give host:port of a node to join").into(),
+            );
+        }
+        self.0.mesh.connect(addr).await?;
+        Ok(Response::new(proto::ConnectResponse {
+            peers: self.peers(),
+        }))
+    }
+
+    async fn list_peers(
+        &self,
+        _req: Request<proto::ListPeersRequest>,
+    ) -> Result<Response<proto::ListPeersResponse>, Status> {
+        Ok(Response::new(proto::ListPeersResponse {
+            peers: self.peers(),
+        }))
+    }
+
+    async fn fetch_component(
+        &self,
+        req: Request<proto::FetchComponentRequest>,
+    ) -> Result<Response<proto::FetchComponentResponse>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.into_inner();
+        let (info, component) = self.0.services.export(&ns, &r.service, &r.sha256).await?;
+        let files = self
+            .0
+            .registry
+            .file_with_deps(&ns, None, Some(&r.service))?;
+        Ok(Response::new(proto::FetchComponentResponse {
+            service: Some(info),
+            files,
+            component,
         }))
     }
 }

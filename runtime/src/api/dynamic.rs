@@ -1,9 +1,12 @@
 //! Registered methods on their own gRPC paths (`/shop.Orders/Create`):
 //! tonic's router is fixed at start, so a fallback service takes every path
 //! it does not know and runs it through the registered services, with the
-//! namespace from `x-collector-namespace` (else the node's).
+//! namespace from `x-collector-namespace` (else the node's). A method
+//! registered only on another node of the mesh is forwarded there.
 
-use super::{ApiState, metadata_pairs};
+use super::{ApiState, call_options, metadata_pairs, request_id};
+use crate::mesh::DispatchCall;
+use crate::registry::services::Invocation;
 use prost::bytes::{Buf, BufMut, Bytes};
 use std::future::Future;
 use std::pin::Pin;
@@ -83,18 +86,38 @@ impl tonic::server::UnaryService<Bytes> for Call {
         );
         Box::pin(async move {
             let ns = state.namespace(&req, "")?;
-            let (_, m) = state.services.method(&ns, &service, &method)?;
-            if m.is_client_streaming() || m.is_server_streaming() {
+            // Streaming methods are refused wherever the method is known.
+            if let Some(m) = state
+                .registry
+                .pool(&ns)
+                .get_service_by_name(&service)
+                .and_then(|s| s.methods().find(|m| m.name() == method))
+                && (m.is_client_streaming() || m.is_server_streaming())
+            {
                 return Err(Status::unimplemented(format!(
                     "{service}/{method} is a streaming method; handlers serve unary methods"
                 )));
             }
-            let metadata = metadata_pairs(req.metadata());
-            let out = state
-                .services
-                .call(&ns, &service, &method, req.into_inner().to_vec(), metadata)
-                .await?;
-            Ok(Response::new(Bytes::from(out)))
+            let (metadata, options, rid) = (
+                metadata_pairs(req.metadata()),
+                call_options(req.metadata()),
+                request_id(req.metadata()),
+            );
+            let call = DispatchCall {
+                invocation: Invocation {
+                    namespace: ns,
+                    service,
+                    method,
+                    input: req.into_inner().to_vec(),
+                    metadata,
+                    options,
+                },
+                collection: None,
+                target_node: None,
+                request_id: rid,
+            };
+            let out = state.mesh.dispatch(call).await?;
+            Ok(Response::new(Bytes::from(out.output)))
         })
     }
 }

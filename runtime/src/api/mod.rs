@@ -3,27 +3,39 @@
 pub mod collection;
 pub mod dispatcher;
 pub mod dynamic;
+pub mod peers;
 pub mod reflection;
 pub mod registry;
 pub mod repo;
 pub mod status;
 
 use crate::error::{Error, Result};
+use crate::mesh::Mesh;
 use crate::names::{CollectionName, Namespace, RecordId};
 use crate::proto;
 use crate::registry::Registry;
+use crate::registry::services::CallOptions;
 use crate::store::{self, Catalog, Labels, Record};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Metadata key that names the caller's namespace.
 pub const NAMESPACE_HEADER: &str = "x-collector-namespace";
+/// Metadata key counting how often a call was forwarded between nodes.
+pub const HOP_HEADER: &str = "x-collector-hop";
+/// Metadata key naming a call so it runs at most once (Dispatch has a field).
+pub const REQUEST_ID_HEADER: &str = "x-collector-request-id";
+/// Metadata key carrying how many `invoke`s deep a forwarded call is.
+pub const DEPTH_HEADER: &str = "x-collector-depth";
 
 /// What every adapter needs.
 pub struct ApiState {
     pub catalog: Arc<Catalog>,
     pub registry: Arc<Registry>,
     pub services: Arc<crate::registry::services::Services>,
+    pub mesh: Arc<Mesh>,
+    pub peers: Arc<peers::GrpcLink>,
     pub default_namespace: Namespace,
     pub node_id: String,
     /// host:port clients reach this node at.
@@ -44,6 +56,55 @@ impl ApiState {
             None => Ok(self.default_namespace.clone()),
         }
     }
+}
+
+/// Parses a `grpc-timeout` value ("100m", "5S", …; at most 8 digits).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// How a call reached this node: hops and invoke depth from our own
+/// metadata, the deadline from the caller's `grpc-timeout`.
+pub fn call_options(m: &tonic::metadata::MetadataMap) -> CallOptions {
+    let num = |k: &str| {
+        m.get(k)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    CallOptions {
+        hop: num(HOP_HEADER),
+        depth: num(DEPTH_HEADER),
+        deadline: m
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|d| Instant::now() + d),
+    }
+}
+
+/// The request id a caller gave in metadata, if any.
+pub fn request_id(m: &tonic::metadata::MetadataMap) -> Option<String> {
+    m.get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// The caller's metadata as (key, value) pairs (ASCII values only).
@@ -197,4 +258,25 @@ pub fn page_size(n: i32) -> Result<u32> {
             "page_size is {n}; give 0 (default) or a positive number"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "5", "5x", "-5m", "123456789S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
 }

@@ -50,7 +50,18 @@ impl CollectorRegistry for RegistryApi {
             Some(Target::Symbol(s)) => (None, Some(s.as_str())),
             None => (None, None),
         };
-        let files = self.0.registry.file_with_deps(&ns, file, symbol)?;
+        let files = match self.0.registry.file_with_deps(&ns, file, symbol) {
+            // A service registered on another node: its files come from there.
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound && symbol.is_some() => {
+                let s = symbol.expect("checked");
+                let service = s.strip_prefix('.').unwrap_or(s);
+                match self.0.mesh.remote_descriptors(&ns, service).await {
+                    Ok(files) => files,
+                    Err(_) => return Err(e.into()),
+                }
+            }
+            other => other?,
+        };
         Ok(Response::new(proto::GetProtoResponse { files }))
     }
 
@@ -134,7 +145,7 @@ impl CollectorRegistry for RegistryApi {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         self.0
             .services
-            .unregister(&ns, &req.get_ref().service)
+            .unregister(&ns, &req.get_ref().service, None)
             .await?;
         Ok(Response::new(proto::UnregisterServiceResponse {}))
     }

@@ -1,11 +1,20 @@
 //! CollectionRepo: collections themselves.
 
-use super::{ApiState, collection_name, filters, labels, page_size, record_to_proto, timestamp};
+use super::{
+    ApiState, call_options, collection_name, filters, labels, page_size, record_to_proto, timestamp,
+};
 use crate::error::Error;
+use crate::mesh::DiscoverQuery;
+use crate::mesh::routing::Decision;
+use crate::mesh::view::Member;
 use crate::names::{CollectionName, Namespace};
-use crate::proto::{self, collection_repo_server::CollectionRepo};
+use crate::proto::{
+    self, collection_repo_client::CollectionRepoClient, collection_repo_server::CollectionRepo,
+    collector_registry_client::CollectorRegistryClient,
+};
 use crate::store::CollectionMeta;
 use std::sync::Arc;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// The CollectionRepo adapter.
@@ -13,18 +22,66 @@ pub struct RepoApi(pub Arc<ApiState>);
 
 impl RepoApi {
     fn info(&self, m: CollectionMeta) -> proto::CollectionInfo {
-        proto::CollectionInfo {
-            namespace: m.namespace.to_string(),
-            name: m.name.to_string(),
-            message_type: m.message_type,
-            labels: m.labels.into_iter().collect(),
-            description: m.description,
-            indexes: m.indexes,
-            created_at: Some(timestamp(m.created_us)),
-            record_count: 0,
-            size_bytes: 0,
-            node_id: self.0.node_id.clone(),
-        }
+        let (id, addr) = (self.0.node_id.clone(), self.0.address.clone());
+        info(m, id, addr)
+    }
+
+    /// Here, or (returning the owner's answer) relayed to the owner.
+    fn locate<T>(&self, req: &Request<T>, ns: &str, name: &str) -> Result<Decision, Error> {
+        let ns = self.0.namespace(req, ns)?;
+        let name = collection_name(name)?;
+        self.0
+            .mesh
+            .locate(&ns, &name, call_options(req.metadata()).hop)
+    }
+
+    fn client(&self, ch: Channel) -> CollectionRepoClient<Channel> {
+        let max = self.0.peers.max_message_bytes();
+        CollectionRepoClient::new(ch)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// Sends the .proto files a message type needs to `peer`, so a
+    /// collection of that type can be created there.
+    async fn send_type(
+        &self,
+        ns: &Namespace,
+        message_type: &str,
+        peer: &Member,
+    ) -> Result<(), Status> {
+        let files = self
+            .0
+            .registry
+            .file_with_deps(ns, None, Some(message_type))?;
+        let mut req = Request::new(proto::RegisterProtoRequest {
+            namespace: ns.to_string(),
+            file_set: Some(prost_types::FileDescriptorSet { file: files }),
+            sources: vec![],
+        });
+        req.metadata_mut().insert(super::HOP_HEADER, 1.into());
+        CollectorRegistryClient::new(self.0.peers.channel(&peer.address)?)
+            .register_proto(req)
+            .await
+            .map_err(|s| Status::from(super::status::from_peer(&s, &peer.node_id)))?;
+        Ok(())
+    }
+}
+
+/// A collection's description with its owner.
+fn info(m: CollectionMeta, node_id: String, node_address: String) -> proto::CollectionInfo {
+    proto::CollectionInfo {
+        namespace: m.namespace.to_string(),
+        name: m.name.to_string(),
+        message_type: m.message_type,
+        labels: m.labels.into_iter().collect(),
+        description: m.description,
+        indexes: m.indexes,
+        created_at: Some(timestamp(m.created_us)),
+        record_count: 0,
+        size_bytes: 0,
+        node_id,
+        node_address,
     }
 }
 
@@ -47,10 +104,27 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::CreateCollectionRequest>,
     ) -> Result<Response<proto::CollectionInfo>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        ns.writable()?;
+        let name = collection_name(&req.get_ref().name)?;
+        let auto = req.get_ref().placement == proto::Placement::Auto as i32;
+        let hop = call_options(req.metadata()).hop;
+        if let Decision::Forward(peer) = self.0.mesh.place(&ns, &name, auto, hop)? {
+            // The type travels with the collection.
+            self.0.registry.message(&ns, &req.get_ref().message_type)?;
+            self.send_type(&ns, &req.get_ref().message_type, &peer)
+                .await?;
+            return self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    self.client(ch).create_collection(r).await
+                })
+                .await;
+        }
         let r = req.into_inner();
         let meta = CollectionMeta {
             namespace: ns,
-            name: collection_name(&r.name)?,
+            name,
             message_type: r.message_type,
             labels: labels(&r.labels)?,
             description: r.description,
@@ -65,6 +139,17 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::DeleteCollectionRequest>,
     ) -> Result<Response<proto::DeleteCollectionResponse>, Status> {
+        if let Decision::Forward(peer) =
+            self.locate(&req, &req.get_ref().namespace, &req.get_ref().name)?
+        {
+            return self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    self.client(ch).delete_collection(r).await
+                })
+                .await;
+        }
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         self.0
             .catalog
@@ -77,6 +162,17 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::GetCollectionRequest>,
     ) -> Result<Response<proto::CollectionInfo>, Status> {
+        if let Decision::Forward(peer) =
+            self.locate(&req, &req.get_ref().namespace, &req.get_ref().name)?
+        {
+            return self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    self.client(ch).get_collection(r).await
+                })
+                .await;
+        }
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let name = collection_name(&req.get_ref().name)?;
         let meta = self.0.catalog.meta(&ns, &name)?;
@@ -107,25 +203,44 @@ impl CollectionRepo for RepoApi {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut found = self.0.catalog.discover(
-            ns.as_ref(),
-            &r.message_type,
-            &labels,
-            after.as_ref(),
-            size + 1,
-        );
+        let query = DiscoverQuery {
+            namespace: ns,
+            message_type: r.message_type.clone(),
+            labels,
+            after,
+            limit: size + 1,
+        };
+        let (mut found, unreachable) = if call_options(req.metadata()).hop > 0 {
+            // A peer asks for this node's own collections.
+            let here = self.0.catalog.discover(
+                query.namespace.as_ref(),
+                &query.message_type,
+                &query.labels,
+                query.after.as_ref(),
+                query.limit,
+            );
+            (here.into_iter().map(|m| self.info(m)).collect(), vec![])
+        } else {
+            let (found, unreachable) = self.0.mesh.discover(query).await;
+            let found: Vec<_> = found
+                .into_iter()
+                .map(|l| info(l.meta, l.node_id, l.node_address))
+                .collect();
+            (found, unreachable)
+        };
         let next = if found.len() > size {
             found.truncate(size);
             found
                 .last()
-                .map(|m| format!("{}/{}", m.namespace, m.name))
+                .map(|c| format!("{}/{}", c.namespace, c.name))
                 .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(proto::DiscoverResponse {
-            collections: found.into_iter().map(|m| self.info(m)).collect(),
+            collections: found,
             next_page_token: next,
+            unreachable_nodes: unreachable,
         }))
     }
 
@@ -134,12 +249,24 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
-        self.0
-            .catalog
-            .meta(&ns, &collection_name(&req.get_ref().name)?)?;
+        let name = collection_name(&req.get_ref().name)?;
+        if self.0.catalog.contains(&ns, &name) {
+            return Ok(Response::new(proto::RouteResponse {
+                address: self.0.address.clone(),
+                node_id: self.0.node_id.clone(),
+                alive: true,
+            }));
+        }
+        let view = self.0.mesh.view();
+        let owner = view.owner(ns.as_str(), name.as_str()).ok_or_else(|| {
+            Error::not_found(format!(
+                "collection {ns}/{name} does not exist on any node of the mesh"
+            ))
+        })?;
         Ok(Response::new(proto::RouteResponse {
-            address: self.0.address.clone(),
-            node_id: self.0.node_id.clone(),
+            address: owner.address.clone(),
+            node_id: owner.node_id.clone(),
+            alive: owner.reachable(),
         }))
     }
 

@@ -24,3 +24,33 @@ impl From<Error> for Status {
         Status::new(code, e.message)
     }
 }
+
+/// A peer's answer → a domain error, so a forwarded call fails with the code
+/// the peer gave. A failure of the connection itself (the status carries a
+/// transport error as its source) is UNAVAILABLE: the peer may or may not
+/// have run the call, and nothing retries it.
+pub fn from_peer(s: &Status, peer: &str) -> Error {
+    if std::error::Error::source(s).is_some() && s.code() != Code::DeadlineExceeded {
+        return Error::unavailable(format!(
+            "node {peer} could not be reached or went away during the call ({}); the call may or may not have run there and was not retried",
+            s.message()
+        ));
+    }
+    let kind = match s.code() {
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::PermissionDenied | Code::Unauthenticated => ErrorKind::PermissionDenied,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::Unimplemented => ErrorKind::Unimplemented,
+        Code::Aborted | Code::Cancelled => ErrorKind::Aborted,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => ErrorKind::Internal,
+    };
+    Error {
+        kind,
+        message: s.message().to_string(),
+    }
+}

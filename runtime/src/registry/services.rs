@@ -15,8 +15,9 @@ use prost_reflect::{MethodDescriptor, ServiceDescriptor};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// A collection a handler may open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +43,63 @@ pub struct Registered {
     pub spec: ServiceSpec,
     pub sha256: String,
     pub desc: ServiceDescriptor,
+    /// When this version was registered (µs since the epoch), on `origin`.
+    pub registered_at_us: i64,
+    /// The node the component was uploaded to.
+    pub origin: String,
     handler: Handler,
     limits: Limits,
 }
 
+/// A version of a service this node has, or an unregistration it knows of
+/// (`sha256` empty), as the mesh compares them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub namespace: Namespace,
+    pub service: String,
+    pub sha256: String,
+    pub registered_at_us: i64,
+}
+
+impl Version {
+    /// True for an unregistration.
+    pub fn removed(&self) -> bool {
+        self.sha256.is_empty()
+    }
+}
+
+/// How a call reached this node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Times the call was forwarded between nodes before landing here.
+    pub hop: u32,
+    /// How many `invoke`s deep the call is.
+    pub depth: u32,
+    /// The caller's deadline, if it gave one; handler limits still apply.
+    pub deadline: Option<Instant>,
+}
+
+/// One call of a registered method.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub namespace: Namespace,
+    pub service: String,
+    pub method: String,
+    pub input: Vec<u8>,
+    /// The caller's metadata, handed to the handler.
+    pub metadata: Vec<(String, String)>,
+    pub options: CallOptions,
+}
+
+/// Routes a handler's `invoke` of another method (the mesh implements it,
+/// so an invoke goes where a Dispatch would).
+pub trait Invoker: Send + Sync {
+    /// Runs the call wherever it belongs.
+    fn invoke(&self, call: Invocation) -> HostFuture<'static, Vec<u8>>;
+}
+
 /// Most nested `invoke` calls (a handler calling a handler calling …).
-const MAX_DEPTH: u32 = 8;
+pub const MAX_DEPTH: u32 = 8;
 
 /// All registered services of the node.
 pub struct Services {
@@ -57,12 +109,27 @@ pub struct Services {
     store: Arc<Collection>,
     dir: PathBuf,
     table: RwLock<HashMap<(Namespace, String), Arc<Registered>>>,
+    /// Unregistrations (time, µs), kept so the mesh can tell a copy is stale.
+    removed: RwLock<HashMap<(Namespace, String), i64>>,
     register_lock: tokio::sync::Mutex<()>,
     /// How many components were compiled from Wasm (not loaded from the cache).
     compiled: std::sync::atomic::AtomicU64,
+    /// Bumped on every (un)registration.
+    changes: watch::Sender<u64>,
+    invoker: OnceLock<Weak<dyn Invoker>>,
+    node_id: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Microseconds since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Lowercase hex of bytes (how component hashes are written).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -110,7 +177,23 @@ fn to_info(r: &Registered) -> crate::proto::ServiceInfo {
             memory_mib: r.spec.memory_mib,
         }),
         methods: r.desc.methods().map(|m| m.name().to_string()).collect(),
+        registered_at_us: r.registered_at_us,
+        origin_node_id: r.origin.clone(),
     }
+}
+
+fn spec_of(info: &crate::proto::ServiceInfo) -> Result<ServiceSpec> {
+    Ok(ServiceSpec {
+        namespace: Namespace::new(&info.namespace)?,
+        service: info.service.clone(),
+        grants: grants(
+            info.grants
+                .iter()
+                .map(|g| (g.collection.clone(), g.read_only)),
+        )?,
+        timeout_ms: info.limits.as_ref().map(|l| l.timeout_ms).unwrap_or(0),
+        memory_mib: info.limits.as_ref().map(|l| l.memory_mib).unwrap_or(0),
+    })
 }
 
 impl Services {
@@ -120,6 +203,7 @@ impl Services {
         registry: Arc<Registry>,
         catalog: Arc<Catalog>,
         store: Arc<Collection>,
+        node_id: String,
     ) -> Result<Arc<Self>> {
         let dir = data_dir.join("components");
         std::fs::create_dir_all(&dir)?;
@@ -133,8 +217,12 @@ impl Services {
             store,
             dir,
             table: RwLock::new(HashMap::new()),
+            removed: RwLock::new(HashMap::new()),
             register_lock: tokio::sync::Mutex::new(()),
             compiled: 0.into(),
+            changes: watch::channel(0).0,
+            invoker: OnceLock::new(),
+            node_id,
         });
         let desc = me.store.descriptor().clone();
         let mut token = String::new();
@@ -149,22 +237,15 @@ impl Services {
                 let info: crate::proto::ServiceInfo = codec::decode(&desc, &rec.data)?
                     .transcode_to()
                     .map_err(|e| Error::internal(format!("system/services {:?}: {e}", rec.id)))?;
-                let spec = ServiceSpec {
-                    namespace: Namespace::new(&info.namespace)?,
-                    service: info.service.clone(),
-                    grants: info
-                        .grants
-                        .iter()
-                        .map(|g| {
-                            Ok(Grant {
-                                collection: CollectionName::new(&g.collection)?,
-                                read_only: g.read_only,
-                            })
-                        })
-                        .collect::<Result<_>>()?,
-                    timeout_ms: info.limits.as_ref().map(|l| l.timeout_ms).unwrap_or(0),
-                    memory_mib: info.limits.as_ref().map(|l| l.memory_mib).unwrap_or(0),
-                };
+                let spec = spec_of(&info)?;
+                let key = (spec.namespace.clone(), spec.service.clone());
+                if info.sha256.is_empty() {
+                    me.removed
+                        .write()
+                        .expect("services lock")
+                        .insert(key, info.registered_at_us);
+                    continue;
+                }
                 let this = me.clone();
                 let sha = info.sha256.clone();
                 let handler = tokio::task::spawn_blocking(move || this.handler_for(&sha, None))
@@ -172,13 +253,14 @@ impl Services {
                     .map_err(|e| Error::internal(format!("load task: {e}")))??;
                 let sdesc = me.service_desc(&spec.namespace, &spec.service)?;
                 let limits = limits_of(&spec);
-                let key = (spec.namespace.clone(), spec.service.clone());
                 me.table.write().expect("services lock").insert(
                     key,
                     Arc::new(Registered {
                         spec,
                         sha256: info.sha256,
                         desc: sdesc,
+                        registered_at_us: info.registered_at_us,
+                        origin: info.origin_node_id,
                         handler,
                         limits,
                     }),
@@ -190,6 +272,16 @@ impl Services {
             token = page.next_token;
         }
         Ok(me)
+    }
+
+    /// Sets who routes handlers' `invoke`s (the mesh); until then they run here.
+    pub fn set_invoker(&self, invoker: Weak<dyn Invoker>) {
+        let _ = self.invoker.set(invoker);
+    }
+
+    /// Notified after every registration or unregistration.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Components compiled from Wasm since start (the rest came from the cache).
@@ -225,7 +317,7 @@ impl Services {
         let wasm = match wasm {
             Some(w) => w,
             None => {
-                stored = std::fs::read(self.dir.join(format!("{sha}.wasm")))?;
+                stored = std::fs::read(self.component_path(sha))?;
                 &stored
             }
         };
@@ -236,11 +328,44 @@ impl Services {
         Ok(handler)
     }
 
-    /// Validates, stores and binds a component; swaps any previous version.
+    fn component_path(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.wasm"))
+    }
+
+    /// Validates, stores and binds a component uploaded by a client; swaps
+    /// any previous version.
     pub async fn register(
         self: &Arc<Self>,
         spec: ServiceSpec,
         component: Vec<u8>,
+    ) -> Result<crate::proto::ServiceInfo> {
+        let origin = self.node_id.clone();
+        self.bind(spec, component, None, origin).await
+    }
+
+    /// Binds a version fetched from a peer, keeping its registration time and
+    /// origin. A version older than the one held is refused.
+    pub async fn install(
+        self: &Arc<Self>,
+        info: &crate::proto::ServiceInfo,
+        component: Vec<u8>,
+    ) -> Result<crate::proto::ServiceInfo> {
+        let spec = spec_of(info)?;
+        self.bind(
+            spec,
+            component,
+            Some(info.registered_at_us),
+            info.origin_node_id.clone(),
+        )
+        .await
+    }
+
+    async fn bind(
+        self: &Arc<Self>,
+        spec: ServiceSpec,
+        component: Vec<u8>,
+        stamp: Option<i64>,
+        origin: String,
     ) -> Result<crate::proto::ServiceInfo> {
         spec.namespace.writable()?;
         let desc = self.service_desc(&spec.namespace, &spec.service)?;
@@ -250,12 +375,33 @@ impl Services {
             ));
         }
         let _guard = self.register_lock.lock().await;
+        let key = (spec.namespace.clone(), spec.service.clone());
+        // A registration here supersedes everything this node knows of.
+        let registered_at_us = match stamp {
+            Some(at) => {
+                if self
+                    .version(&spec.namespace, &spec.service)
+                    .is_some_and(|v| v.registered_at_us > at)
+                {
+                    return Err(Error::failed_precondition(format!(
+                        "a newer version of {} is already here",
+                        spec.service
+                    )));
+                }
+                at
+            }
+            None => now_us().max(
+                self.version(&spec.namespace, &spec.service)
+                    .map(|v| v.registered_at_us + 1)
+                    .unwrap_or(0),
+            ),
+        };
         let sha = hex(&sha2::Sha256::digest(&component));
         let this = self.clone();
         let sha2_ = sha.clone();
         let handler = tokio::task::spawn_blocking(move || {
             let handler = this.handler_for(&sha2_, Some(&component))?;
-            let path = this.dir.join(format!("{sha2_}.wasm"));
+            let path = this.component_path(&sha2_);
             if !path.exists() {
                 write_atomic(&path, &component)?;
             }
@@ -268,14 +414,34 @@ impl Services {
             spec: spec.clone(),
             sha256: sha,
             desc,
+            registered_at_us,
+            origin,
             handler,
             limits,
         };
         let info = to_info(&reg);
         // Persist, then swap: a crash in between finds the new binding on restart.
+        self.persist(&spec.namespace, &spec.service, &info).await?;
+        self.removed.write().expect("services lock").remove(&key);
+        self.table
+            .write()
+            .expect("services lock")
+            .insert(key, Arc::new(reg));
+        self.changes.send_modify(|n| *n += 1);
+        tracing::info!(namespace = %spec.namespace, service = %spec.service, sha256 = %info.sha256, "service registered");
+        Ok(info)
+    }
+
+    /// Writes a service's record in `system/services` (create or replace).
+    async fn persist(
+        &self,
+        ns: &Namespace,
+        service: &str,
+        info: &crate::proto::ServiceInfo,
+    ) -> Result<()> {
         let msg = codec::decode(self.store.descriptor(), &info.encode_to_vec())?;
         let payload = codec::encode(&msg)?;
-        let id = RecordId::new(&format!("{}/{}", spec.namespace, spec.service))?;
+        let id = RecordId::new(&format!("{ns}/{service}"))?;
         let op = WriteOp::Update {
             id: id.clone(),
             data: Some(msg),
@@ -284,25 +450,18 @@ impl Services {
             expected_version: None,
         };
         match self.store.write(op).await {
-            Ok(_) => {}
-            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
-                self.store
-                    .write(WriteOp::Create {
-                        id: Some(id),
-                        payload,
-                        labels: Labels::new(),
-                    })
-                    .await?;
-            }
-            Err(e) => return Err(e),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => self
+                .store
+                .write(WriteOp::Create {
+                    id: Some(id),
+                    payload,
+                    labels: Labels::new(),
+                })
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
         }
-        let key = (spec.namespace.clone(), spec.service.clone());
-        self.table
-            .write()
-            .expect("services lock")
-            .insert(key, Arc::new(reg));
-        tracing::info!(namespace = %spec.namespace, service = %spec.service, sha256 = %info.sha256, "service registered");
-        Ok(info)
     }
 
     /// A registered service.
@@ -312,9 +471,87 @@ impl Services {
         })
     }
 
+    /// True if the service has a handler on this node.
+    pub fn has(&self, ns: &Namespace, service: &str) -> bool {
+        self.table
+            .read()
+            .expect("services lock")
+            .contains_key(&(ns.clone(), service.to_string()))
+    }
+
+    /// The version of a service this node has, or its unregistration.
+    pub fn version(&self, ns: &Namespace, service: &str) -> Option<Version> {
+        let key = (ns.clone(), service.to_string());
+        if let Some(r) = self.table.read().expect("services lock").get(&key) {
+            return Some(Version {
+                namespace: ns.clone(),
+                service: service.to_string(),
+                sha256: r.sha256.clone(),
+                registered_at_us: r.registered_at_us,
+            });
+        }
+        self.removed
+            .read()
+            .expect("services lock")
+            .get(&key)
+            .map(|at| Version {
+                namespace: ns.clone(),
+                service: service.to_string(),
+                sha256: String::new(),
+                registered_at_us: *at,
+            })
+    }
+
+    /// Every version and unregistration this node knows of.
+    pub fn versions(&self) -> Vec<Version> {
+        let table = self.table.read().expect("services lock");
+        let removed = self.removed.read().expect("services lock");
+        table
+            .iter()
+            .map(|((ns, svc), r)| Version {
+                namespace: ns.clone(),
+                service: svc.clone(),
+                sha256: r.sha256.clone(),
+                registered_at_us: r.registered_at_us,
+            })
+            .chain(removed.iter().map(|((ns, svc), at)| Version {
+                namespace: ns.clone(),
+                service: svc.clone(),
+                sha256: String::new(),
+                registered_at_us: *at,
+            }))
+            .collect()
+    }
+
     /// Description of a registered service.
     pub fn info(&self, ns: &Namespace, service: &str) -> Result<crate::proto::ServiceInfo> {
         self.lookup(ns, service).map(|r| to_info(&r))
+    }
+
+    /// A service's description and component bytes, if this node has exactly
+    /// version `sha256` (for a peer that fetches it).
+    pub async fn export(
+        &self,
+        ns: &Namespace,
+        service: &str,
+        sha256: &str,
+    ) -> Result<(crate::proto::ServiceInfo, Vec<u8>)> {
+        let reg = self.lookup(ns, service).map_err(|_| {
+            Error::not_found(format!(
+                "service {service} of namespace {ns} is not on this node"
+            ))
+        })?;
+        if reg.sha256 != sha256 {
+            return Err(Error::not_found(format!(
+                "this node has version {} of {service}, not {sha256}",
+                reg.sha256
+            )));
+        }
+        let path = self.component_path(sha256);
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(|e| Error::internal(format!("read task: {e}")))??;
+        Ok((to_info(&reg), bytes))
     }
 
     /// A registered, callable method.
@@ -333,6 +570,23 @@ impl Services {
         Ok((reg, m))
     }
 
+    /// A method bound to a collection: its service is granted the collection.
+    pub fn bound_method(
+        &self,
+        ns: &Namespace,
+        service: &str,
+        method: &str,
+        collection: &CollectionName,
+    ) -> Result<MethodDescriptor> {
+        let (reg, m) = self.method(ns, service, method)?;
+        if !reg.spec.grants.iter().any(|g| &g.collection == collection) {
+            return Err(Error::failed_precondition(format!(
+                "{service} is not bound to collection {collection}: grant it the collection when registering the service"
+            )));
+        }
+        Ok(m)
+    }
+
     /// The namespace's registered services.
     pub fn list(&self, ns: &Namespace) -> Vec<crate::proto::ServiceInfo> {
         let mut v: Vec<_> = self
@@ -347,70 +601,74 @@ impl Services {
         v
     }
 
-    /// Removes a service's handler; calls in flight finish.
-    pub async fn unregister(&self, ns: &Namespace, service: &str) -> Result<()> {
+    /// Removes a service's handler (calls in flight finish) and remembers
+    /// when, so copies elsewhere in the mesh follow. `at`: the time of an
+    /// unregistration learnt from a peer; None: now.
+    pub async fn unregister(&self, ns: &Namespace, service: &str, at: Option<i64>) -> Result<()> {
         ns.writable()?;
         let _guard = self.register_lock.lock().await;
-        self.lookup(ns, service)?;
-        let id = RecordId::new(&format!("{ns}/{service}"))?;
-        self.store
-            .write(WriteOp::Delete {
-                id,
-                expected_version: None,
-            })
-            .await?;
-        self.table
-            .write()
-            .expect("services lock")
-            .remove(&(ns.clone(), service.to_string()));
+        let cur = self.lookup(ns, service)?;
+        let at = at.unwrap_or_else(|| now_us().max(cur.registered_at_us + 1));
+        let tombstone = crate::proto::ServiceInfo {
+            namespace: ns.to_string(),
+            service: service.to_string(),
+            registered_at_us: at,
+            origin_node_id: self.node_id.clone(),
+            ..Default::default()
+        };
+        self.persist(ns, service, &tombstone).await?;
+        let key = (ns.clone(), service.to_string());
+        self.table.write().expect("services lock").remove(&key);
+        self.removed.write().expect("services lock").insert(key, at);
+        self.changes.send_modify(|n| *n += 1);
+        tracing::info!(namespace = %ns, service, "service unregistered");
         Ok(())
     }
 
-    /// Calls a registered method with binary input; returns binary output.
-    pub async fn call(
-        self: &Arc<Self>,
-        ns: &Namespace,
-        service: &str,
-        method: &str,
-        input: Vec<u8>,
-        metadata: Vec<(String, String)>,
-    ) -> Result<Vec<u8>> {
-        self.call_at_depth(ns, service, method, &input, metadata, 0)
-            .await
-    }
-
-    /// A call, `depth` invokes deep. Runs on the caller's task: the sandbox
-    /// yields to the executor, and store work happens on the store's threads.
-    async fn call_at_depth(
-        self: &Arc<Self>,
-        ns: &Namespace,
-        service: &str,
-        method: &str,
-        input: &[u8],
-        metadata: Vec<(String, String)>,
-        depth: u32,
-    ) -> Result<Vec<u8>> {
-        let (reg, m) = self.method(ns, service, method)?;
-        codec::decode(&m.input(), input)
+    /// Calls a registered method on this node with binary input; returns
+    /// binary output. Runs on the caller's task: the sandbox yields to the
+    /// executor, and store work happens on the store's threads.
+    pub async fn call(self: &Arc<Self>, call: Invocation) -> Result<Vec<u8>> {
+        let Invocation {
+            namespace: ns,
+            service,
+            method,
+            input,
+            metadata,
+            options,
+        } = call;
+        let (reg, m) = self.method(&ns, &service, &method)?;
+        codec::decode(&m.input(), &input)
             .map_err(|e| e.context(format!("input of {service}/{method}")))?;
+        let mut limits = reg.limits;
+        if let Some(d) = options.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error {
+                    kind: crate::error::ErrorKind::DeadlineExceeded,
+                    message: "the caller's deadline passed before the handler started".into(),
+                });
+            }
+            limits.timeout = limits.timeout.min(left);
+        }
         let host = Arc::new(CatalogHost {
             services: self.clone(),
             namespace: ns.clone(),
             grants: reg.spec.grants.clone(),
             open: Mutex::new(Vec::new()),
-            depth,
+            options,
         });
         let api: Arc<dyn HostApi> = host.clone();
         let ctx = CallContext {
             namespace: ns.to_string(),
-            service: service.to_string(),
-            method: method.to_string(),
+            service: service.clone(),
+            method: method.clone(),
             metadata,
-            deadline_ms: reg.limits.timeout.as_millis() as u64,
+            deadline_ms: limits.timeout.as_millis() as u64,
         };
         let out = self
             .sandbox
-            .call(&reg.handler, ctx, input, api, &reg.limits)
+            .call(&reg.handler, ctx, &input, api, &limits)
             .await?;
         codec::decode(&m.output(), &out).map_err(|e| {
             Error::internal(format!(
@@ -435,7 +693,7 @@ struct CatalogHost {
     namespace: Namespace,
     grants: Vec<Grant>,
     open: Mutex<Vec<OpenState>>,
-    depth: u32,
+    options: CallOptions,
 }
 
 struct OpenState {
@@ -547,21 +805,26 @@ impl HostApi for CatalogHost {
         input: &'a [u8],
     ) -> HostFuture<'a, Vec<u8>> {
         Box::pin(async move {
-            if self.depth + 1 >= MAX_DEPTH {
+            if self.options.depth + 1 >= MAX_DEPTH {
                 return Err(Error::resource_exhausted(format!(
                     "invoke nested more than {MAX_DEPTH} deep"
                 )));
             }
-            self.services
-                .call_at_depth(
-                    &self.namespace,
-                    service,
-                    method,
-                    input,
-                    Vec::new(),
-                    self.depth + 1,
-                )
-                .await
+            let call = Invocation {
+                namespace: self.namespace.clone(),
+                service: service.to_string(),
+                method: method.to_string(),
+                input: input.to_vec(),
+                metadata: Vec::new(),
+                options: CallOptions {
+                    depth: self.options.depth + 1,
+                    ..self.options
+                },
+            };
+            match self.services.invoker.get().and_then(Weak::upgrade) {
+                Some(invoker) => invoker.invoke(call).await,
+                None => Box::pin(self.services.call(call)).await,
+            }
         })
     }
 }

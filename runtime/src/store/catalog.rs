@@ -50,6 +50,8 @@ pub struct Catalog {
     system: Arc<Collection>,
     entries: RwLock<BTreeMap<Key, Entry>>,
     ddl: tokio::sync::Mutex<()>,
+    /// Bumped whenever a collection is created or deleted.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// One collection's matches in a cross-collection search.
@@ -226,12 +228,37 @@ impl Catalog {
             system,
             entries: RwLock::new(entries),
             ddl: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::channel(0).0,
         })
     }
 
     /// The registry the catalogue resolves types with.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Notified after every create and delete.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// True if the collection is on this node.
+    pub fn contains(&self, ns: &Namespace, name: &CollectionName) -> bool {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .contains_key(&(ns.clone(), name.clone()))
+    }
+
+    /// Every client collection on this node (`system` left out).
+    pub fn owned(&self) -> Vec<CollectionMeta> {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .iter()
+            .filter(|(k, _)| !k.0.is_system())
+            .map(|(_, e)| e.meta.clone())
+            .collect()
     }
 
     /// An open collection, for reading.
@@ -329,6 +356,7 @@ impl Catalog {
                 coll,
             },
         );
+        self.changes.send_modify(|n| *n += 1);
         tracing::info!(namespace = %meta.namespace, collection = %meta.name, r#type = %meta.message_type, "collection created");
         Ok(meta)
     }
@@ -358,6 +386,7 @@ impl Catalog {
             .await
             .map_err(|e| Error::internal(format!("delete task failed: {e}")))?;
         }
+        self.changes.send_modify(|n| *n += 1);
         tracing::info!(namespace = %ns, collection = %name, "collection deleted");
         Ok(())
     }

@@ -97,6 +97,7 @@ async fn repo_creates_describes_discovers_routes_and_deletes() {
             labels: [("env".to_string(), "prod".to_string())].into(),
             description: "all orders".into(),
             indexes: vec!["customer.address.city".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -1,0 +1,284 @@
+//! gRPC to peers: one lazily connected channel per peer address, the mesh's
+//! `PeerLink` over CollectiveDispatcher, and `relay`, which forwards a
+//! client's request unchanged to the node that should answer it.
+
+use super::{DEPTH_HEADER, HOP_HEADER, NAMESPACE_HEADER, status::from_peer};
+use crate::error::{Error, Result};
+use crate::mesh::link::{FetchedService, LinkFuture, PeerLink, RemoteCall, RemoteOutcome};
+use crate::mesh::{DiscoverQuery, view::Member};
+use crate::names::{CollectionName, Namespace};
+use crate::proto::{
+    self, collection_repo_client::CollectionRepoClient,
+    collective_dispatcher_client::CollectiveDispatcherClient,
+};
+use crate::store::CollectionMeta;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// How long connecting to a peer may take before the call is UNAVAILABLE.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Channels to peers, and the mesh's link over them.
+pub struct GrpcLink {
+    channels: Mutex<HashMap<String, Channel>>,
+    max_message_bytes: usize,
+}
+
+/// Transport headers a forward must not copy (tonic sets its own).
+fn forwardable(key: &str) -> bool {
+    !(key.starts_with("grpc-")
+        || key.starts_with(':')
+        || matches!(
+            key,
+            "te" | "content-type" | "user-agent" | "host" | "content-length" | "accept-encoding"
+        )
+        || key == HOP_HEADER
+        || key == DEPTH_HEADER)
+}
+
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+impl GrpcLink {
+    /// A link whose calls accept messages up to `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        GrpcLink {
+            channels: Mutex::new(HashMap::new()),
+            max_message_bytes,
+        }
+    }
+
+    /// The largest message forwarded calls accept.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// The channel to a peer (connected on first use, reconnected as needed).
+    pub fn channel(&self, address: &str) -> Result<Channel> {
+        let mut map = self.channels.lock().expect("channels lock");
+        if let Some(c) = map.get(address) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Error::internal(format!("peer address {address:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        map.insert(address.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn dispatcher(&self, address: &str) -> Result<CollectiveDispatcherClient<Channel>> {
+        Ok(CollectiveDispatcherClient::new(self.channel(address)?)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Forwards a client's request to `peer` as is (metadata included, one
+    /// more hop, the caller's deadline) and hands back the peer's answer.
+    pub async fn relay<Req, Resp, F, Fut>(
+        &self,
+        peer: &Member,
+        req: Request<Req>,
+        call: F,
+    ) -> std::result::Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<Resp>, Status>>,
+    {
+        let opts = super::call_options(req.metadata());
+        let (meta, _, msg) = req.into_parts();
+        let mut out = Request::new(msg);
+        copy_metadata(&meta, out.metadata_mut());
+        mark(out.metadata_mut(), opts.hop + 1, opts.depth);
+        let out = with_timeout(out, opts.deadline);
+        let fut = call(self.channel(&peer.address)?, out);
+        run_until(opts.deadline, &peer.node_id, fut)
+            .await
+            .map_err(Status::from)
+    }
+}
+
+fn copy_metadata(from: &MetadataMap, to: &mut MetadataMap) {
+    for kv in from.iter() {
+        match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) if forwardable(k.as_str()) => {
+                to.insert(k.clone(), v.clone());
+            }
+            tonic::metadata::KeyAndValueRef::Binary(k, v) if forwardable(k.as_str()) => {
+                to.insert_bin(k.clone(), v.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn mark(m: &mut MetadataMap, hop: u32, depth: u32) {
+    m.insert(HOP_HEADER, MetadataValue::from(hop));
+    if depth > 0 {
+        m.insert(DEPTH_HEADER, MetadataValue::from(depth));
+    }
+}
+
+/// Awaits a peer call, bounded by the caller's deadline; maps the peer's
+/// answer to a domain error.
+async fn run_until<T, Fut>(deadline: Option<Instant>, peer: &str, fut: Fut) -> Result<Response<T>>
+where
+    Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+{
+    let answer = match deadline {
+        Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
+            Ok(a) => a,
+            Err(_) => {
+                return Err(Error {
+                    kind: crate::error::ErrorKind::DeadlineExceeded,
+                    message: format!(
+                        "node {peer} did not answer within the caller's deadline; the call may or may not have run there"
+                    ),
+                });
+            }
+        },
+        None => fut.await,
+    };
+    answer.map_err(|s| from_peer(&s, peer))
+}
+
+/// Sets `grpc-timeout` from the caller's deadline, so the peer enforces it.
+fn with_timeout<T>(mut req: Request<T>, deadline: Option<Instant>) -> Request<T> {
+    if let Some(left) = remaining(deadline) {
+        req.set_timeout(left);
+    }
+    req
+}
+
+impl PeerLink for GrpcLink {
+    fn dispatch(&self, address: &str, call: RemoteCall) -> LinkFuture<RemoteOutcome> {
+        let client = self.dispatcher(address);
+        Box::pin(async move {
+            let mut client = client?;
+            let mut req = Request::new(proto::DispatchRequest {
+                namespace: call.namespace.clone(),
+                service: call.service,
+                method: call.method,
+                input: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: call.input,
+                }),
+                collection: call.collection.unwrap_or_default(),
+                target_node: call.target_node.clone(),
+                request_id: call.request_id,
+            });
+            for (k, v) in call.metadata.iter().filter(|(k, _)| forwardable(k)) {
+                if let (Ok(k), Ok(v)) = (
+                    k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                    v.parse::<MetadataValue<tonic::metadata::Ascii>>(),
+                ) {
+                    req.metadata_mut().insert(k, v);
+                }
+            }
+            if let Ok(ns) = call.namespace.parse() {
+                req.metadata_mut().insert(NAMESPACE_HEADER, ns);
+            }
+            mark(req.metadata_mut(), 1, call.depth);
+            let req = with_timeout(req, call.deadline);
+            let r = run_until(call.deadline, &call.target_node, client.dispatch(req))
+                .await?
+                .into_inner();
+            let output = r.output.unwrap_or_default();
+            Ok(RemoteOutcome {
+                output_type: output
+                    .type_url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                output: output.value,
+                node_id: r.node_id,
+                node_address: r.node_address,
+            })
+        })
+    }
+
+    fn fetch(
+        &self,
+        address: &str,
+        namespace: &str,
+        service: &str,
+        sha256: &str,
+    ) -> LinkFuture<FetchedService> {
+        let client = self.dispatcher(address);
+        let req = proto::FetchComponentRequest {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            sha256: sha256.to_string(),
+        };
+        let peer = address.to_string();
+        Box::pin(async move {
+            let deadline = Some(Instant::now() + Duration::from_secs(30));
+            let req = with_timeout(Request::new(req), deadline);
+            let r = run_until(deadline, &peer, client?.fetch_component(req))
+                .await?
+                .into_inner();
+            Ok(FetchedService {
+                info: r.service.ok_or_else(|| {
+                    Error::internal(format!(
+                        "node {peer} sent a component without its description"
+                    ))
+                })?,
+                files: r.files,
+                component: r.component,
+            })
+        })
+    }
+
+    fn discover(&self, address: &str, q: DiscoverQuery) -> LinkFuture<Vec<CollectionMeta>> {
+        let channel = self.channel(address);
+        let peer = address.to_string();
+        let max = self.max_message_bytes;
+        Box::pin(async move {
+            let mut client = CollectionRepoClient::new(channel?).max_decoding_message_size(max);
+            let mut req = Request::new(proto::DiscoverRequest {
+                namespace: q.namespace.map(|n| n.to_string()).unwrap_or_default(),
+                message_type: q.message_type,
+                labels: q.labels.into_iter().collect(),
+                page_size: q.limit.min(1000) as i32,
+                page_token: q
+                    .after
+                    .map(|(ns, name)| format!("{ns}/{name}"))
+                    .unwrap_or_default(),
+            });
+            // One hop: the peer answers with its own collections only.
+            mark(req.metadata_mut(), 1, 0);
+            let deadline = Some(Instant::now() + Duration::from_secs(5));
+            let req = with_timeout(req, deadline);
+            let r = run_until(deadline, &peer, client.discover(req))
+                .await?
+                .into_inner();
+            r.collections
+                .into_iter()
+                .map(|c| {
+                    Ok(CollectionMeta {
+                        namespace: Namespace::new(&c.namespace)?,
+                        name: CollectionName::new(&c.name)?,
+                        message_type: c.message_type,
+                        labels: c.labels.into_iter().collect(),
+                        description: c.description,
+                        indexes: c.indexes,
+                        created_us: c
+                            .created_at
+                            .map(|t| t.seconds * 1_000_000 + t.nanos as i64 / 1000)
+                            .unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
+    }
+}
