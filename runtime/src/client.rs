@@ -147,6 +147,10 @@ pub enum ClientCmd {
         /// The input message as proto3 JSON.
         #[arg(default_value = "{}")]
         json: String,
+        /// The collection the call is about: it runs on that collection's
+        /// owner (sent as x-collector-collection metadata).
+        #[arg(long, default_value = "")]
+        collection: String,
     },
     /// Run a registered method where it belongs in the mesh (the owner of
     /// --collection, or --target, or a node that has the service); prints
@@ -309,6 +313,7 @@ async fn call(
     ns: &str,
     target: &str,
     json: &str,
+    collection: &str,
 ) -> Result<Json, tonic::Status> {
     let m = method_desc(&mut registry, ns, target).await?;
     let input = from_json(&m, json)?;
@@ -320,12 +325,18 @@ async fn call(
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut req = tonic::Request::new(prost::bytes::Bytes::from(input));
-    if !ns.is_empty() {
-        req.metadata_mut().insert(
-            "x-collector-namespace",
-            ns.parse()
-                .map_err(|_| tonic::Status::invalid_argument("namespace is not ASCII"))?,
-        );
+    for (key, value) in [
+        ("x-collector-namespace", ns),
+        ("x-collector-collection", collection),
+    ] {
+        if !value.is_empty() {
+            req.metadata_mut().insert(
+                key,
+                value.parse().map_err(|_| {
+                    tonic::Status::invalid_argument(format!("{value:?} is not ASCII"))
+                })?,
+            );
+        }
     }
     let out = grpc
         .unary(req, path, collector::api::dynamic::BytesCodec)
@@ -654,7 +665,11 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), tonic::Status> {
                 "grants": info.grants.iter().map(|g| json!({ "collection": g.collection, "read_only": g.read_only })).collect::<Vec<_>>(),
             })
         }
-        ClientCmd::Call { method, json } => call(registry, channel, &ns, &method, &json).await?,
+        ClientCmd::Call {
+            method,
+            json,
+            collection,
+        } => call(registry, channel, &ns, &method, &json, &collection).await?,
         ClientCmd::Dispatch {
             method,
             json,

@@ -290,10 +290,19 @@ impl ProcessNode {
     /// `env!("CARGO_BIN_EXE_collector-node")`) on `dir` with a free port and
     /// waits for its banner.
     pub fn start(bin: &str, dir: &Path) -> Self {
+        Self::start_with(bin, dir, "127.0.0.1:0", &[])
+    }
+
+    /// Runs `BIN serve` listening on `listen`, joining the mesh of `join`.
+    pub fn start_with(bin: &str, dir: &Path, listen: &str, join: &[String]) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["serve", "--listen", listen, "--data-dir"])
+            .arg(dir);
+        if !join.is_empty() {
+            cmd.arg("--join").arg(join.join(","));
+        }
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
@@ -323,6 +332,17 @@ impl ProcessNode {
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
     }
 }
 

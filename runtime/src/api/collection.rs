@@ -340,7 +340,7 @@ impl CollectionService for CollectionApi {
             .bound_method(&ns, service, method, &c.name)?;
         let input = r.input.unwrap_or_default();
         super::check_input_type(&input, m.input().full_name(), &r.method)?;
-        metadata.push(("x-collector-collection".to_string(), c.name.to_string()));
+        metadata.push((super::COLLECTION_HEADER.to_string(), c.name.to_string()));
         let inv = Invocation {
             namespace: ns,
             service: service.to_string(),

@@ -2,10 +2,13 @@
 //! tonic's router is fixed at start, so a fallback service takes every path
 //! it does not know and runs it through the registered services, with the
 //! namespace from `x-collector-namespace` (else the node's). A method
-//! registered only on another node of the mesh is forwarded there.
+//! registered only on another node of the mesh is forwarded there; with
+//! `x-collector-collection` metadata, to the owner of that collection.
 
-use super::{ApiState, call_options, metadata_pairs, request_id};
+use super::{ApiState, COLLECTION_HEADER, call_options, metadata_pairs, request_id};
+use crate::error::Error;
 use crate::mesh::DispatchCall;
+use crate::names::CollectionName;
 use crate::registry::services::Invocation;
 use prost::bytes::{Buf, BufMut, Bytes};
 use std::future::Future;
@@ -103,6 +106,17 @@ impl tonic::server::UnaryService<Bytes> for Call {
                 call_options(req.metadata()),
                 request_id(req.metadata()),
             );
+            // `x-collector-collection` names the data the call is about: the
+            // call then runs on that collection's owner.
+            let collection = req
+                .metadata()
+                .get(COLLECTION_HEADER)
+                .map(|v| {
+                    v.to_str()
+                        .map_err(|_| Error::invalid(format!("{COLLECTION_HEADER} is not ASCII")))
+                        .and_then(CollectionName::new)
+                })
+                .transpose()?;
             let call = DispatchCall {
                 invocation: Invocation {
                     namespace: ns,
@@ -112,7 +126,7 @@ impl tonic::server::UnaryService<Bytes> for Call {
                     metadata,
                     options,
                 },
-                collection: None,
+                collection,
                 target_node: None,
                 request_id: rid,
             };

@@ -26,6 +26,9 @@ pub const NAMESPACE_HEADER: &str = "x-collector-namespace";
 pub const HOP_HEADER: &str = "x-collector-hop";
 /// Metadata key naming a call so it runs at most once (Dispatch has a field).
 pub const REQUEST_ID_HEADER: &str = "x-collector-request-id";
+/// Metadata key naming the collection a call is about (it runs on its owner;
+/// handlers called through CollectionService.Invoke see it too).
+pub const COLLECTION_HEADER: &str = "x-collector-collection";
 /// Metadata key carrying how many `invoke`s deep a forwarded call is.
 pub const DEPTH_HEADER: &str = "x-collector-depth";
 

@@ -4,6 +4,7 @@ mod cli;
 mod crud;
 mod durability;
 mod handlers;
+mod mesh;
 mod orders;
 mod query;
 mod registry;
