@@ -157,7 +157,10 @@ impl Node {
 
         let (incoming, membership) = bind(&config, &node_id).await?;
         let addr = incoming.local_addr()?;
-        let peers = Arc::new(api::peers::GrpcLink::new(config.max_message_bytes));
+        let peers = Arc::new(api::peers::GrpcLink::new(
+            config.max_message_bytes,
+            membership.subscribe(),
+        ));
         let mesh = Mesh::start(
             membership,
             services.clone(),

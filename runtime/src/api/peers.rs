@@ -5,6 +5,7 @@
 use super::{DEPTH_HEADER, HOP_HEADER, NAMESPACE_HEADER, status::from_peer};
 use crate::error::{Error, Result};
 use crate::mesh::link::{FetchedService, LinkFuture, PeerLink, RemoteCall, RemoteOutcome};
+use crate::mesh::view::View;
 use crate::mesh::{DiscoverQuery, view::Member};
 use crate::names::{CollectionName, Namespace};
 use crate::proto::{
@@ -14,8 +15,9 @@ use crate::proto::{
 use crate::store::CollectionMeta;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -27,6 +29,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct GrpcLink {
     channels: Mutex<HashMap<String, Channel>>,
     max_message_bytes: usize,
+    /// The mesh view, so a call to a member that is declared dead while the
+    /// call is in flight fails at once instead of hanging.
+    views: watch::Receiver<Arc<View>>,
 }
 
 /// Transport headers a forward must not copy (tonic sets its own).
@@ -41,16 +46,35 @@ fn forwardable(key: &str) -> bool {
         || key == DEPTH_HEADER)
 }
 
-fn remaining(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
-}
-
 impl GrpcLink {
     /// A link whose calls accept messages up to `max_message_bytes`.
-    pub fn new(max_message_bytes: usize) -> Self {
+    pub fn new(max_message_bytes: usize, views: watch::Receiver<Arc<View>>) -> Self {
         GrpcLink {
             channels: Mutex::new(HashMap::new()),
             max_message_bytes,
+            views,
+        }
+    }
+
+    /// Resolves when the member at `address` is declared dead (or gone).
+    fn until_dead(&self, address: &str) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.views.clone();
+        let address = address.to_string();
+        async move {
+            loop {
+                let dead = {
+                    let v = rx.borrow_and_update();
+                    !v.members
+                        .values()
+                        .any(|m| m.address == address && m.reachable())
+                };
+                if dead {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
         }
     }
 
@@ -101,9 +125,14 @@ impl GrpcLink {
         mark(out.metadata_mut(), opts.hop + 1, opts.depth);
         let out = with_timeout(out, opts.deadline);
         let fut = call(self.channel(&peer.address)?, out);
-        run_until(opts.deadline, &peer.node_id, fut)
-            .await
-            .map_err(Status::from)
+        run(
+            self.until_dead(&peer.address),
+            &peer.address,
+            opts.deadline,
+            fut,
+        )
+        .await
+        .map_err(Status::from)
     }
 }
 
@@ -128,33 +157,49 @@ fn mark(m: &mut MetadataMap, hop: u32, depth: u32) {
     }
 }
 
-/// Awaits a peer call, bounded by the caller's deadline; maps the peer's
-/// answer to a domain error.
-async fn run_until<T, Fut>(deadline: Option<Instant>, peer: &str, fut: Fut) -> Result<Response<T>>
+/// Awaits a call to the peer at `address`, bounded by the caller's deadline
+/// and by the peer's death (`dead`); maps the peer's answer to a domain error.
+async fn run<T, Fut>(
+    dead: impl Future<Output = ()>,
+    address: &str,
+    deadline: Option<Instant>,
+    fut: Fut,
+) -> Result<Response<T>>
 where
     Fut: Future<Output = std::result::Result<Response<T>, Status>>,
 {
-    let answer = match deadline {
-        Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
-            Ok(a) => a,
-            Err(_) => {
-                return Err(Error {
-                    kind: crate::error::ErrorKind::DeadlineExceeded,
-                    message: format!(
-                        "node {peer} did not answer within the caller's deadline; the call may or may not have run there"
-                    ),
-                });
-            }
-        },
-        None => fut.await,
+    let answer = tokio::select! {
+        a = fut => a,
+        _ = dead => return Err(Error::unavailable(format!(
+            "node {address} was declared dead while the call was in flight; the call may or may not have run there and was not retried"
+        ))),
+        _ = wait_until(deadline.map(|d| d - margin(d) / 2)) => return Err(Error::unavailable(format!(
+            "node {address} did not answer within the caller's deadline (stopped or overloaded?); the call may or may not have run there"
+        ))),
     };
-    answer.map_err(|s| from_peer(&s, peer))
+    answer.map_err(|s| from_peer(&s, address))
+}
+
+/// What a forward keeps of the caller's remaining time for itself: the
+/// peer gets less, so its own DEADLINE_EXCEEDED arrives before ours.
+fn margin(deadline: Instant) -> std::time::Duration {
+    (deadline.saturating_duration_since(Instant::now()) / 10).min(Duration::from_millis(200))
+}
+
+async fn wait_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sets `grpc-timeout` from the caller's deadline, so the peer enforces it.
 fn with_timeout<T>(mut req: Request<T>, deadline: Option<Instant>) -> Request<T> {
-    if let Some(left) = remaining(deadline) {
-        req.set_timeout(left);
+    if let Some(d) = deadline {
+        req.set_timeout(
+            d.saturating_duration_since(Instant::now())
+                .saturating_sub(margin(d)),
+        );
     }
     req
 }
@@ -162,6 +207,7 @@ fn with_timeout<T>(mut req: Request<T>, deadline: Option<Instant>) -> Request<T>
 impl PeerLink for GrpcLink {
     fn dispatch(&self, address: &str, call: RemoteCall) -> LinkFuture<RemoteOutcome> {
         let client = self.dispatcher(address);
+        let (dead, peer) = (self.until_dead(address), address.to_string());
         Box::pin(async move {
             let mut client = client?;
             let mut req = Request::new(proto::DispatchRequest {
@@ -189,7 +235,7 @@ impl PeerLink for GrpcLink {
             }
             mark(req.metadata_mut(), 1, call.depth);
             let req = with_timeout(req, call.deadline);
-            let r = run_until(call.deadline, &call.target_node, client.dispatch(req))
+            let r = run(dead, &peer, call.deadline, client.dispatch(req))
                 .await?
                 .into_inner();
             let output = r.output.unwrap_or_default();
@@ -220,11 +266,11 @@ impl PeerLink for GrpcLink {
             service: service.to_string(),
             sha256: sha256.to_string(),
         };
-        let peer = address.to_string();
+        let (dead, peer) = (self.until_dead(address), address.to_string());
         Box::pin(async move {
             let deadline = Some(Instant::now() + Duration::from_secs(30));
             let req = with_timeout(Request::new(req), deadline);
-            let r = run_until(deadline, &peer, client?.fetch_component(req))
+            let r = run(dead, &peer, deadline, client?.fetch_component(req))
                 .await?
                 .into_inner();
             Ok(FetchedService {
@@ -241,7 +287,7 @@ impl PeerLink for GrpcLink {
 
     fn discover(&self, address: &str, q: DiscoverQuery) -> LinkFuture<Vec<CollectionMeta>> {
         let channel = self.channel(address);
-        let peer = address.to_string();
+        let (dead, peer) = (self.until_dead(address), address.to_string());
         let max = self.max_message_bytes;
         Box::pin(async move {
             let mut client = CollectionRepoClient::new(channel?).max_decoding_message_size(max);
@@ -259,7 +305,7 @@ impl PeerLink for GrpcLink {
             mark(req.metadata_mut(), 1, 0);
             let deadline = Some(Instant::now() + Duration::from_secs(5));
             let req = with_timeout(req, deadline);
-            let r = run_until(deadline, &peer, client.discover(req))
+            let r = run(dead, &peer, deadline, client.discover(req))
                 .await?
                 .into_inner();
             r.collections

@@ -613,6 +613,21 @@ async fn a_stopped_peer_is_marked_dead_and_calls_fail_fast() {
     m.register_counter(0).await;
     m.create_counters(2).await;
     m.converge(2, 0).await;
+    dispatcher(&m.clients[1])
+        .dispatch(dispatch_req("Incr", "warm", 0, "counters"))
+        .await
+        .expect("C has the handler");
+    // A call in flight, without a deadline, when C stops: it fails once C is
+    // declared dead instead of hanging.
+    let mut d = dispatcher(&m.clients[1]);
+    let hung = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = d
+            .dispatch(dispatch_req("IncrSlowly", "hung", 1000, "counters"))
+            .await;
+        (r, t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     m.nodes[2].signal("STOP");
     let cid = m.ids[2].clone();
     let took = wait_for(
@@ -623,6 +638,13 @@ async fn a_stopped_peer_is_marked_dead_and_calls_fail_fast() {
     )
     .await;
     eprintln!("a stopped node was marked dead after {took:?}");
+    let (r, hung_for) = tokio::time::timeout(Duration::from_secs(20), hung)
+        .await
+        .expect("the call in flight ends")
+        .unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    eprintln!("the call in flight failed after {hung_for:?}");
     let t = Instant::now();
     let mut req = tonic::Request::new(dispatch_req("Incr", "x", 0, "counters"));
     req.set_timeout(Duration::from_secs(20));
