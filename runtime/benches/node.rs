@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
-//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhe").
+//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhme").
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -248,6 +248,266 @@ where
     }
 }
 
+/// t.Msg of the handler benchmarks.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Msg {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(int64, tag = "2")]
+    n: i64,
+}
+
+/// The native equivalent of the counter guest's PeekTen: ten Gets on the
+/// node's catalogue, summed, behind the same kind of route as a handler.
+#[derive(Clone)]
+struct NativeTenGets(Arc<collector::store::Catalog>);
+
+struct TenGetsCall(Arc<collector::store::Catalog>);
+
+impl tonic::server::UnaryService<prost::bytes::Bytes> for TenGetsCall {
+    type Response = prost::bytes::Bytes;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<tonic::Response<prost::bytes::Bytes>, tonic::Status>,
+                > + Send,
+        >,
+    >;
+    fn call(&mut self, req: tonic::Request<prost::bytes::Bytes>) -> Self::Future {
+        let catalog = self.0.clone();
+        Box::pin(async move {
+            let req = Msg::decode(req.into_inner())
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            let ns = collector::names::Namespace::new("bench").unwrap();
+            let name = collector::names::CollectionName::new("counters").unwrap();
+            let coll = catalog.get(&ns, &name).map_err(tonic::Status::from)?;
+            let mut sum = 0;
+            for i in 0..10 {
+                let id = collector::names::RecordId::new(&format!("{}{i}", req.text)).unwrap();
+                let rec = coll.get(id).await.map_err(tonic::Status::from)?;
+                sum += Msg::decode(rec.data.as_slice())
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?
+                    .n;
+            }
+            Ok(tonic::Response::new(prost::bytes::Bytes::from(
+                Msg {
+                    text: req.text,
+                    n: sum,
+                }
+                .encode_to_vec(),
+            )))
+        })
+    }
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for NativeTenGets
+where
+    B: tonic::codegen::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let call = TenGetsCall(self.0.clone());
+        Box::pin(async move {
+            Ok(
+                tonic::server::Grpc::new(collector::api::dynamic::BytesCodec)
+                    .unary(call, req)
+                    .await,
+            )
+        })
+    }
+}
+
+/// Dispatch through a peer vs on the owner; join and registration times.
+async fn mesh_phase(
+    owner: &collector::NodeHandle,
+    dir: &tempfile::TempDir,
+    secs: f64,
+    rtt_us: f64,
+) {
+    use collector::proto::collective_dispatcher_client::CollectiveDispatcherClient;
+    let connect = |addr: std::net::SocketAddr| async move {
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let ch = connect(owner.addr).await;
+    let mut registry = CollectorRegistryClient::new(ch.clone());
+    registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "mesh".into(),
+            sources: vec![proto::ProtoSource {
+                name: "m.proto".into(),
+                content: "syntax = \"proto3\"; package m; message Msg { string text = 1; int64 n = 2; } service Echo { rpc Say(Msg) returns (Msg); }".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let echo = std::fs::read(
+        collector::wasm::build_example_guests()
+            .unwrap()
+            .join("echo.wasm"),
+    )
+    .unwrap();
+    let register = |mut r: CollectorRegistryClient<Channel>, echo: Vec<u8>| async move {
+        r.register_service(proto::RegisterServiceRequest {
+            namespace: "mesh".into(),
+            service: "m.Echo".into(),
+            component: echo,
+            grants: vec![],
+            limits: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    register(registry.clone(), echo.clone()).await;
+    CollectionRepoClient::new(ch.clone())
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "mesh".into(),
+            name: "data".into(),
+            message_type: "m.Msg".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // A new node joins; time until it sees the owner alive with its data and handler.
+    let t = Instant::now();
+    let peer = collector::Node::start(collector::Config {
+        data_dir: dir.path().join("peer"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        join: vec![owner.addr.to_string()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sees_owner = |v: &collector::mesh::view::View| {
+        v.owner("mesh", "data").is_some_and(|m| m.reachable())
+            && v.newest("mesh", "m.Echo").is_some()
+    };
+    for _ in 0..20_000 {
+        if sees_owner(&peer.mesh().view()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(sees_owner(&peer.mesh().view()), "the peer never converged");
+    let joined = t.elapsed();
+
+    let body = Msg {
+        text: "hello".into(),
+        n: 42,
+    }
+    .encode_to_vec();
+    let mut direct = Vec::new();
+    let mut via = Vec::new();
+    for _ in 0..4 {
+        direct.push(connect(owner.addr).await);
+        via.push(connect(peer.addr).await);
+    }
+    let rates = |chs: Vec<Channel>, expect_forwarded: bool| {
+        let body = body.clone();
+        async move {
+            let mut out = [(0.0, 0.0); 2];
+            for (k, conc) in [1usize, 64].into_iter().enumerate() {
+                let (chs, body) = (chs.clone(), body.clone());
+                let (rate, p50, errs) = load(conc, secs, move |i| {
+                    let mut d =
+                        CollectiveDispatcherClient::new(chs[i as usize % chs.len()].clone());
+                    let body = body.clone();
+                    async move {
+                        let r = d
+                            .dispatch(proto::DispatchRequest {
+                                namespace: "mesh".into(),
+                                service: "m.Echo".into(),
+                                method: "Say".into(),
+                                input: Some(prost_types::Any {
+                                    type_url: "type.googleapis.com/m.Msg".into(),
+                                    value: body,
+                                }),
+                                collection: "data".into(),
+                                ..Default::default()
+                            })
+                            .await?
+                            .into_inner();
+                        assert_eq!(r.forwarded, expect_forwarded);
+                        Ok(())
+                    }
+                })
+                .await;
+                assert_eq!(errs, 0, "failed dispatches");
+                out[k] = (rate, p50);
+            }
+            out
+        }
+    };
+    let on_owner = rates(direct, false).await;
+    let through_peer = rates(via, true).await;
+    for (k, conc) in [1usize, 64].into_iter().enumerate() {
+        println!(
+            "(m) Dispatch on owner   c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs",
+            on_owner[k].0, on_owner[k].1
+        );
+        println!(
+            "(m) Dispatch via a peer c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs  = {:.2}x owner throughput",
+            through_peer[k].0,
+            through_peer[k].1,
+            through_peer[k].0 / on_owner[k].0
+        );
+    }
+    let overhead = through_peer[0].1 - on_owner[0].1;
+    println!(
+        "(m) forwarding overhead at c=1: {overhead:.0} µs = {:.2}x one loopback round trip ({rtt_us:.0} µs, the empty call) (target <= 1.1x)",
+        overhead / rtt_us
+    );
+    println!(
+        "(m) a new node saw the owner's collection and handler {:.0} ms after it started",
+        joined.as_secs_f64() * 1e3
+    );
+
+    // A fresh registration on the owner: time until the peer's view has it.
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let info = register(registry.clone(), echo.clone()).await;
+        let t = Instant::now();
+        loop {
+            let v = peer.mesh().view();
+            if v.newest("mesh", "m.Echo")
+                .is_some_and(|h| h.registered_at_us == info.registered_at_us)
+            {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "registration never propagated"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        seen.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "(m) a fresh registration reached the peer in {:.0} ms median, {:.0} ms max (7 registrations; gossip every 200 ms)",
+        seen[seen.len() / 2],
+        seen[seen.len() - 1]
+    );
+    peer.shutdown().await.unwrap();
+}
+
 /// Raw-bytes unary calls to `path` at c=1 and c=64: (calls/s, p50 µs) each.
 async fn raw_rates(
     channels: &[Channel],
@@ -389,6 +649,7 @@ async fn main() {
 
     // (a) floor: an empty unary call (Health.Check: one map lookup).
     let mut floors = Vec::new();
+    let mut floor_p50 = Vec::new();
     for conc in [1usize, 64] {
         let chs = channels.clone();
         let (rate, p50, errs) = load(conc, secs, move |i| {
@@ -404,12 +665,13 @@ async fn main() {
         .await;
         assert_eq!(errs, 0);
         floors.push(rate);
+        floor_p50.push(p50);
         println!(
             "(a) empty call         c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  (floor)"
         );
     }
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhe".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhme".into());
     let phase = |p: char| phases.contains(p);
     let mut rng = Rng(0x9E3779B97F4A7C15);
 
@@ -535,7 +797,7 @@ async fn main() {
     if phase('h') {
         let root = collector::wasm::build_example_guests().unwrap();
         let proto_src = "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; }\n\
-                         service Echo { rpc Say(Msg) returns (Msg); } service Counter { rpc Incr(Msg) returns (Msg); }";
+                         service Echo { rpc Say(Msg) returns (Msg); } service Counter { rpc Incr(Msg) returns (Msg); rpc PeekTen(Msg) returns (Msg); }";
         register_proto(&channel, "t.proto", proto_src).await;
         repo.create_collection(proto::CreateCollectionRequest {
             namespace: "bench".into(),
@@ -622,6 +884,90 @@ async fn main() {
                 counter[k].0, counter[k].1
             );
         }
+
+        // (g) A handler doing 10 collection gets: Wasm vs the same in native Rust
+        // (on the node's own catalogue, behind the same kind of route).
+        let mut svc_client = svc(channel.clone());
+        for i in 0..10i64 {
+            svc_client
+                .create(proto::CreateRequest {
+                    namespace: "bench".into(),
+                    collection: "counters".into(),
+                    record: Some(proto::Record {
+                        id: format!("ten{i}"),
+                        data: Some(prost_types::Any {
+                            type_url: "type.googleapis.com/t.Msg".into(),
+                            value: Msg {
+                                text: format!("ten{i}"),
+                                n: i,
+                            }
+                            .encode_to_vec(),
+                        }),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap();
+        }
+        let ten_incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
+                .unwrap()
+                .with_nodelay(Some(true));
+        let ten_addr = ten_incoming.local_addr().unwrap();
+        let ten_routes = tonic::service::Routes::from(
+            tonic::service::Routes::builder()
+                .routes()
+                .into_axum_router()
+                .fallback_service(NativeTenGets(node.catalog().clone())),
+        );
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(ten_routes)
+                .serve_with_incoming(ten_incoming),
+        );
+        let mut ten_channels = Vec::new();
+        for _ in 0..4 {
+            ten_channels.push(
+                Channel::from_shared(format!("http://{ten_addr}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let ten = Msg {
+            text: "ten".into(),
+            n: 0,
+        }
+        .encode_to_vec();
+        let native = raw_rates(
+            &ten_channels,
+            secs,
+            "/t.Counter/PeekTen",
+            ten.clone(),
+            "bench",
+            false,
+        )
+        .await;
+        let wasm = raw_rates(&channels, secs, "/t.Counter/PeekTen", ten, "bench", false).await;
+        for (k, conc) in [1usize, 64].into_iter().enumerate() {
+            println!(
+                "(g) native 10 gets     c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs  (floor)",
+                native[k].0, native[k].1
+            );
+            println!(
+                "(g) Wasm 10 gets       c={conc:<3} {:>9.0} calls/s  p50 {:>6.0} µs  = {:.2}x native latency, {:.2}x native throughput (target latency <= 1.5x)",
+                wasm[k].0,
+                wasm[k].1,
+                wasm[k].1 / native[k].1,
+                wasm[k].0 / native[k].0
+            );
+        }
+    }
+
+    // (m) Mesh: a Dispatch through a peer vs the same call on the owner.
+    if phase('m') {
+        mesh_phase(&node, &dir, secs, floor_p50[0]).await;
     }
 
     if records == 0 || !phase('e') {

@@ -244,6 +244,11 @@ impl Node {
 }
 
 impl NodeHandle {
+    /// The node's collections (for embedding and benchmarks).
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The mesh as this node sees it.
     pub fn mesh(&self) -> &Arc<Mesh> {
         &self.mesh

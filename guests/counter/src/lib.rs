@@ -4,7 +4,8 @@
 //! IncrThenFail and IncrThenTrap (increment, then fail: nothing may stay),
 //! IncrTwice (calls Incr twice through `invoke`, as another method would),
 //! IncrSlowly (waits `n` milliseconds, then increments: a long call to
-//! interrupt in tests).
+//! interrupt in tests), PeekTen (sums counters `text`0 … `text`9: ten reads,
+//! for the benchmark).
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
 
 use collector::runtime::collections::Collection;
@@ -57,6 +58,14 @@ impl Guest for Counter {
             "IncrSlowly" => {
                 std::thread::sleep(std::time::Duration::from_millis(req.n.max(0) as u64));
                 Ok(incr(&req.text)?.encode_to_vec())
+            }
+            "PeekTen" => {
+                let counters = Collection::open("counters")?;
+                let mut sum = 0;
+                for i in 0..10 {
+                    sum += decode(&counters.get(&format!("{}{i}", req.text))?.data)?.n;
+                }
+                Ok(Msg { text: req.text, n: sum }.encode_to_vec())
             }
             "IncrThenFail" => {
                 incr(&req.text)?;

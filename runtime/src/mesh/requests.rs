@@ -79,12 +79,10 @@ impl RequestLog {
                         .slots
                         .insert(id.to_string(), Slot::Running(fingerprint, rx.clone()));
                     let (log, id) = (self.clone(), id.to_string());
-                    let task = tokio::spawn(work);
+                    // One task runs the work and records its outcome; if it
+                    // panics, `tx` drops and waiters hear of it.
                     tokio::spawn(async move {
-                        let outcome = match task.await {
-                            Ok(o) => o,
-                            Err(e) => Err(Error::internal(format!("the call's task failed: {e}"))),
-                        };
+                        let outcome = work.await;
                         log.finish(&id, fingerprint, &outcome);
                         let _ = tx.send(Some(outcome));
                     });
