@@ -33,6 +33,10 @@ impl CollectionApi {
             ns.writable()?;
         }
         let name = collection_name(coll)?;
+        // The common case first: the collection is here.
+        if let Ok(c) = self.0.catalog.get(&ns, &name) {
+            return Ok(Target::Here(ns, c));
+        }
         match self
             .0
             .mesh

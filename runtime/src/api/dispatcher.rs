@@ -201,7 +201,11 @@ impl CollectiveDispatcher for DispatcherApi {
     ) -> Result<Response<proto::FetchComponentResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let r = req.into_inner();
-        let (info, component) = self.0.services.export(&ns, &r.service, &r.sha256).await?;
+        let (info, component) = self
+            .0
+            .services
+            .export(&ns, &r.service, &r.sha256, !r.descriptors_only)
+            .await?;
         let files = self
             .0
             .registry

@@ -259,12 +259,14 @@ impl PeerLink for GrpcLink {
         namespace: &str,
         service: &str,
         sha256: &str,
+        with_component: bool,
     ) -> LinkFuture<FetchedService> {
         let client = self.dispatcher(address);
         let req = proto::FetchComponentRequest {
             namespace: namespace.to_string(),
             service: service.to_string(),
             sha256: sha256.to_string(),
+            descriptors_only: !with_component,
         };
         let (dead, peer) = (self.until_dead(address), address.to_string());
         Box::pin(async move {

@@ -75,32 +75,50 @@ impl Reflection {
         (ns, pool)
     }
 
-    fn answer(&self, (ns, ns_pool): &(Namespace, DescriptorPool), ask: Ask) -> Answer {
+    /// Answers from the built-in and namespace pools; types and services
+    /// registered only on other nodes of the mesh are fetched from there.
+    async fn answer(&self, (ns, ns_pool): &(Namespace, DescriptorPool), ask: Ask) -> Answer {
         let pools = [&self.builtin, ns_pool];
-        let files = |f: prost_reflect::FileDescriptor| {
-            Answer::Files(
-                registry::with_deps(&f)
-                    .iter()
-                    .map(|p| p.encode_to_vec())
-                    .collect(),
-            )
+        let encode = |files: Vec<prost_types::FileDescriptorProto>| {
+            Answer::Files(files.iter().map(|p| p.encode_to_vec()).collect())
         };
+        let mesh = &self.state.mesh;
         match ask {
             Ask::Services => {
+                let mut registered: Vec<String> = self
+                    .state
+                    .services
+                    .list(ns)
+                    .into_iter()
+                    .map(|s| s.service)
+                    .chain(mesh.mesh_services(ns))
+                    .collect();
+                registered.sort();
+                registered.dedup();
                 let mut names = self.services.clone();
-                names.extend(self.state.services.list(ns).into_iter().map(|s| s.service));
+                names.extend(registered);
                 Answer::Services(names)
             }
-            Ask::File(name) => pools
-                .iter()
-                .find_map(|p| p.get_file_by_name(&name))
-                .map(files)
-                .unwrap_or_else(|| Answer::NotFound(format!("file {name:?} not found"))),
-            Ask::Symbol(s) => pools
-                .iter()
-                .find_map(|p| registry::symbol_file(p, &s))
-                .map(files)
-                .unwrap_or_else(|| Answer::NotFound(format!("symbol {s:?} not found"))),
+            Ask::File(name) => match pools.iter().find_map(|p| p.get_file_by_name(&name)) {
+                Some(f) => encode(registry::with_deps(&f)),
+                None => match mesh
+                    .remote_files(ns, "", |p| p.get_file_by_name(&name))
+                    .await
+                {
+                    Some(files) => encode(files),
+                    None => Answer::NotFound(format!("file {name:?} not found")),
+                },
+            },
+            Ask::Symbol(s) => match pools.iter().find_map(|p| registry::symbol_file(p, &s)) {
+                Some(f) => encode(registry::with_deps(&f)),
+                None => match mesh
+                    .remote_files(ns, &s, |p| registry::symbol_file(p, &s))
+                    .await
+                {
+                    Some(files) => encode(files),
+                    None => Answer::NotFound(format!("symbol {s:?} not found")),
+                },
+            },
             Ask::Extension => Answer::NotFound("extensions are not supported".into()),
             Ask::ExtensionNumbers(t) => Answer::ExtensionNumbers(t),
         }
@@ -161,7 +179,7 @@ macro_rules! reflection_version {
                                     return;
                                 }
                             };
-                            let response = match this.answer(&pool, ask) {
+                            let response = match this.answer(&pool, ask).await {
                                 Answer::Files(f) => MessageResponse::FileDescriptorResponse(
                                     FileDescriptorResponse {
                                         file_descriptor_proto: f,

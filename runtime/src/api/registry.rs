@@ -51,14 +51,25 @@ impl CollectorRegistry for RegistryApi {
             None => (None, None),
         };
         let files = match self.0.registry.file_with_deps(&ns, file, symbol) {
-            // A service registered on another node: its files come from there.
-            Err(e) if e.kind == crate::error::ErrorKind::NotFound && symbol.is_some() => {
-                let s = symbol.expect("checked");
-                let service = s.strip_prefix('.').unwrap_or(s);
-                match self.0.mesh.remote_descriptors(&ns, service).await {
-                    Ok(files) => files,
-                    Err(_) => return Err(e.into()),
-                }
+            // A type or service registered on another node: its files come from there.
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                let found = match (file, symbol) {
+                    (Some(f), _) => {
+                        self.0
+                            .mesh
+                            .remote_files(&ns, "", |p| p.get_file_by_name(f))
+                            .await
+                    }
+                    (None, Some(s)) => {
+                        let s = s.strip_prefix('.').unwrap_or(s);
+                        self.0
+                            .mesh
+                            .remote_files(&ns, s, |p| crate::registry::symbol_file(p, s))
+                            .await
+                    }
+                    (None, None) => None,
+                };
+                found.ok_or(e)?
             }
             other => other?,
         };

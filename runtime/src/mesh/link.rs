@@ -54,13 +54,15 @@ pub trait PeerLink: Send + Sync {
     /// Runs a call on the peer at `address`. A transport failure after the
     /// call was sent is UNAVAILABLE and says the call may have run.
     fn dispatch(&self, address: &str, call: RemoteCall) -> LinkFuture<RemoteOutcome>;
-    /// Fetches version `sha256` of a service from the peer at `address`.
+    /// Fetches version `sha256` of a service from the peer at `address`
+    /// (without its component when `with_component` is false).
     fn fetch(
         &self,
         address: &str,
         namespace: &str,
         service: &str,
         sha256: &str,
+        with_component: bool,
     ) -> LinkFuture<FetchedService>;
     /// The collections the peer at `address` owns that match `query`.
     fn discover(

@@ -288,7 +288,13 @@ impl Mesh {
     async fn fetch_from(&self, peer: &Member, want: &HandlerVersion) -> Result<()> {
         let f = self
             .link
-            .fetch(&peer.address, &want.namespace, &want.service, &want.sha256)
+            .fetch(
+                &peer.address,
+                &want.namespace,
+                &want.service,
+                &want.sha256,
+                true,
+            )
             .await?;
         let got = crate::registry::services::hex(&sha2::Sha256::digest(&f.component));
         if got != want.sha256 || f.info.sha256 != want.sha256 {
@@ -445,34 +451,70 @@ impl Mesh {
         }
     }
 
-    /// The .proto files declaring a service registered elsewhere in the mesh
-    /// (for a client that asks this node about it).
-    pub async fn remote_descriptors(
+    /// Services of a namespace registered somewhere in the mesh (newest
+    /// version not an unregistration), by name.
+    pub fn mesh_services(&self, ns: &Namespace) -> Vec<String> {
+        let view = self.view();
+        let mut names: Vec<String> = view
+            .members
+            .values()
+            .flat_map(|m| m.handlers.iter())
+            .filter(|h| h.namespace == ns.as_str())
+            .map(|h| h.service.clone())
+            .filter(|s| view.newest(ns.as_str(), s).is_some_and(|v| !v.removed))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A .proto file, with its dependencies, that some service registered
+    /// elsewhere in the mesh brings along: the first one `pick` finds in a
+    /// service's descriptors (for clients that ask this node about types it
+    /// does not have: reflection, GetProto). The service named `hint`, or
+    /// whose method it names, is asked first.
+    pub async fn remote_files(
         &self,
         ns: &Namespace,
-        service: &str,
-    ) -> Result<Vec<prost_types::FileDescriptorProto>> {
+        hint: &str,
+        pick: impl Fn(&prost_reflect::DescriptorPool) -> Option<prost_reflect::FileDescriptor>,
+    ) -> Option<Vec<prost_types::FileDescriptorProto>> {
         let view = self.view();
-        let not_found = || {
-            Error::not_found(format!(
-                "no symbol {service:?} in namespace {ns} on any node of the mesh"
-            ))
-        };
-        let newest = view
-            .newest(ns.as_str(), service)
-            .filter(|v| !v.removed)
-            .ok_or_else(not_found)?;
-        let peer = view.holders(newest).next().ok_or_else(not_found)?;
-        let f = self
-            .link
-            .fetch(
-                &peer.address,
-                &newest.namespace,
-                &newest.service,
-                &newest.sha256,
-            )
-            .await?;
-        Ok(f.files)
+        let mut services = self.mesh_services(ns);
+        // The hinted service first: a symbol is often the service or a method.
+        services.sort_by_key(|s| {
+            !(hint == s
+                || hint
+                    .strip_prefix(s.as_str())
+                    .is_some_and(|r| r.starts_with('.')))
+        });
+        for service in services {
+            let Some(newest) = view.newest(ns.as_str(), &service) else {
+                continue;
+            };
+            let Some(peer) = view.holders(newest).next() else {
+                continue;
+            };
+            let fetched = self
+                .link
+                .fetch(
+                    &peer.address,
+                    &newest.namespace,
+                    &newest.service,
+                    &newest.sha256,
+                    false,
+                )
+                .await;
+            let Ok(f) = fetched else { continue };
+            let mut pool = prost_reflect::DescriptorPool::new();
+            if pool.add_file_descriptor_protos(f.files).is_err() {
+                continue;
+            }
+            if let Some(file) = pick(&pool) {
+                return Some(crate::registry::with_deps(&file));
+            }
+        }
+        None
     }
 
     /// Collections across the mesh matching `q`, in (namespace, name) order,

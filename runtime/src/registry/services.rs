@@ -528,13 +528,14 @@ impl Services {
         self.lookup(ns, service).map(|r| to_info(&r))
     }
 
-    /// A service's description and component bytes, if this node has exactly
-    /// version `sha256` (for a peer that fetches it).
+    /// A service's description and (with `with_component`) component bytes,
+    /// if this node has exactly version `sha256` (for a peer that fetches it).
     pub async fn export(
         &self,
         ns: &Namespace,
         service: &str,
         sha256: &str,
+        with_component: bool,
     ) -> Result<(crate::proto::ServiceInfo, Vec<u8>)> {
         let reg = self.lookup(ns, service).map_err(|_| {
             Error::not_found(format!(
@@ -546,6 +547,9 @@ impl Services {
                 "this node has version {} of {service}, not {sha256}",
                 reg.sha256
             )));
+        }
+        if !with_component {
+            return Ok((to_info(&reg), Vec::new()));
         }
         let path = self.component_path(sha256);
         let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))

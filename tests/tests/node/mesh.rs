@@ -316,6 +316,60 @@ async fn dispatch_runs_on_the_owner_and_the_code_travels_there() {
     assert!(services_on_c(&m).await.is_empty(), "C has no handler yet");
     m.converge(2, 0).await;
 
+    // B has neither the .proto nor the handler, yet reflection on B lists the
+    // service and resolves its types (fetched from A), as grpcurl needs.
+    {
+        use tokio_stream::StreamExt;
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let ask = |m: MessageRequest| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(m),
+        };
+        let mut req = tonic::Request::new(tokio_stream::iter(vec![
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol("t.Msg".into())),
+            ask(MessageRequest::FileContainingSymbol("t.Nope".into())),
+        ]));
+        req.metadata_mut()
+            .insert("x-collector-namespace", "shop".parse().unwrap());
+        let mut stream = ServerReflectionClient::new(m.clients[1].channel.clone())
+            .server_reflection_info(req)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut answers = Vec::new();
+        while let Some(r) = stream.next().await {
+            answers.push(r.unwrap().message_response.unwrap());
+        }
+        let MessageResponse::ListServicesResponse(list) = &answers[0] else {
+            panic!("{:?}", answers[0])
+        };
+        assert!(
+            list.service.iter().any(|s| s.name == "t.Counter"),
+            "{list:?}"
+        );
+        let MessageResponse::FileDescriptorResponse(f) = &answers[1] else {
+            panic!("{:?}", answers[1])
+        };
+        let file = prost_types::FileDescriptorProto::decode(f.file_descriptor_proto[0].as_slice())
+            .unwrap();
+        assert_eq!(file.name(), "counter.proto");
+        assert!(matches!(&answers[2], MessageResponse::ErrorResponse(e) if e.error_code == 5));
+        let got = m.clients[1]
+            .registry
+            .get_proto(proto::GetProtoRequest {
+                namespace: "shop".into(),
+                target: Some(proto::get_proto_request::Target::Symbol("t.Counter".into())),
+            })
+            .await
+            .expect("GetProto through B")
+            .into_inner();
+        assert_eq!(got.files[0].name(), "counter.proto");
+    }
+
     // Dispatched through B: runs on C, the owner, which fetches the handler from A.
     let r = dispatcher(&m.clients[1])
         .dispatch(dispatch_req("Incr", "visits", 0, "counters"))
