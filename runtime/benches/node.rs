@@ -206,25 +206,20 @@ async fn get_rates(channels: &[Channel], secs: f64) -> [(f64, f64); 2] {
     out
 }
 
-/// The native floor for handlers: a Rust echo behind the same kind of route
-/// (a fallback service with the bytes codec) on its own tonic server.
+/// A native Rust handler behind the same kind of route as registered
+/// methods (a fallback service with the bytes codec): the floor for handlers.
 #[derive(Clone)]
-struct NativeEcho;
+struct Native<C>(C);
 
-struct EchoCall;
-
-impl tonic::server::UnaryService<prost::bytes::Bytes> for EchoCall {
-    type Response = prost::bytes::Bytes;
-    type Future = std::future::Ready<Result<tonic::Response<prost::bytes::Bytes>, tonic::Status>>;
-    fn call(&mut self, req: tonic::Request<prost::bytes::Bytes>) -> Self::Future {
-        std::future::ready(Ok(tonic::Response::new(req.into_inner())))
-    }
-}
-
-impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for NativeEcho
+impl<B, C> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Native<C>
 where
     B: tonic::codegen::Body<Data = prost::bytes::Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    C: tonic::server::UnaryService<prost::bytes::Bytes, Response = prost::bytes::Bytes>
+        + Clone
+        + Send
+        + 'static,
+    C::Future: Send,
 {
     type Response = tonic::codegen::http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
@@ -238,13 +233,64 @@ where
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let call = self.0.clone();
         Box::pin(async move {
             Ok(
                 tonic::server::Grpc::new(collector::api::dynamic::BytesCodec)
-                    .unary(EchoCall, req)
+                    .unary(call, req)
                     .await,
             )
         })
+    }
+}
+
+/// Serves `handler` on every path of a server of its own; returns 4 channels to it.
+async fn serve_native<C>(handler: C) -> Vec<Channel>
+where
+    C: tonic::server::UnaryService<prost::bytes::Bytes, Response = prost::bytes::Bytes>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    C::Future: Send,
+{
+    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .with_nodelay(Some(true));
+    let addr = incoming.local_addr().unwrap();
+    let routes = tonic::service::Routes::from(
+        tonic::service::Routes::builder()
+            .routes()
+            .into_axum_router()
+            .fallback_service(Native(handler)),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(incoming),
+    );
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(
+            Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    channels
+}
+
+/// The native echo.
+#[derive(Clone)]
+struct EchoCall;
+
+impl tonic::server::UnaryService<prost::bytes::Bytes> for EchoCall {
+    type Response = prost::bytes::Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<prost::bytes::Bytes>, tonic::Status>>;
+    fn call(&mut self, req: tonic::Request<prost::bytes::Bytes>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(req.into_inner())))
     }
 }
 
@@ -258,10 +304,8 @@ struct Msg {
 }
 
 /// The native equivalent of the counter guest's PeekTen: ten Gets on the
-/// node's catalogue, summed, behind the same kind of route as a handler.
+/// node's catalogue, summed.
 #[derive(Clone)]
-struct NativeTenGets(Arc<collector::store::Catalog>);
-
 struct TenGetsCall(Arc<collector::store::Catalog>);
 
 impl tonic::server::UnaryService<prost::bytes::Bytes> for TenGetsCall {
@@ -296,34 +340,6 @@ impl tonic::server::UnaryService<prost::bytes::Bytes> for TenGetsCall {
                 }
                 .encode_to_vec(),
             )))
-        })
-    }
-}
-
-impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for NativeTenGets
-where
-    B: tonic::codegen::Body<Data = prost::bytes::Bytes> + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = tonic::codegen::http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        let call = TenGetsCall(self.0.clone());
-        Box::pin(async move {
-            Ok(
-                tonic::server::Grpc::new(collector::api::dynamic::BytesCodec)
-                    .unary(call, req)
-                    .await,
-            )
         })
     }
 }
@@ -830,32 +846,7 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        let native_incoming =
-            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
-                .unwrap()
-                .with_nodelay(Some(true));
-        let native_addr = native_incoming.local_addr().unwrap();
-        let routes = tonic::service::Routes::from(
-            tonic::service::Routes::builder()
-                .routes()
-                .into_axum_router()
-                .fallback_service(NativeEcho),
-        );
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming(native_incoming),
-        );
-        let mut native_channels = Vec::new();
-        for _ in 0..4 {
-            native_channels.push(
-                Channel::from_shared(format!("http://{native_addr}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap(),
-            );
-        }
+        let native_channels = serve_native(EchoCall).await;
         let body = b"\x0a\x05hello\x10\x2a".to_vec();
         let native = raw_rates(
             &native_channels,
@@ -909,32 +900,7 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        let ten_incoming =
-            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
-                .unwrap()
-                .with_nodelay(Some(true));
-        let ten_addr = ten_incoming.local_addr().unwrap();
-        let ten_routes = tonic::service::Routes::from(
-            tonic::service::Routes::builder()
-                .routes()
-                .into_axum_router()
-                .fallback_service(NativeTenGets(node.catalog().clone())),
-        );
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_routes(ten_routes)
-                .serve_with_incoming(ten_incoming),
-        );
-        let mut ten_channels = Vec::new();
-        for _ in 0..4 {
-            ten_channels.push(
-                Channel::from_shared(format!("http://{ten_addr}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap(),
-            );
-        }
+        let ten_channels = serve_native(TenGetsCall(node.catalog().clone())).await;
         let ten = Msg {
             text: "ten".into(),
             n: 0,

@@ -104,6 +104,15 @@ impl Order {
     }
 }
 
+/// t.Msg, the message of the example handlers (echo, counter, …).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Msg {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    #[prost(int64, tag = "2")]
+    pub n: i64,
+}
+
 /// Decodes a record's payload as an Order.
 pub fn order_of(r: &proto::Record) -> Order {
     let any = r.data.as_ref().expect("record has data");

@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::mesh::link::{FetchedService, LinkFuture, PeerLink, RemoteCall, RemoteOutcome};
 use crate::mesh::view::View;
 use crate::mesh::{DiscoverQuery, view::Member};
-use crate::names::{CollectionName, Namespace};
 use crate::proto::{
     self, collection_repo_client::CollectionRepoClient,
     collective_dispatcher_client::CollectiveDispatcherClient,
@@ -313,18 +312,11 @@ impl PeerLink for GrpcLink {
             r.collections
                 .into_iter()
                 .map(|c| {
-                    Ok(CollectionMeta {
-                        namespace: Namespace::new(&c.namespace)?,
-                        name: CollectionName::new(&c.name)?,
-                        message_type: c.message_type,
-                        labels: c.labels.into_iter().collect(),
-                        description: c.description,
-                        indexes: c.indexes,
-                        created_us: c
-                            .created_at
-                            .map(|t| t.seconds * 1_000_000 + t.nanos as i64 / 1000)
-                            .unwrap_or(0),
-                    })
+                    let created = c
+                        .created_at
+                        .map(|t| t.seconds * 1_000_000 + t.nanos as i64 / 1000)
+                        .unwrap_or(0);
+                    CollectionMeta::from_info(c, created)
                 })
                 .collect()
         })

@@ -26,6 +26,21 @@ pub struct CollectionMeta {
     pub created_us: i64,
 }
 
+impl CollectionMeta {
+    /// A description as stored or sent (`CollectionInfo`), checked.
+    pub fn from_info(info: crate::proto::CollectionInfo, created_us: i64) -> Result<Self> {
+        Ok(CollectionMeta {
+            namespace: Namespace::new(&info.namespace)?,
+            name: CollectionName::new(&info.name)?,
+            message_type: info.message_type,
+            labels: info.labels.into_iter().collect(),
+            description: info.description,
+            indexes: info.indexes,
+            created_us,
+        })
+    }
+}
+
 /// The name of the catalogue collection in `system`.
 pub const COLLECTIONS: &str = "collections";
 /// The name of the registered-types collection in `system`.
@@ -196,15 +211,7 @@ impl Catalog {
                     .map_err(|e| {
                         Error::internal(format!("system/collections {:?}: {e}", rec.id))
                     })?;
-                let meta = CollectionMeta {
-                    namespace: Namespace::new(&info.namespace)?,
-                    name: CollectionName::new(&info.name)?,
-                    message_type: info.message_type,
-                    labels: info.labels.into_iter().collect(),
-                    description: info.description,
-                    indexes: info.indexes,
-                    created_us: rec.created_us,
-                };
+                let meta = CollectionMeta::from_info(info, rec.created_us)?;
                 let mdesc = registry.message(&meta.namespace, &meta.message_type)?;
                 let coll = open_blocking(&meta, mdesc, &root, options).await?;
                 entries.insert(

@@ -1,5 +1,5 @@
 use collector::proto;
-use collector_tests::{Clients, TestNode, guest};
+use collector_tests::{Clients, Msg, TestNode, guest};
 use prost::Message;
 use tonic::Code;
 
@@ -13,14 +13,6 @@ service Deep { rpc Run(Msg) returns (Msg); }
 service BigOut { rpc Run(Msg) returns (Msg); }
 service Snoop { rpc Run(Msg) returns (Msg); }
 service Chatty { rpc Run(Msg) returns (Msg); }"#;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Msg {
-    #[prost(string, tag = "1")]
-    text: String,
-    #[prost(int64, tag = "2")]
-    n: i64,
-}
 
 async fn setup(c: &mut Clients, ns: &str) {
     c.registry

@@ -4,7 +4,7 @@
 //! are killed when a test ends.
 
 use collector::proto::{self, collective_dispatcher_client::CollectiveDispatcherClient};
-use collector_tests::{Clients, ProcessNode};
+use collector_tests::{Clients, Msg, ProcessNode};
 use prost::Message;
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
 const COUNTER_PROTO: &str = "syntax = \"proto3\"; package t;
 message Msg { string text = 1; int64 n = 2; }
 service Counter { rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc IncrSlowly(Msg) returns (Msg); rpc IncrTwice(Msg) returns (Msg); }";
-
-/// t.Msg.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Msg {
-    #[prost(string, tag = "1")]
-    text: String,
-    #[prost(int64, tag = "2")]
-    n: i64,
-}
 
 fn msg(text: &str, n: i64) -> prost_types::Any {
     prost_types::Any {
