@@ -112,6 +112,13 @@ async fn main() -> std::process::ExitCode {
             println!("  node id    {}", node.node_id);
             println!("  data dir   {}", node.data_dir.display());
             println!("  namespace  {namespace}");
+            let mesh = node.mesh().membership().config();
+            println!(
+                "  mesh       gossip on {}/udp, cluster {:?}; a silent member is marked dead within {:?}",
+                mesh.gossip_listen,
+                mesh.cluster_id,
+                mesh.max_detection_time()
+            );
             if !join.is_empty() {
                 println!("  joining    {}", join.join(", "));
             }

@@ -137,11 +137,6 @@ impl View {
         self.members.get(node_id)
     }
 
-    /// This node.
-    pub fn myself(&self) -> Option<&Member> {
-        self.members.get(&self.self_id)
-    }
-
     /// The owner of a collection: a reachable publisher if there is one
     /// (a dead node's gossip may still list a collection re-created
     /// elsewhere), the earliest created among them, then the smallest node id.
