@@ -5,7 +5,8 @@
 //! IncrTwice (calls Incr twice through `invoke`, as another method would),
 //! IncrSlowly (waits `n` milliseconds, then increments: a long call to
 //! interrupt in tests), PeekTen (sums counters `text`0 … `text`9: ten reads,
-//! for the benchmark).
+//! for the benchmark), Calls (how many calls this instance has served: always
+//! 1, since every call gets a fresh instance; it needs no collection).
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
 
 use collector::runtime::collections::Collection;
@@ -82,6 +83,11 @@ impl Guest for Counter {
                     Err(Error::NotFound(_)) => Ok(Msg { text: req.text, n: 0 }.encode_to_vec()),
                     Err(e) => Err(e),
                 }
+            }
+            "Calls" => {
+                static CALLS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok(Msg { text: req.text, n }.encode_to_vec())
             }
             "Sneak" => {
                 let secret = Collection::open("secret")?;

@@ -137,6 +137,16 @@ impl State {
         }
     }
 
+    /// Hands a store made ahead of time (see `Sandbox::call`) to its call:
+    /// the call's host API, host-call cap and log tag; counters start at zero.
+    pub fn begin(&mut self, api: std::sync::Arc<dyn HostApi>, max_host_calls: u64, tag: String) {
+        self.api = api;
+        self.max_host_calls = max_host_calls;
+        self.host_calls = 0;
+        self.stop = None;
+        self.tag = tag;
+    }
+
     /// Counts a host call; past the cap the call traps.
     fn tick(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;

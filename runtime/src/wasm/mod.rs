@@ -4,7 +4,9 @@
 //! and WASI without ambient authority. Calls run as async wasmtime on the
 //! executor: the guest yields at every epoch tick (1 ms), so a busy guest
 //! never holds an executor thread for longer than that, and host calls await
-//! the store instead of blocking a thread.
+//! the store instead of blocking a thread. A call never sees an instance
+//! another call used; the next one is instantiated ahead of time and the used
+//! one torn down after the reply, so neither sits on a call's latency.
 
 mod bindings;
 pub mod host;
@@ -21,8 +23,13 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// How often the epoch advances: the longest a guest runs between yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-/// Most handler instances alive at once (per node).
+/// Most handler calls running at once (per node).
 pub const MAX_INSTANCES: u32 = 64;
+/// Most instances made ahead of their call (per node; see `Sandbox::call`).
+pub const MAX_WARM: u32 = 16;
+/// Most used stores waiting to be torn down in the background (per node);
+/// beyond it a call tears its store down itself.
+pub const MAX_RETIRING: u32 = 16;
 
 /// Per-call limits of a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +64,13 @@ pub fn engine_config(pooling: bool) -> Config {
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if pooling {
         let mut p = PoolingAllocationConfig::new();
-        p.total_component_instances(MAX_INSTANCES);
-        p.total_core_instances(MAX_INSTANCES * 4);
-        p.total_memories(MAX_INSTANCES * 2);
-        p.total_tables(MAX_INSTANCES * 4);
-        p.total_stacks(MAX_INSTANCES);
+        // Slots for every running call plus every instance made ahead.
+        let slots = MAX_INSTANCES + MAX_WARM + MAX_RETIRING;
+        p.total_component_instances(slots);
+        p.total_core_instances(slots * 4);
+        p.total_memories(slots * 2);
+        p.total_tables(slots * 4);
+        p.total_stacks(slots);
         p.max_memory_size(Limits::default().memory_bytes.max(256 << 20));
         // Reset a reused slot by memset (and, on kernels with PAGEMAP_SCAN,
         // only its dirty pages) instead of madvise: per-call madvise caused
@@ -80,6 +89,47 @@ pub fn engine_config(pooling: bool) -> Config {
 pub struct Handler {
     pre: bindings::HandlerPre<State>,
     component: Component,
+    /// The instance made ahead for the next call, if any.
+    ahead: Arc<std::sync::Mutex<Ahead>>,
+}
+
+/// A handler's instance made ahead of its next call.
+#[derive(Default)]
+enum Ahead {
+    #[default]
+    Idle,
+    /// A background task is instantiating it.
+    Making,
+    Ready(Warm),
+}
+
+/// An instance no call has touched yet, with the store made for it.
+struct Warm {
+    store: Store<State>,
+    instance: bindings::Handler,
+    memory_bytes: usize,
+    _ticket: WarmTicket,
+}
+
+/// Counts an instance made ahead against `MAX_WARM` while it lives.
+struct WarmTicket(Arc<std::sync::atomic::AtomicU32>);
+
+impl WarmTicket {
+    fn take(count: &Arc<std::sync::atomic::AtomicU32>) -> Option<WarmTicket> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WARM).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WarmTicket(count.clone()))
+    }
+}
+
+impl Drop for WarmTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Handler {
@@ -103,6 +153,10 @@ pub struct Sandbox {
     linker: Linker<State>,
     slots: Arc<tokio::sync::Semaphore>,
     pooling: bool,
+    /// Instances made ahead (or being made), against `MAX_WARM`.
+    warm: Arc<std::sync::atomic::AtomicU32>,
+    /// Stores waiting to be torn down, against `MAX_RETIRING`.
+    retiring: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sandbox {
@@ -141,6 +195,8 @@ impl Sandbox {
             linker,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES as usize)),
             pooling,
+            warm: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+            retiring: Arc::new(tokio::sync::Semaphore::new(MAX_RETIRING as usize)),
         })
     }
 
@@ -186,12 +242,22 @@ impl Sandbox {
                 "the component does not export the handler world's `handle`: {e:#}"
             ))
         })?;
-        Ok(Handler { pre, component })
+        Ok(Handler {
+            pre,
+            component,
+            ahead: Arc::default(),
+        })
     }
 
     /// Runs `handle` in a fresh store, on the calling task: the guest yields
     /// to the executor at every epoch tick, and the whole call (host calls
     /// included) is cut off at `limits.timeout`.
+    ///
+    /// Every call gets an instance no other call has touched. To keep
+    /// instantiation and teardown off the caller's latency, the used store
+    /// is dropped after the call in a background task, which also makes the
+    /// handler's next instance ahead of time (at most one per handler,
+    /// `MAX_WARM` per node).
     pub async fn call(
         &self,
         h: &Handler,
@@ -206,44 +272,100 @@ impl Sandbox {
             ))
         })?;
         let tag = format!("{}/{}/{}", ctx.namespace, ctx.service, ctx.method);
-        let mut store = Store::new(
-            &self.engine,
-            State::new(api, limits.memory_bytes, limits.max_host_calls, tag),
-        );
-        store.limiter(|s| s);
-        let deadline = std::time::Instant::now() + limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if std::time::Instant::now() >= deadline {
-                return Ok(wasmtime::UpdateDeadline::Interrupt);
+        let warm = {
+            let mut ahead = h.ahead.lock().expect("ahead lock");
+            match std::mem::take(&mut *ahead) {
+                Ahead::Ready(w) => Some(w),
+                other => {
+                    *ahead = other;
+                    None
+                }
             }
-            Ok(wasmtime::UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(tokio::task::yield_now()),
-            ))
-        });
+        }
+        .filter(|w| w.memory_bytes == limits.memory_bytes);
+        let (mut store, ready) = match warm {
+            Some(w) => (w.store, Some(w.instance)),
+            None => (self.store(limits), None),
+        };
+        store.data_mut().begin(api, limits.max_host_calls, tag);
+        let deadline = std::time::Instant::now() + limits.timeout;
+        arm(&mut store, deadline);
         let run = async {
-            let inst = h.pre.instantiate_async(&mut store).await?;
+            let inst = match ready {
+                Some(inst) => inst,
+                None => h.pre.instantiate_async(&mut store).await?,
+            };
             inst.call_handle(&mut store, &ctx, input).await
         };
         // The epoch callback stops a guest that computes; this stops one that
         // waits on a slow host call. Dropping the call unwinds its fiber.
-        let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
-            Ok(outcome) => outcome,
-            Err(_) => return Err(deadline_exceeded(limits)),
-        };
-        match outcome {
-            Ok(Ok(out)) if out.len() > limits.max_output_bytes => {
+        let outcome = tokio::time::timeout_at(deadline.into(), run).await;
+        let result = match outcome {
+            Err(_) => Err(deadline_exceeded(limits)),
+            Ok(Ok(Ok(out))) if out.len() > limits.max_output_bytes => {
                 Err(Error::resource_exhausted(format!(
                     "the handler returned {} bytes; the limit is {}",
                     out.len(),
                     limits.max_output_bytes
                 )))
             }
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(guest)) => Err(host::from_guest(guest)),
-            Err(trap) => Err(self.trap_error(&store, trap, limits)),
+            Ok(Ok(Ok(out))) => Ok(out),
+            Ok(Ok(Err(guest))) => Err(host::from_guest(guest)),
+            Ok(Err(trap)) => Err(self.trap_error(&store, trap, limits)),
+        };
+        self.after(store, h, limits);
+        result
+    }
+
+    /// A store for one call of a handler with `limits`, not yet armed.
+    fn store(&self, limits: &Limits) -> Store<State> {
+        new_store(&self.engine, limits)
+    }
+
+    /// After a call: tears its store down and makes the handler's next
+    /// instance, in a background task, each within its per-node bound.
+    fn after(&self, used: Store<State>, h: &Handler, limits: &Limits) {
+        let retire = self.retiring.clone().try_acquire_owned().ok();
+        let used = match retire {
+            Some(_) => Some(used),
+            None => {
+                drop(used);
+                None
+            }
+        };
+        let make = {
+            let mut ahead = h.ahead.lock().expect("ahead lock");
+            match *ahead {
+                Ahead::Idle => WarmTicket::take(&self.warm).inspect(|_| *ahead = Ahead::Making),
+                _ => None,
+            }
+        };
+        if used.is_none() && make.is_none() {
+            return;
         }
+        let (h, limits, engine) = (h.clone(), *limits, self.engine.clone());
+        tokio::spawn(async move {
+            drop(used);
+            drop(retire);
+            let Some(ticket) = make else { return };
+            let mut store = new_store(&engine, &limits);
+            arm(&mut store, std::time::Instant::now() + limits.timeout);
+            let made = h.pre.instantiate_async(&mut store).await;
+            let mut ahead = h.ahead.lock().expect("ahead lock");
+            *ahead = match made {
+                Ok(instance) => Ahead::Ready(Warm {
+                    store,
+                    instance,
+                    memory_bytes: limits.memory_bytes,
+                    _ticket: ticket,
+                }),
+                // The next call instantiates itself and reports the error.
+                Err(e) => {
+                    tracing::debug!(error = %e, "making a handler instance ahead failed");
+                    Ahead::Idle
+                }
+            };
+        });
     }
 
     fn trap_error(&self, store: &Store<State>, err: wasmtime::Error, limits: &Limits) -> Error {
@@ -266,6 +388,37 @@ impl Sandbox {
             _ => Error::internal(format!("the handler failed: {}", err.root_cause())),
         }
     }
+}
+
+/// A store for one call of a handler with `limits`, not yet armed; the
+/// call's host API and tag are set by `State::begin`.
+fn new_store(engine: &Engine, limits: &Limits) -> Store<State> {
+    let mut store = Store::new(
+        engine,
+        State::new(
+            Arc::new(DenyAll),
+            limits.memory_bytes,
+            limits.max_host_calls,
+            String::new(),
+        ),
+    );
+    store.limiter(|s| s);
+    store
+}
+
+/// Sets the epoch deadline of a store: the guest yields at every tick and
+/// is interrupted once `deadline` has passed.
+fn arm(store: &mut Store<State>, deadline: std::time::Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if std::time::Instant::now() >= deadline {
+            return Ok(wasmtime::UpdateDeadline::Interrupt);
+        }
+        Ok(wasmtime::UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
 }
 
 fn deadline_exceeded(limits: &Limits) -> Error {
@@ -422,6 +575,78 @@ mod tests {
             sb.compatibility_hash(),
             Sandbox::new().unwrap().compatibility_hash()
         );
+    }
+
+    /// Instances made ahead are used by the next call, and no call ever
+    /// sees another call's instance: the guest's static counts its calls.
+    #[tokio::test]
+    async fn every_call_gets_an_untouched_instance_made_ahead_when_possible() {
+        use prost::Message;
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Msg {
+            #[prost(string, tag = "1")]
+            text: String,
+            #[prost(int64, tag = "2")]
+            n: i64,
+        }
+        let (sb, hs) = sandbox_with(&["counter"]);
+        let counter = Arc::new(hs.into_iter().next().unwrap());
+        let sb = Arc::new(sb);
+        let calls = |sb: Arc<Sandbox>, h: Arc<Handler>| async move {
+            let ctx = CallContext {
+                method: "Calls".into(),
+                ..ctx()
+            };
+            let input = Msg {
+                text: "x".into(),
+                n: 0,
+            }
+            .encode_to_vec();
+            let out = sb
+                .call(&h, ctx, &input, Arc::new(DenyAll), &Limits::default())
+                .await
+                .unwrap();
+            Msg::decode(out.as_slice()).unwrap().n
+        };
+        let ready = |h: &Handler| matches!(*h.ahead.lock().unwrap(), Ahead::Ready(_));
+        assert!(!ready(&counter));
+        for _ in 0..5 {
+            assert_eq!(calls(sb.clone(), counter.clone()).await, 1);
+            // Let the background task make the next instance.
+            for _ in 0..200 {
+                if ready(&counter) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(ready(&counter), "an instance is made ahead after a call");
+        }
+        // Concurrent calls: one may take the instance made ahead, the others
+        // instantiate; each still sees an instance of its own.
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            all.spawn(calls(sb.clone(), counter.clone()));
+        }
+        while let Some(n) = all.join_next().await {
+            assert_eq!(n.unwrap(), 1);
+        }
+        // A different memory cap never uses an instance made for another.
+        let limits = Limits {
+            memory_bytes: 32 << 20,
+            ..Limits::default()
+        };
+        let input = Msg {
+            text: "x".into(),
+            n: 0,
+        }
+        .encode_to_vec();
+        let ctx = CallContext {
+            method: "Calls".into(),
+            ..ctx()
+        };
+        sb.call(&counter, ctx, &input, Arc::new(DenyAll), &limits)
+            .await
+            .unwrap();
     }
 
     /// A guest that computes forever must not hold the executor: on a
