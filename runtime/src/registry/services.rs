@@ -705,7 +705,7 @@ struct OpenState {
     read_only: bool,
     pending: Vec<WriteOp>,
     /// The call's view of records it wrote: None = deleted.
-    overlay: HashMap<String, Option<store::Record>>,
+    overlay: HashMap<String, Option<Arc<store::Record>>>,
 }
 
 impl CatalogHost {
@@ -724,7 +724,7 @@ impl CatalogHost {
         handle: u32,
         c: &Arc<Collection>,
         id: &RecordId,
-    ) -> Result<Option<store::Record>> {
+    ) -> Result<Option<Arc<store::Record>>> {
         let own = self.open.lock().expect("open lock")[handle as usize]
             .overlay
             .get(id.as_str())
@@ -733,7 +733,7 @@ impl CatalogHost {
             return Ok(o);
         }
         match c.get(id.clone()).await {
-            Ok(r) => Ok(Some(Arc::unwrap_or_clone(r))),
+            Ok(r) => Ok(Some(r)),
             Err(e) if e.kind == crate::error::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -774,7 +774,7 @@ impl HostApi for CatalogHost {
         Box::pin(async move { self.open_now(collection) })
     }
 
-    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, store::Record> {
+    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, Arc<store::Record>> {
         Box::pin(async move {
             let (c, _) = self.coll(handle)?;
             let id = RecordId::new(id)?;
@@ -784,7 +784,7 @@ impl HostApi for CatalogHost {
         })
     }
 
-    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<store::Record>> {
+    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<Arc<store::Record>>> {
         Box::pin(self.write_now(handle, op))
     }
 
@@ -857,7 +857,7 @@ impl CatalogHost {
         Ok((open.len() - 1) as u32)
     }
 
-    async fn write_now(&self, handle: u32, op: WriteSpec) -> Result<Option<store::Record>> {
+    async fn write_now(&self, handle: u32, op: WriteSpec) -> Result<Option<Arc<store::Record>>> {
         let (c, read_only) = self.coll(handle)?;
         if read_only {
             return Err(Error::permission_denied(format!(
@@ -902,7 +902,7 @@ impl CatalogHost {
                         payload,
                         labels,
                     },
-                    Some(rec),
+                    Some(Arc::new(rec)),
                 )
             }
             WriteSpec::Update {
@@ -938,7 +938,7 @@ impl CatalogHost {
                     expected_version: Some(cur.version)
                         .filter(|_| !self.pending_has(handle, &rec.id)),
                 };
-                (op, Some(rec))
+                (op, Some(Arc::new(rec)))
             }
             WriteSpec::Delete {
                 id,

@@ -5,6 +5,7 @@
 use super::bindings::collector::runtime::{collections, invoke, log, types};
 use crate::error::{Error, ErrorKind};
 use crate::store::{self, Labels};
+use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -39,9 +40,9 @@ pub trait HostApi: Send + Sync {
     /// Opens a collection by name; returns a handle for the other methods.
     fn open<'a>(&'a self, collection: &'a str) -> HostFuture<'a, u32>;
     /// The record `id` as this call sees it (its own writes included).
-    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, store::Record>;
+    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, Arc<store::Record>>;
     /// Returns the stored record (None for a delete).
-    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<store::Record>>;
+    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<Arc<store::Record>>>;
     /// One page of a search.
     fn search(&self, handle: u32, q: store::Query) -> HostFuture<'_, store::Page>;
     /// How many records match.
@@ -70,10 +71,10 @@ impl HostApi for DenyAll {
             "collection {collection:?} is not granted to this handler"
         ))
     }
-    fn get<'a>(&'a self, _: u32, _: &'a str) -> HostFuture<'a, store::Record> {
+    fn get<'a>(&'a self, _: u32, _: &'a str) -> HostFuture<'a, Arc<store::Record>> {
         denied(NO_GRANTS.into())
     }
-    fn write(&self, _: u32, _: WriteSpec) -> HostFuture<'_, Option<store::Record>> {
+    fn write(&self, _: u32, _: WriteSpec) -> HostFuture<'_, Option<Arc<store::Record>>> {
         denied(NO_GRANTS.into())
     }
     fn search(&self, _: u32, _: store::Query) -> HostFuture<'_, store::Page> {
@@ -226,11 +227,16 @@ fn labels(l: Vec<(String, String)>) -> Labels {
     l.into_iter().collect()
 }
 
-fn record(r: store::Record) -> collections::Record {
+/// The guest's copy of a record (its JSON form stays on the host).
+fn record(r: &store::Record) -> collections::Record {
     collections::Record {
-        id: r.id,
-        data: r.data,
-        labels: r.labels.into_iter().collect(),
+        id: r.id.clone(),
+        data: r.data.clone(),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         version: r.version,
         created_us: r.created_us,
         updated_us: r.updated_us,
@@ -304,7 +310,12 @@ impl collections::HostCollection for State {
     ) -> GuestResult<collections::Record> {
         self.tick()?;
         let h = self.handle_of(&c)?;
-        Ok(self.api.get(h, &id).await.map(record).map_err(to_guest))
+        Ok(self
+            .api
+            .get(h, &id)
+            .await
+            .map(|r| record(&r))
+            .map_err(to_guest))
     }
 
     async fn create(
@@ -329,7 +340,7 @@ impl collections::HostCollection for State {
             .await;
         Ok(
             r.and_then(|r| r.ok_or_else(|| Error::internal("create stored nothing")))
-                .map(record)
+                .map(|r| record(&r))
                 .map_err(to_guest),
         )
     }
@@ -358,7 +369,7 @@ impl collections::HostCollection for State {
             .await;
         Ok(
             r.and_then(|r| r.ok_or_else(|| Error::internal("update stored nothing")))
-                .map(record)
+                .map(|r| record(&r))
                 .map_err(to_guest),
         )
     }
@@ -397,7 +408,7 @@ impl collections::HostCollection for State {
             .search(h, query(q))
             .await
             .map(|p| collections::Page {
-                records: p.hits.into_iter().map(|(r, _)| record(r)).collect(),
+                records: p.hits.iter().map(|(r, _)| record(r)).collect(),
                 next_page_token: p.next_token,
             })
             .map_err(to_guest))
