@@ -27,9 +27,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub const MAX_INSTANCES: u32 = 64;
 /// Most instances made ahead of their call (per node; see `Sandbox::call`).
 pub const MAX_WARM: u32 = 16;
-/// Most used stores waiting to be torn down in the background (per node);
-/// beyond it a call tears its store down itself.
-pub const MAX_RETIRING: u32 = 16;
 
 /// Per-call limits of a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +61,9 @@ pub fn engine_config(pooling: bool) -> Config {
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if pooling {
         let mut p = PoolingAllocationConfig::new();
-        // Slots for every running call plus every instance made ahead.
-        let slots = MAX_INSTANCES + MAX_WARM + MAX_RETIRING;
+        // Slots for every running call, every instance made ahead, and the
+        // used instance each background task tears down (see `Sandbox::after`).
+        let slots = MAX_INSTANCES + 2 * MAX_WARM;
         p.total_component_instances(slots);
         p.total_core_instances(slots * 4);
         p.total_memories(slots * 2);
@@ -155,8 +153,6 @@ pub struct Sandbox {
     pooling: bool,
     /// Instances made ahead (or being made), against `MAX_WARM`.
     warm: Arc<std::sync::atomic::AtomicU32>,
-    /// Stores waiting to be torn down, against `MAX_RETIRING`.
-    retiring: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sandbox {
@@ -196,7 +192,6 @@ impl Sandbox {
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES as usize)),
             pooling,
             warm: Arc::new(std::sync::atomic::AtomicU32::new(0)),
-            retiring: Arc::new(tokio::sync::Semaphore::new(MAX_RETIRING as usize)),
         })
     }
 
@@ -322,32 +317,30 @@ impl Sandbox {
         new_store(&self.engine, limits)
     }
 
-    /// After a call: tears its store down and makes the handler's next
-    /// instance, in a background task, each within its per-node bound.
+    /// After a call: when the handler has no instance made ahead (nor one
+    /// in the making), a background task tears the used store down and makes
+    /// the next instance; otherwise the call has just torn its store down
+    /// itself. So background work is bounded by `MAX_WARM`, and under steady
+    /// load most calls add no task.
     fn after(&self, used: Store<State>, h: &Handler, limits: &Limits) {
-        let retire = self.retiring.clone().try_acquire_owned().ok();
-        let used = match retire {
-            Some(_) => Some(used),
-            None => {
-                drop(used);
-                None
-            }
-        };
-        let make = {
+        // Another call in the sandbox: the node is busy, and a background
+        // task would only take CPU from it.
+        if MAX_INSTANCES as usize - self.slots.available_permits() > 1 {
+            return drop(used);
+        }
+        let ticket = {
             let mut ahead = h.ahead.lock().expect("ahead lock");
             match *ahead {
                 Ahead::Idle => WarmTicket::take(&self.warm).inspect(|_| *ahead = Ahead::Making),
                 _ => None,
             }
         };
-        if used.is_none() && make.is_none() {
-            return;
-        }
+        let Some(ticket) = ticket else {
+            return drop(used);
+        };
         let (h, limits, engine) = (h.clone(), *limits, self.engine.clone());
         tokio::spawn(async move {
             drop(used);
-            drop(retire);
-            let Some(ticket) = make else { return };
             let mut store = new_store(&engine, &limits);
             arm(&mut store, std::time::Instant::now() + limits.timeout);
             let made = h.pre.instantiate_async(&mut store).await;
