@@ -73,6 +73,7 @@ impl Namespace {
         Ok(self)
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -89,11 +90,13 @@ impl fmt::Display for Namespace {
 pub struct CollectionName(String);
 
 impl CollectionName {
+    /// Checks the name (InvalidArgument saying what is wrong).
     pub fn new(s: &str) -> Result<Self> {
         check_name("collection", s)?;
         Ok(CollectionName(s.to_string()))
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -110,6 +113,7 @@ impl fmt::Display for CollectionName {
 pub struct RecordId(String);
 
 impl RecordId {
+    /// Checks the id (InvalidArgument saying what is wrong).
     pub fn new(s: &str) -> Result<Self> {
         if s.is_empty() {
             return Err(Error::invalid("record id is empty"));
@@ -131,10 +135,12 @@ impl RecordId {
         RecordId(uuid::Uuid::now_v7().to_string())
     }
 
+    /// The id as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The id, owned.
     pub fn into_string(self) -> String {
         self.0
     }

@@ -61,6 +61,7 @@ pub struct RegisteredMethods {
 }
 
 impl RegisteredMethods {
+    /// The fallback over the node's state; messages up to `max_message_bytes`.
     pub fn new(state: Arc<ApiState>, max_message_bytes: usize) -> Self {
         RegisteredMethods {
             state,

@@ -26,8 +26,9 @@ const WRITE_QUEUE: usize = 8192;
 const GROUP_MAX: usize = 512;
 /// Largest record payload, in bytes.
 pub const MAX_RECORD_BYTES: usize = 8 << 20;
-/// Most labels on one record, and the longest key or value.
+/// Most labels on one record.
 pub const MAX_LABELS: usize = 64;
+/// The longest label key or value, in bytes.
 pub const MAX_LABEL_LEN: usize = 256;
 /// Most ops in one batch.
 pub const MAX_BATCH_OPS: usize = 1000;
