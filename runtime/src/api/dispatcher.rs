@@ -143,10 +143,9 @@ impl CollectiveDispatcher for DispatcherApi {
             .filter(|c| !c.is_empty())
             .map(CollectionName::new)
             .transpose()?;
-        let request_id = Some(r.request_id)
-            .filter(|s| !s.is_empty())
-            .or(header_rid)
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        // Only a call the client named is logged for retries here; the mesh
+        // names a forward itself (the receiving node logs it).
+        let request_id = Some(r.request_id).filter(|s| !s.is_empty()).or(header_rid);
         let call = DispatchCall {
             invocation: Invocation {
                 namespace: ns.clone(),
@@ -158,7 +157,7 @@ impl CollectiveDispatcher for DispatcherApi {
             },
             collection,
             target_node: Some(r.target_node).filter(|s| !s.is_empty()),
-            request_id: Some(request_id),
+            request_id,
         };
         let d = self.0.mesh.dispatch(call).await?;
         Ok(Response::new(proto::DispatchResponse {

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 /// How long a finished call's outcome answers retries.
 pub const RETAIN: Duration = Duration::from_secs(600);
-/// Most finished outcomes kept.
-const MAX_ENTRIES: usize = 10_000;
+/// Most finished outcomes kept (only named calls and forwards are logged).
+const MAX_ENTRIES: usize = 100_000;
 /// Most output bytes kept across finished outcomes.
 const MAX_BYTES: usize = 64 << 20;
 

@@ -466,6 +466,28 @@ async fn dispatch_runs_on_the_owner_and_the_code_travels_there() {
         .into_inner();
     assert_eq!(n_of(first.output), 5);
     assert_eq!(n_of(again.output), 5, "the retry got the first outcome");
+    let on_owner = dispatcher(&m.clients[2])
+        .dispatch(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!on_owner.forwarded);
+    assert_eq!(on_owner.request_id, "retry-me");
+    assert_eq!(n_of(on_owner.output), 5, "a retry sent to the owner itself");
+    // Unnamed calls: a forward gets an id from the forwarding node; a call
+    // run where it was received is not logged and has none.
+    let forwarded = dispatcher(&m.clients[1])
+        .dispatch(dispatch_req("Peek", "visits", 0, "counters"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(forwarded.forwarded && !forwarded.request_id.is_empty());
+    let local = dispatcher(&m.clients[2])
+        .dispatch(dispatch_req("Peek", "visits", 0, "counters"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!local.forwarded && local.request_id.is_empty());
     assert_eq!(
         peek(&m.clients[1], "visits").await,
         5,
