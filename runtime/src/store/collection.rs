@@ -946,7 +946,11 @@ mod tests {
             .explain(plan(vec![eq("n", Scalar::Int(5))], None))
             .await
             .unwrap();
-        assert!(p.contains("USING INDEX idx_n"), "{p}");
+        assert!(p.contains("USING COVERING INDEX idx_n"), "{p}");
+        assert!(
+            !p.contains("TEMP B-TREE"),
+            "an equality filter pages in the default order from its index: {p}"
+        );
         let p = c
             .explain(plan(
                 vec![eq("inner.city", Scalar::Str("Oslo".into()))],
@@ -954,7 +958,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        assert!(p.contains("USING INDEX idx_inner__city"), "{p}");
+        assert!(p.contains("USING COVERING INDEX idx_inner__city"), "{p}");
         let p = c
             .explain(plan(
                 vec![],
@@ -980,7 +984,7 @@ mod tests {
             .explain(plan(vec![eq("name", Scalar::Str("x".into()))], None))
             .await
             .unwrap();
-        assert!(p.contains("USING INDEX idx_name"), "{p}");
+        assert!(p.contains("USING COVERING INDEX idx_name"), "{p}");
         c.close();
     }
 

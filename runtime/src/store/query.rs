@@ -454,7 +454,11 @@ pub fn plan(desc: &MessageDescriptor, q: &Query) -> Result<Plan> {
     let (key, desc_order) = match &q.order {
         Some(o) => (order_expr(desc, &o.field)?, o.descending),
         None if relevance => ("bm25(records_fts)".to_string(), false),
-        None => ("r.created".to_string(), false),
+        // Insertion order: the one writer stamps `created` as it inserts, so
+        // this is `_created` order (unless the clock stepped back), read from
+        // the row id alone — an indexed filter then pages from its index
+        // without reading every match's row.
+        None => ("r.rid".to_string(), false),
     };
     let score = if text.is_empty() {
         "0.0"
