@@ -129,7 +129,7 @@ fn delete_op(r: &proto::DeleteRequest) -> Result<WriteOp> {
 
 fn stored(c: &Collection, w: Written) -> proto::Record {
     match w {
-        Written::Stored(r) => record_to_proto(c.descriptor(), r, false),
+        Written::Stored(r) => record_to_proto(c.descriptor(), &r, false),
         Written::Deleted => proto::Record::default(),
     }
 }
@@ -181,7 +181,7 @@ impl CollectionService for CollectionApi {
         let rec = c.get(RecordId::new(&r.id)?).await?;
         Ok(Response::new(record_to_proto(
             c.descriptor(),
-            Arc::unwrap_or_clone(rec),
+            &rec,
             r.include_json,
         )))
     }
@@ -223,7 +223,7 @@ impl CollectionService for CollectionApi {
             records: page
                 .hits
                 .into_iter()
-                .map(|(rec, _)| record_to_proto(c.descriptor(), rec, r.include_json))
+                .map(|(rec, _)| record_to_proto(c.descriptor(), &rec, r.include_json))
                 .collect(),
             next_page_token: page.next_token,
         }))
@@ -249,7 +249,7 @@ impl CollectionService for CollectionApi {
                 .hits
                 .into_iter()
                 .map(|(rec, score)| proto::SearchHit {
-                    record: Some(record_to_proto(c.descriptor(), rec, r.include_json)),
+                    record: Some(record_to_proto(c.descriptor(), &rec, r.include_json)),
                     score,
                 })
                 .collect(),

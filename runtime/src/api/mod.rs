@@ -148,15 +148,24 @@ pub fn timestamp(us: i64) -> prost_types::Timestamp {
 }
 
 /// A stored record → its proto form (JSON only when asked for).
-pub fn record_to_proto(desc: &MessageDescriptor, r: Record, include_json: bool) -> proto::Record {
+pub fn record_to_proto(desc: &MessageDescriptor, r: &Record, include_json: bool) -> proto::Record {
     proto::Record {
-        id: r.id,
+        id: r.id.clone(),
         data: Some(prost_types::Any {
             type_url: format!("{}{}", store::codec::TYPE_URL_PREFIX, desc.full_name()),
-            value: r.data,
+            value: r.data.clone(),
         }),
-        json: if include_json { r.json } else { String::new() },
-        labels: r.labels.into_iter().collect(),
+        // Copied only when asked for: it is often larger than the data.
+        json: if include_json {
+            r.json.clone()
+        } else {
+            String::new()
+        },
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         version: r.version,
         created_at: Some(timestamp(r.created_us)),
         updated_at: Some(timestamp(r.updated_us)),

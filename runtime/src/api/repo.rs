@@ -315,7 +315,7 @@ impl CollectionRepo for RepoApi {
                             Some(proto::SearchHit {
                                 record: Some(record_to_proto(
                                     desc.as_ref().ok()?,
-                                    rec,
+                                    &rec,
                                     r.include_json,
                                 )),
                                 score,
