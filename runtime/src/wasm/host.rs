@@ -119,33 +119,35 @@ pub struct State {
 }
 
 impl State {
-    /// State for one call: WASI with no env, args, preopens or sockets.
-    pub fn new(
-        api: std::sync::Arc<dyn HostApi>,
-        memory_cap: usize,
-        max_host_calls: u64,
-        tag: String,
-    ) -> Self {
+    /// State for one call: WASI with no env, args, preopens or sockets, and
+    /// a memory cap. Until `begin` it reaches nothing (`DenyAll`).
+    pub fn new(memory_cap: usize) -> Self {
         State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            api,
+            api: std::sync::Arc::new(DenyAll),
             memory_cap,
             host_calls: 0,
-            max_host_calls,
+            max_host_calls: 0,
             stop: None,
-            tag,
+            tag: String::new(),
         }
     }
 
-    /// Hands a store made ahead of time (see `Sandbox::call`) to its call:
-    /// the call's host API, host-call cap and log tag; counters start at zero.
+    /// Hands the store to its call (it may have been made ahead of time, see
+    /// `Sandbox::call`): the call's host API, host-call cap and log tag;
+    /// counters start at zero.
     pub fn begin(&mut self, api: std::sync::Arc<dyn HostApi>, max_host_calls: u64, tag: String) {
         self.api = api;
         self.max_host_calls = max_host_calls;
         self.host_calls = 0;
         self.stop = None;
         self.tag = tag;
+    }
+
+    /// The memory cap the store was made with.
+    pub fn memory_cap(&self) -> usize {
+        self.memory_cap
     }
 
     /// Counts a host call; past the cap the call traps.

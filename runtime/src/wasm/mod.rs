@@ -105,7 +105,6 @@ enum Ahead {
 struct Warm {
     store: Store<State>,
     instance: bindings::Handler,
-    memory_bytes: usize,
     _ticket: WarmTicket,
 }
 
@@ -277,10 +276,10 @@ impl Sandbox {
                 }
             }
         }
-        .filter(|w| w.memory_bytes == limits.memory_bytes);
+        .filter(|w| w.store.data().memory_cap() == limits.memory_bytes);
         let (mut store, ready) = match warm {
             Some(w) => (w.store, Some(w.instance)),
-            None => (self.store(limits), None),
+            None => (new_store(&self.engine, limits.memory_bytes), None),
         };
         store.data_mut().begin(api, limits.max_host_calls, tag);
         let deadline = std::time::Instant::now() + limits.timeout;
@@ -312,11 +311,6 @@ impl Sandbox {
         result
     }
 
-    /// A store for one call of a handler with `limits`, not yet armed.
-    fn store(&self, limits: &Limits) -> Store<State> {
-        new_store(&self.engine, limits)
-    }
-
     /// After a call: when the handler has no instance made ahead (nor one
     /// in the making), a background task tears the used store down and makes
     /// the next instance; otherwise the call has just torn its store down
@@ -341,7 +335,7 @@ impl Sandbox {
         let (h, limits, engine) = (h.clone(), *limits, self.engine.clone());
         tokio::spawn(async move {
             drop(used);
-            let mut store = new_store(&engine, &limits);
+            let mut store = new_store(&engine, limits.memory_bytes);
             arm(&mut store, std::time::Instant::now() + limits.timeout);
             let made = h.pre.instantiate_async(&mut store).await;
             let mut ahead = h.ahead.lock().expect("ahead lock");
@@ -349,7 +343,6 @@ impl Sandbox {
                 Ok(instance) => Ahead::Ready(Warm {
                     store,
                     instance,
-                    memory_bytes: limits.memory_bytes,
                     _ticket: ticket,
                 }),
                 // The next call instantiates itself and reports the error.
@@ -383,18 +376,9 @@ impl Sandbox {
     }
 }
 
-/// A store for one call of a handler with `limits`, not yet armed; the
-/// call's host API and tag are set by `State::begin`.
-fn new_store(engine: &Engine, limits: &Limits) -> Store<State> {
-    let mut store = Store::new(
-        engine,
-        State::new(
-            Arc::new(DenyAll),
-            limits.memory_bytes,
-            limits.max_host_calls,
-            String::new(),
-        ),
-    );
+/// A store for one call with a memory cap, not yet armed nor begun.
+fn new_store(engine: &Engine, memory_bytes: usize) -> Store<State> {
+    let mut store = Store::new(engine, State::new(memory_bytes));
     store.limiter(|s| s);
     store
 }
@@ -585,7 +569,7 @@ mod tests {
         let (sb, hs) = sandbox_with(&["counter"]);
         let counter = Arc::new(hs.into_iter().next().unwrap());
         let sb = Arc::new(sb);
-        let calls = |sb: Arc<Sandbox>, h: Arc<Handler>| async move {
+        let calls = |sb: Arc<Sandbox>, h: Arc<Handler>, limits: Limits| async move {
             let ctx = CallContext {
                 method: "Calls".into(),
                 ..ctx()
@@ -596,7 +580,7 @@ mod tests {
             }
             .encode_to_vec();
             let out = sb
-                .call(&h, ctx, &input, Arc::new(DenyAll), &Limits::default())
+                .call(&h, ctx, &input, Arc::new(DenyAll), &limits)
                 .await
                 .unwrap();
             Msg::decode(out.as_slice()).unwrap().n
@@ -604,7 +588,10 @@ mod tests {
         let ready = |h: &Handler| matches!(*h.ahead.lock().unwrap(), Ahead::Ready(_));
         assert!(!ready(&counter));
         for _ in 0..5 {
-            assert_eq!(calls(sb.clone(), counter.clone()).await, 1);
+            assert_eq!(
+                calls(sb.clone(), counter.clone(), Limits::default()).await,
+                1
+            );
             // Let the background task make the next instance.
             for _ in 0..200 {
                 if ready(&counter) {
@@ -618,7 +605,7 @@ mod tests {
         // instantiate; each still sees an instance of its own.
         let mut all = tokio::task::JoinSet::new();
         for _ in 0..16 {
-            all.spawn(calls(sb.clone(), counter.clone()));
+            all.spawn(calls(sb.clone(), counter.clone(), Limits::default()));
         }
         while let Some(n) = all.join_next().await {
             assert_eq!(n.unwrap(), 1);
@@ -628,18 +615,7 @@ mod tests {
             memory_bytes: 32 << 20,
             ..Limits::default()
         };
-        let input = Msg {
-            text: "x".into(),
-            n: 0,
-        }
-        .encode_to_vec();
-        let ctx = CallContext {
-            method: "Calls".into(),
-            ..ctx()
-        };
-        sb.call(&counter, ctx, &input, Arc::new(DenyAll), &limits)
-            .await
-            .unwrap();
+        assert_eq!(calls(sb.clone(), counter.clone(), limits).await, 1);
     }
 
     /// A guest that computes forever must not hold the executor: on a
