@@ -47,6 +47,21 @@ impl Inner {
     }
 }
 
+/// Records a failure for a call whose task ended without an outcome.
+struct Unfinished(Option<(Arc<RequestLog>, String, u64)>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((log, id, fingerprint)) = self.0.take() {
+            log.finish(
+                &id,
+                fingerprint,
+                &Err(Error::internal("the call's task failed before it finished")),
+            );
+        }
+    }
+}
+
 /// The log of named calls on this node.
 #[derive(Default)]
 pub struct RequestLog {
@@ -80,9 +95,12 @@ impl RequestLog {
                         .insert(id.to_string(), Slot::Running(fingerprint, rx.clone()));
                     let (log, id) = (self.clone(), id.to_string());
                     // One task runs the work and records its outcome; if it
-                    // panics, `tx` drops and waiters hear of it.
+                    // panics, the guard records a failure instead, so the id
+                    // does not stay "running" forever.
                     tokio::spawn(async move {
+                        let mut guard = Unfinished(Some((log.clone(), id.clone(), fingerprint)));
                         let outcome = work.await;
+                        guard.0 = None;
                         log.finish(&id, fingerprint, &outcome);
                         let _ = tx.send(Some(outcome));
                     });
