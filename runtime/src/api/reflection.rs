@@ -101,20 +101,14 @@ impl Reflection {
             }
             Ask::File(name) => match pools.iter().find_map(|p| p.get_file_by_name(&name)) {
                 Some(f) => encode(registry::with_deps(&f)),
-                None => match mesh
-                    .remote_files(ns, "", |p| p.get_file_by_name(&name))
-                    .await
-                {
+                None => match mesh.remote_file(ns, &name).await {
                     Some(files) => encode(files),
                     None => Answer::NotFound(format!("file {name:?} not found")),
                 },
             },
             Ask::Symbol(s) => match pools.iter().find_map(|p| registry::symbol_file(p, &s)) {
                 Some(f) => encode(registry::with_deps(&f)),
-                None => match mesh
-                    .remote_files(ns, &s, |p| registry::symbol_file(p, &s))
-                    .await
-                {
+                None => match mesh.remote_symbol_file(ns, &s).await {
                     Some(files) => encode(files),
                     None => Answer::NotFound(format!("symbol {s:?} not found")),
                 },

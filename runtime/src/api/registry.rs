@@ -54,19 +54,8 @@ impl CollectorRegistry for RegistryApi {
             // A type or service registered on another node: its files come from there.
             Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
                 let found = match (file, symbol) {
-                    (Some(f), _) => {
-                        self.0
-                            .mesh
-                            .remote_files(&ns, "", |p| p.get_file_by_name(f))
-                            .await
-                    }
-                    (None, Some(s)) => {
-                        let s = s.strip_prefix('.').unwrap_or(s);
-                        self.0
-                            .mesh
-                            .remote_files(&ns, s, |p| crate::registry::symbol_file(p, s))
-                            .await
-                    }
+                    (Some(f), _) => self.0.mesh.remote_file(&ns, f).await,
+                    (None, Some(s)) => self.0.mesh.remote_symbol_file(&ns, s).await,
                     (None, None) => None,
                 };
                 found.ok_or(e)?

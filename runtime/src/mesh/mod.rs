@@ -468,12 +468,35 @@ impl Mesh {
         names
     }
 
+    /// The .proto file `name`, with its dependencies, as a service
+    /// registered elsewhere in the mesh brings it.
+    pub async fn remote_file(
+        &self,
+        ns: &Namespace,
+        name: &str,
+    ) -> Option<Vec<prost_types::FileDescriptorProto>> {
+        self.remote_files(ns, "", |p| p.get_file_by_name(name))
+            .await
+    }
+
+    /// The .proto file declaring `symbol` (a type, service or method; a
+    /// leading `.` is ignored), with its dependencies, from elsewhere in the mesh.
+    pub async fn remote_symbol_file(
+        &self,
+        ns: &Namespace,
+        symbol: &str,
+    ) -> Option<Vec<prost_types::FileDescriptorProto>> {
+        let s = symbol.strip_prefix('.').unwrap_or(symbol);
+        self.remote_files(ns, s, |p| crate::registry::symbol_file(p, s))
+            .await
+    }
+
     /// A .proto file, with its dependencies, that some service registered
     /// elsewhere in the mesh brings along: the first one `pick` finds in a
     /// service's descriptors (for clients that ask this node about types it
     /// does not have: reflection, GetProto). The service named `hint`, or
     /// whose method it names, is asked first.
-    pub async fn remote_files(
+    async fn remote_files(
         &self,
         ns: &Namespace,
         hint: &str,
