@@ -373,7 +373,7 @@ async fn mesh_phase(
         .await
         .unwrap();
     let echo = std::fs::read(
-        collector::wasm::build_example_guests()
+        collector::guests::build_example_guests()
             .unwrap()
             .join("echo.wasm"),
     )
@@ -776,7 +776,7 @@ async fn main() {
 
     // (w) Wasm: in-process instantiate + call of the echo guest.
     if phase('w') {
-        let guests = collector::wasm::build_example_guests().unwrap();
+        let guests = collector::guests::build_example_guests().unwrap();
         let wasm = std::fs::read(guests.join("echo.wasm")).unwrap();
         // On a runtime worker, as calls run in the node (the sandbox tears
         // stores down and makes the next instance in background tasks).
@@ -815,7 +815,7 @@ async fn main() {
 
     // (h) Handlers over gRPC: Wasm echo vs a native Rust echo; counter throughput.
     if phase('h') {
-        let root = collector::wasm::build_example_guests().unwrap();
+        let root = collector::guests::build_example_guests().unwrap();
         let proto_src = "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; }\n\
                          service Echo { rpc Say(Msg) returns (Msg); } service Counter { rpc Incr(Msg) returns (Msg); rpc PeekTen(Msg) returns (Msg); }";
         register_proto(&channel, "t.proto", proto_src).await;

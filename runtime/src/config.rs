@@ -1,49 +1,105 @@
-//! Node configuration, with defaults that serve a newcomer.
+//! Node configuration, with defaults that serve a newcomer. Every default
+//! is a constant in `limits`, which the `collector serve` flags use too.
 
+use crate::error::{Error, Result};
+use crate::limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything a node needs to start.
+/// Everything a node needs to start. `Config::default()` is what
+/// `collector serve` runs with when given no flags.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Root of all stored state.
+    /// Root of all stored state. Default: `limits::DEFAULT_DATA_DIR` (`./data`).
     pub data_dir: PathBuf,
-    /// Address to listen on; port 0 picks a free port.
+    /// Address to listen on; port 0 picks a free port. Default:
+    /// `limits::DEFAULT_LISTEN` (`127.0.0.1:50051`).
     pub listen: SocketAddr,
-    /// Namespace used when a request names none.
+    /// Namespace used when a request names none. Default:
+    /// `limits::DEFAULT_NAMESPACE` (`default`).
     pub namespace: String,
-    /// Largest gRPC message accepted or sent, in bytes.
+    /// Largest gRPC message accepted or sent, in bytes. Default:
+    /// `limits::MAX_MESSAGE_BYTES` (16 MiB).
     pub max_message_bytes: usize,
-    /// `PRAGMA synchronous=FULL` when true (acknowledged writes survive power loss).
+    /// `PRAGMA synchronous=FULL` when true (acknowledged writes survive power
+    /// loss); else NORMAL. Default: true.
     pub sync_full: bool,
-    /// Bytes of recently used records each collection keeps in memory.
+    /// Bytes of recently used records each collection keeps in memory (0
+    /// turns the cache off). Default: `limits::RECORD_CACHE_BYTES` (16 MiB).
     pub record_cache_bytes: u64,
     /// host:port of mesh members to join at start (their gRPC addresses).
+    /// Default: none.
     pub join: Vec<String>,
-    /// The address peers and clients reach this node at; default: the
+    /// The address peers and clients reach this node at. Default: the
     /// address it listens on (which must then not be 0.0.0.0).
     pub advertise: Option<SocketAddr>,
-    /// Nodes only form a mesh with nodes of the same cluster id.
+    /// Nodes only form a mesh with nodes of the same cluster id. Default:
+    /// `limits::DEFAULT_CLUSTER` (`collector`).
     pub cluster_id: String,
     /// Time between gossip rounds; a silent member is marked dead after
-    /// about 8 of them.
+    /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            data_dir: PathBuf::from("./data"),
-            listen: "127.0.0.1:50051".parse().expect("valid default address"),
-            namespace: "default".to_string(),
-            max_message_bytes: 16 << 20,
+            data_dir: PathBuf::from(limits::DEFAULT_DATA_DIR),
+            listen: limits::DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is an address"),
+            namespace: limits::DEFAULT_NAMESPACE.to_string(),
+            max_message_bytes: limits::MAX_MESSAGE_BYTES,
             sync_full: true,
-            record_cache_bytes: 16 << 20,
+            record_cache_bytes: limits::RECORD_CACHE_BYTES,
             join: Vec::new(),
             advertise: None,
-            cluster_id: "collector".to_string(),
-            gossip_interval: Duration::from_millis(200),
+            cluster_id: limits::DEFAULT_CLUSTER.to_string(),
+            gossip_interval: limits::GOSSIP_INTERVAL,
         }
+    }
+}
+
+/// Shortest gossip interval accepted: below it the failure detector's
+/// timings and the UDP traffic stop making sense.
+const MIN_GOSSIP_INTERVAL: Duration = Duration::from_millis(10);
+/// Smallest message limit accepted: a node must at least carry its own
+/// descriptors and one record.
+const MIN_MESSAGE_BYTES: usize = 64 << 10;
+
+impl Config {
+    /// Checks the values a node cannot run with, naming the setting to fix.
+    /// `Node::start` calls it first.
+    pub fn validate(&self) -> Result<()> {
+        crate::names::Namespace::new(&self.namespace)
+            .and_then(|ns| ns.writable().map(|_| ()))
+            .map_err(|e| e.context("namespace (--namespace)"))?;
+        if self.gossip_interval < MIN_GOSSIP_INTERVAL {
+            return Err(Error::invalid(format!(
+                "gossip_interval is {:?}; give at least {MIN_GOSSIP_INTERVAL:?}",
+                self.gossip_interval
+            )));
+        }
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(Error::invalid(format!(
+                "max_message_bytes is {}; give at least {MIN_MESSAGE_BYTES}",
+                self.max_message_bytes
+            )));
+        }
+        if self.cluster_id.is_empty() {
+            return Err(Error::invalid(
+                "cluster_id is empty: give the id the mesh's nodes share",
+            ));
+        }
+        if self
+            .advertise
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err(Error::invalid(
+                "advertise must be an address peers can reach: not 0.0.0.0 and not port 0",
+            ));
+        }
+        Ok(())
     }
 }

@@ -7,21 +7,33 @@ use std::fmt;
 /// What went wrong, in terms a client can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
+    /// The request is malformed or names a bad field: fix it, do not retry.
     InvalidArgument,
+    /// A named thing (collection, record, type, …) does not exist.
     NotFound,
+    /// What a create names exists already.
     AlreadyExists,
+    /// The state is not what the request expects (e.g. a version mismatch).
     FailedPrecondition,
+    /// The caller may not do this (e.g. writes to `system`, a read-only grant).
     PermissionDenied,
+    /// A limit was hit (sizes, queues, slots): back off or send less.
     ResourceExhausted,
+    /// The method does not exist (a registered method that is not registered).
     Unimplemented,
+    /// A concurrent change got there first: retrying the whole call may work.
     Aborted,
+    /// Retrying later or elsewhere may help (a dead peer, a busy store).
     Unavailable,
+    /// The deadline passed before the work finished.
     DeadlineExceeded,
+    /// A bug or an environment failure on the node (logged there).
     Internal,
 }
 
 impl ErrorKind {
-    /// The gRPC status code number (used in batch results).
+    /// The gRPC status code number: the one table from kinds to codes (used
+    /// in batch results and by `api::status`).
     pub fn grpc_code(self) -> i32 {
         match self {
             ErrorKind::InvalidArgument => 3,
@@ -42,7 +54,9 @@ impl ErrorKind {
 /// A domain error with an actionable message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
+    /// What went wrong.
     pub kind: ErrorKind,
+    /// What to fix, for the caller (never more than ~100 bytes of its input).
     pub message: String,
 }
 
@@ -72,12 +86,13 @@ ctor! {
     unimplemented => Unimplemented,
     aborted => Aborted,
     unavailable => Unavailable,
+    deadline_exceeded => DeadlineExceeded,
     internal => Internal,
 }
 
 impl Error {
     /// True for the caller errors a store write raises before it writes
-    /// anything (see `store::collection::apply`).
+    /// anything (see `store::writer::apply`).
     pub fn before_writes(&self) -> bool {
         matches!(
             self.kind,

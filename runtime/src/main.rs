@@ -1,9 +1,9 @@
 //! The `collector` command: run a node (`serve`), or talk to one.
 
-mod client;
+mod cli;
 
 use clap::{Parser, Subcommand};
-use collector::{Config, Node};
+use collector::{Config, Node, limits};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     #[command(flatten)]
-    conn: client::Conn,
+    conn: cli::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,11 +30,11 @@ enum Command {
     /// Run a node.
     Serve {
         /// Where the node keeps its data.
-        #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = "./data")]
+        #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = limits::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Address to listen on; port 0 picks a free port. The mesh gossips
         /// over UDP on the same port.
-        #[arg(long, env = "COLLECTOR_LISTEN", default_value = "127.0.0.1:50051")]
+        #[arg(long, env = "COLLECTOR_LISTEN", default_value = limits::DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Join the mesh of these nodes (host:port of their gRPC addresses).
         #[arg(long, env = "COLLECTOR_JOIN", value_delimiter = ',')]
@@ -43,11 +43,11 @@ enum Command {
         #[arg(long, env = "COLLECTOR_ADVERTISE")]
         advertise: Option<SocketAddr>,
         /// Nodes form a mesh only with nodes of the same cluster id.
-        #[arg(long, env = "COLLECTOR_CLUSTER", default_value = "collector")]
+        #[arg(long, env = "COLLECTOR_CLUSTER", default_value = limits::DEFAULT_CLUSTER)]
         cluster: String,
     },
     #[command(flatten)]
-    Client(client::ClientCmd),
+    Client(cli::ClientCmd),
 }
 
 async fn shutdown_signal() {
@@ -84,7 +84,7 @@ async fn main() -> std::process::ExitCode {
             cluster,
         } => {
             let namespace = if cli.conn.namespace.is_empty() {
-                "default".to_string()
+                limits::DEFAULT_NAMESPACE.to_string()
             } else {
                 cli.conn.namespace
             };
@@ -132,12 +132,11 @@ async fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::SUCCESS
         }
-        Command::Client(cmd) => match client::run(cli.conn, cmd).await {
+        Command::Client(cmd) => match cli::run(cli.conn, cmd).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(status) => {
                 eprintln!("collector: {:?}: {}", status.code(), status.message());
-                // Like grpcurl: 64 + the gRPC status code.
-                std::process::ExitCode::from(64 + status.code() as u8)
+                std::process::ExitCode::from(cli::exit_code(&status))
             }
         },
     }

@@ -9,10 +9,10 @@ use std::fmt;
 pub const SYSTEM: &str = "system";
 /// Names refused as namespaces because they would clash with the data layout.
 pub const RESERVED_NAMESPACES: &[&str] = &["repo", "backups", "files", "components"];
-/// Longest namespace or collection name, in bytes.
-pub const MAX_NAME_LEN: usize = 63;
 /// Longest record id, in bytes.
-pub const MAX_ID_LEN: usize = 512;
+pub use crate::limits::MAX_ID_LEN;
+/// Longest namespace or collection name, in bytes.
+pub use crate::limits::MAX_NAME_LEN;
 
 fn check_name(what: &str, s: &str) -> Result<()> {
     if s.is_empty() {

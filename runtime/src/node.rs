@@ -4,6 +4,7 @@
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::handlers::Handlers;
 use crate::mesh::Mesh;
 use crate::mesh::membership::{Membership, MembershipConfig};
 use crate::names::Namespace;
@@ -14,7 +15,6 @@ use crate::proto::{
     collector_registry_server::CollectorRegistryServer,
 };
 use crate::registry::Registry;
-use crate::registry::services::Services;
 use crate::store::{Catalog, Options, catalog};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub struct NodeHandle {
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     catalog: Arc<Catalog>,
-    services: Arc<Services>,
+    handlers: Arc<Handlers>,
     mesh: Arc<Mesh>,
     _lock: std::fs::File,
 }
@@ -78,12 +78,12 @@ async fn bind(config: &Config, node_id: &str) -> Result<(TcpIncoming, Arc<Member
             seeds: config.join.clone(),
             cluster_id: config.cluster_id.clone(),
             gossip_interval: config.gossip_interval,
-            started_us: crate::registry::services::now_us(),
+            started_us: crate::util::now_us(),
         })
         .await;
         match membership {
             Ok(m) => return Ok((incoming, m)),
-            Err(e) if config.listen.port() == 0 && attempt < 8 => {
+            Err(e) if config.listen.port() == 0 && attempt < crate::limits::BIND_ATTEMPTS => {
                 tracing::debug!(error = %e, "gossip port taken; picking another port");
             }
             Err(e) => return Err(e),
@@ -129,10 +129,8 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 impl Node {
     /// Opens the data dir, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<NodeHandle> {
+        config.validate()?;
         let default_namespace = Namespace::new(&config.namespace)?;
-        default_namespace
-            .writable()
-            .map_err(|e| e.context("--namespace"))?;
         std::fs::create_dir_all(&config.data_dir)?;
         let data_dir = config.data_dir.canonicalize()?;
         let lock = lock_dir(&data_dir)?;
@@ -144,9 +142,9 @@ impl Node {
         };
         let system = catalog::open_system(&data_dir, options).await?;
         let registry = Arc::new(Registry::load(system.protos.clone()).await?);
-        let catalog =
-            Arc::new(Catalog::load(data_dir.clone(), options, registry.clone(), &system).await?);
-        let services = Services::load(
+        let types: Arc<dyn crate::store::Types> = registry.clone();
+        let catalog = Arc::new(Catalog::load(data_dir.clone(), options, types, &system).await?);
+        let handlers = Handlers::load(
             data_dir.clone(),
             registry.clone(),
             catalog.clone(),
@@ -163,7 +161,7 @@ impl Node {
         ));
         let mesh = Mesh::start(
             membership,
-            services.clone(),
+            handlers.clone(),
             catalog.clone(),
             registry.clone(),
             peers.clone(),
@@ -172,7 +170,7 @@ impl Node {
         let state = Arc::new(ApiState {
             catalog: catalog.clone(),
             registry,
-            services: services.clone(),
+            handlers: handlers.clone(),
             mesh: mesh.clone(),
             peers,
             default_namespace,
@@ -236,7 +234,7 @@ impl Node {
             shutdown: Some(tx),
             server,
             catalog,
-            services,
+            handlers,
             mesh,
             _lock: lock,
         })
@@ -257,7 +255,7 @@ impl NodeHandle {
     /// Handler components compiled from Wasm since start (the others were
     /// loaded from the compiled cache).
     pub fn components_compiled(&self) -> u64 {
-        self.services.compiled_count()
+        self.handlers.compiled_count()
     }
 
     /// Stops accepting calls, lets in-flight calls and queued writes finish,

@@ -362,9 +362,15 @@ impl Drop for ProcessNode {
     }
 }
 
-/// The bytes of an example guest component (guests/ is built once per test run).
-pub fn guest(name: &str) -> Vec<u8> {
+/// The directory of the example guests' `.wasm` files (guests/ is built
+/// once per test run).
+pub fn guests_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| collector::wasm::build_example_guests().expect("guests build"));
-    std::fs::read(dir.join(format!("{name}.wasm"))).unwrap_or_else(|e| panic!("guest {name}: {e}"))
+    DIR.get_or_init(|| collector::guests::build_example_guests().expect("guests build"))
+}
+
+/// The bytes of an example guest component.
+pub fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(guests_dir().join(format!("{name}.wasm")))
+        .unwrap_or_else(|e| panic!("guest {name}: {e}"))
 }

@@ -4,6 +4,7 @@ use super::{
     ApiState, collection_name, filters, labels, order, page_size, payload, record_to_proto,
 };
 use crate::error::{Error, Result};
+use crate::handlers::Invocation;
 use crate::mesh::routing::Decision;
 use crate::mesh::view::Member;
 use crate::names::{Namespace, RecordId};
@@ -11,7 +12,6 @@ use crate::proto::{
     self, collection_service_client::CollectionServiceClient,
     collection_service_server::CollectionService,
 };
-use crate::registry::services::Invocation;
 use crate::store::{self, Collection, Mask, Query, WriteOp, Written};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -85,11 +85,11 @@ fn create_op(c: &Collection, r: &proto::CreateRequest) -> Result<WriteOp> {
         ))
     })?;
     let encoded = store::codec::encode_with_wire(&msg, wire)?;
-    if encoded.bytes.len() > store::collection::MAX_RECORD_BYTES {
+    if encoded.bytes.len() > crate::limits::MAX_RECORD_BYTES {
         return Err(Error::invalid(format!(
             "record is {} bytes; the limit is {}",
             encoded.bytes.len(),
-            store::collection::MAX_RECORD_BYTES
+            crate::limits::MAX_RECORD_BYTES
         )));
     }
     Ok(WriteOp::Create {
@@ -340,7 +340,7 @@ impl CollectionService for CollectionApi {
         self.0.mesh.ensure_service(&ns, service).await?;
         let m = self
             .0
-            .services
+            .handlers
             .bound_method(&ns, service, method, &c.name)?;
         let input = r.input.unwrap_or_default();
         super::check_input_type(&input, m.input().full_name(), &r.method)?;

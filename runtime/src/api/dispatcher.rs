@@ -3,11 +3,11 @@
 
 use super::{ApiState, call_options, metadata_pairs, request_id};
 use crate::error::Error;
+use crate::handlers::Invocation;
 use crate::mesh::DispatchCall;
 use crate::mesh::view::{Member, MemberState};
 use crate::names::{CollectionName, Namespace};
 use crate::proto::{self, collective_dispatcher_server::CollectiveDispatcher};
-use crate::registry::services::Invocation;
 use crate::store::codec::TYPE_URL_PREFIX;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -99,7 +99,7 @@ impl CollectiveDispatcher for DispatcherApi {
         );
         let r = req.into_inner();
         self.0.mesh.ensure_service(&ns, &r.service).await?;
-        let (_, m) = self.0.services.method(&ns, &r.service, &r.method)?;
+        let (_, m) = self.0.handlers.method(&ns, &r.service, &r.method)?;
         let input = r.input.unwrap_or_default();
         super::check_input_type(
             &input,
@@ -202,7 +202,7 @@ impl CollectiveDispatcher for DispatcherApi {
         let r = req.into_inner();
         let (info, component) = self
             .0
-            .services
+            .handlers
             .export(&ns, &r.service, &r.sha256, !r.descriptors_only)
             .await?;
         let files = self

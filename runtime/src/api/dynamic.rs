@@ -7,9 +7,9 @@
 
 use super::{ApiState, COLLECTION_HEADER, call_options, metadata_pairs, request_id};
 use crate::error::Error;
+use crate::handlers::Invocation;
 use crate::mesh::DispatchCall;
 use crate::names::CollectionName;
-use crate::registry::services::Invocation;
 use prost::bytes::{Buf, BufMut, Bytes};
 use std::future::Future;
 use std::pin::Pin;

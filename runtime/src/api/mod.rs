@@ -10,11 +10,11 @@ pub mod repo;
 pub mod status;
 
 use crate::error::{Error, Result};
+use crate::handlers::CallOptions;
 use crate::mesh::Mesh;
 use crate::names::{CollectionName, Namespace, RecordId};
 use crate::proto;
 use crate::registry::Registry;
-use crate::registry::services::CallOptions;
 use crate::store::{self, Catalog, Labels, Record};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use std::sync::Arc;
@@ -34,12 +34,19 @@ pub const DEPTH_HEADER: &str = "x-collector-depth";
 
 /// What every adapter needs.
 pub struct ApiState {
+    /// The node's collections.
     pub catalog: Arc<Catalog>,
+    /// The node's registered types.
     pub registry: Arc<Registry>,
-    pub services: Arc<crate::registry::services::Services>,
+    /// The node's registered services and their call path.
+    pub handlers: Arc<crate::handlers::Handlers>,
+    /// The mesh as this node sees it, and dispatch.
     pub mesh: Arc<Mesh>,
+    /// Channels to peers.
     pub peers: Arc<peers::GrpcLink>,
+    /// The namespace a request that names none works in.
     pub default_namespace: Namespace,
+    /// This node's persistent id.
     pub node_id: String,
     /// host:port clients reach this node at.
     pub address: String,
@@ -199,7 +206,7 @@ pub fn payload(
 /// Labels from a request map, checked.
 pub fn labels(map: &std::collections::HashMap<String, String>) -> Result<Labels> {
     let l: Labels = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    store::collection::check_labels(&l)?;
+    store::check_labels(&l)?;
     Ok(l)
 }
 

@@ -15,14 +15,16 @@ use crate::store::CollectionMeta;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-/// How long connecting to a peer may take before the call is UNAVAILABLE.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::limits::{
+    DISCOVER_TIMEOUT, FETCH_TIMEOUT, FORWARD_MARGIN, PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL,
+    PEER_KEEPALIVE_TIMEOUT,
+};
 
 /// Channels to peers, and the mesh's link over them.
 pub struct GrpcLink {
@@ -90,10 +92,10 @@ impl GrpcLink {
         }
         let ch = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| Error::internal(format!("peer address {address:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .connect_lazy();
         map.insert(address.to_string(), ch.clone());
         Ok(ch)
@@ -182,7 +184,7 @@ where
 /// What a forward keeps of the caller's remaining time for itself: the
 /// peer gets less, so its own DEADLINE_EXCEEDED arrives before ours.
 fn margin(deadline: Instant) -> std::time::Duration {
-    (deadline.saturating_duration_since(Instant::now()) / 10).min(Duration::from_millis(200))
+    (deadline.saturating_duration_since(Instant::now()) / 10).min(FORWARD_MARGIN)
 }
 
 async fn wait_until(t: Option<Instant>) {
@@ -269,7 +271,7 @@ impl PeerLink for GrpcLink {
         };
         let (dead, peer) = (self.until_dead(address), address.to_string());
         Box::pin(async move {
-            let deadline = Some(Instant::now() + Duration::from_secs(30));
+            let deadline = Some(Instant::now() + FETCH_TIMEOUT);
             let req = with_timeout(Request::new(req), deadline);
             let r = run(dead, &peer, deadline, client?.fetch_component(req))
                 .await?
@@ -296,7 +298,7 @@ impl PeerLink for GrpcLink {
                 namespace: q.namespace.map(|n| n.to_string()).unwrap_or_default(),
                 message_type: q.message_type,
                 labels: q.labels.into_iter().collect(),
-                page_size: q.limit.min(1000) as i32,
+                page_size: q.limit.min(crate::limits::MAX_PAGE_SIZE as usize) as i32,
                 page_token: q
                     .after
                     .map(|(ns, name)| format!("{ns}/{name}"))
@@ -304,7 +306,7 @@ impl PeerLink for GrpcLink {
             });
             // One hop: the peer answers with its own collections only.
             mark(req.metadata_mut(), 1, 0);
-            let deadline = Some(Instant::now() + Duration::from_secs(5));
+            let deadline = Some(Instant::now() + DISCOVER_TIMEOUT);
             let req = with_timeout(req, deadline);
             let r = run(dead, &peer, deadline, client.discover(req))
                 .await?

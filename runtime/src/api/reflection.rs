@@ -46,7 +46,7 @@ fn add_set(pool: &mut DescriptorPool, bytes: &[u8]) {
 impl Reflection {
     /// Builds the service; `services` are the built-in service names it lists.
     pub fn new(state: Arc<ApiState>) -> Self {
-        let mut builtin = registry::api_pool();
+        let mut builtin = crate::proto::api_pool();
         add_set(&mut builtin, tonic_health::pb::FILE_DESCRIPTOR_SET);
         add_set(&mut builtin, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET);
         add_set(
@@ -87,7 +87,7 @@ impl Reflection {
             Ask::Services => {
                 let mut registered: Vec<String> = self
                     .state
-                    .services
+                    .handlers
                     .list(ns)
                     .into_iter()
                     .map(|s| s.service)
@@ -121,6 +121,7 @@ impl Reflection {
 
 macro_rules! reflection_version {
     ($version:ident) => {
+        /// The reflection service of this protocol version.
         pub mod $version {
             use super::{Answer, Ask, Reflection};
             use std::pin::Pin;

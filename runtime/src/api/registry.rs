@@ -2,9 +2,9 @@
 
 use super::ApiState;
 use crate::error::Error;
+use crate::handlers::{self, ServiceSpec};
 use crate::proto::{self, collector_registry_server::CollectorRegistry};
 use crate::registry::ProtoInput;
-use crate::registry::services::{self, ServiceSpec};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -96,12 +96,12 @@ impl CollectorRegistry for RegistryApi {
         let spec = ServiceSpec {
             namespace: ns,
             service: r.service,
-            grants: services::grants(r.grants.into_iter().map(|g| (g.collection, g.read_only)))?,
+            grants: handlers::grants(r.grants.into_iter().map(|g| (g.collection, g.read_only)))?,
             timeout_ms: limits.timeout_ms,
             memory_mib: limits.memory_mib,
         };
         Ok(Response::new(
-            self.0.services.register(spec, r.component).await?,
+            self.0.handlers.register(spec, r.component).await?,
         ))
     }
 
@@ -111,7 +111,7 @@ impl CollectorRegistry for RegistryApi {
     ) -> Result<Response<proto::ServiceInfo>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         Ok(Response::new(
-            self.0.services.info(&ns, &req.get_ref().service)?,
+            self.0.handlers.info(&ns, &req.get_ref().service)?,
         ))
     }
 
@@ -121,7 +121,7 @@ impl CollectorRegistry for RegistryApi {
     ) -> Result<Response<proto::ValidateMethodResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let r = req.get_ref();
-        let (_, m) = self.0.services.method(&ns, &r.service, &r.method)?;
+        let (_, m) = self.0.handlers.method(&ns, &r.service, &r.method)?;
         Ok(Response::new(proto::ValidateMethodResponse {
             input_type: m.input().full_name().to_string(),
             output_type: m.output().full_name().to_string(),
@@ -134,7 +134,7 @@ impl CollectorRegistry for RegistryApi {
     ) -> Result<Response<proto::ListServicesResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         Ok(Response::new(proto::ListServicesResponse {
-            services: self.0.services.list(&ns),
+            services: self.0.handlers.list(&ns),
         }))
     }
 
@@ -144,7 +144,7 @@ impl CollectorRegistry for RegistryApi {
     ) -> Result<Response<proto::UnregisterServiceResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         self.0
-            .services
+            .handlers
             .unregister(&ns, &req.get_ref().service, None)
             .await?;
         Ok(Response::new(proto::UnregisterServiceResponse {}))

@@ -194,8 +194,8 @@ impl CollectionRepo for RepoApi {
             Some(Namespace::new(&r.namespace)?)
         };
         let size = match page_size(r.page_size)? {
-            0 => 100,
-            n => n.min(1000),
+            0 => crate::limits::DEFAULT_PAGE_SIZE,
+            n => n.min(crate::limits::MAX_PAGE_SIZE),
         } as usize;
         let after = parse_after(&r.page_token)?;
         let labels = r

@@ -5,19 +5,7 @@ use tonic::{Code, Status};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let code = match e.kind {
-            ErrorKind::InvalidArgument => Code::InvalidArgument,
-            ErrorKind::NotFound => Code::NotFound,
-            ErrorKind::AlreadyExists => Code::AlreadyExists,
-            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-            ErrorKind::PermissionDenied => Code::PermissionDenied,
-            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
-            ErrorKind::Unimplemented => Code::Unimplemented,
-            ErrorKind::Aborted => Code::Aborted,
-            ErrorKind::Unavailable => Code::Unavailable,
-            ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-            ErrorKind::Internal => Code::Internal,
-        };
+        let code = Code::from_i32(e.kind.grpc_code());
         if code == Code::Internal {
             tracing::error!(error = %e.message, "internal error");
         }

@@ -13,9 +13,13 @@ pub type LinkFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static
 /// A call to run on a peer, which runs it where it lands (one hop at most).
 #[derive(Debug, Clone)]
 pub struct RemoteCall {
+    /// The method's namespace.
     pub namespace: String,
+    /// Full service name.
     pub service: String,
+    /// Method name.
     pub method: String,
+    /// The input message, binary protobuf.
     pub input: Vec<u8>,
     /// The owner of this collection is where the call goes.
     pub collection: Option<String>,
@@ -27,25 +31,31 @@ pub struct RemoteCall {
     pub metadata: Vec<(String, String)>,
     /// How many `invoke`s deep the call is.
     pub depth: u32,
+    /// The caller's deadline, passed on (a little shorter).
     pub deadline: Option<Instant>,
 }
 
 /// What a peer answered.
 #[derive(Debug, Clone)]
 pub struct RemoteOutcome {
+    /// The method's response, binary protobuf.
     pub output: Vec<u8>,
     /// Full name of the output message type.
     pub output_type: String,
+    /// The node that ran the call.
     pub node_id: String,
+    /// Its gRPC address.
     pub node_address: String,
 }
 
 /// A service as a peer hands it over: description, descriptors, component.
 #[derive(Debug, Clone)]
 pub struct FetchedService {
+    /// The service's registration, as the peer has it.
     pub info: crate::proto::ServiceInfo,
     /// The file declaring the service first, then its dependencies.
     pub files: Vec<FileDescriptorProto>,
+    /// The component's bytes (empty when only descriptors were asked for).
     pub component: Vec<u8>,
 }
 

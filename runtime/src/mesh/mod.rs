@@ -16,8 +16,8 @@ pub mod routing;
 pub mod view;
 
 use crate::error::{Error, Result};
+use crate::handlers::{Handlers, Invocation, Invoker, Version};
 use crate::names::{CollectionName, Namespace};
-use crate::registry::services::{Invocation, Invoker, Services, Version};
 use crate::registry::{ProtoInput, Registry};
 use crate::store::{Catalog, CollectionMeta, Labels};
 use crate::wasm::HostFuture;
@@ -32,6 +32,7 @@ use view::{HandlerVersion, Member, OwnedCollection, View};
 /// A call to run where it belongs.
 #[derive(Debug, Clone)]
 pub struct DispatchCall {
+    /// The method, its input and how the call got here.
     pub invocation: Invocation,
     /// Run where this collection lives.
     pub collection: Option<CollectionName>,
@@ -44,13 +45,17 @@ pub struct DispatchCall {
 /// Where a dispatched call ran, and what it returned.
 #[derive(Debug, Clone)]
 pub struct Dispatched {
+    /// The method's response, binary protobuf.
     pub output: Vec<u8>,
     /// Full name of the output message type.
     pub output_type: String,
+    /// The node that ran the call.
     pub node_id: String,
+    /// Its gRPC address.
     pub node_address: String,
     /// True if this node forwarded the call.
     pub forwarded: bool,
+    /// The call's request id (the client's, or one the forward made).
     pub request_id: String,
 }
 
@@ -59,18 +64,24 @@ pub struct Dispatched {
 pub struct DiscoverQuery {
     /// None: every namespace but `system`.
     pub namespace: Option<Namespace>,
+    /// Only collections of this message type (empty: any).
     pub message_type: String,
+    /// Only collections carrying all these labels.
     pub labels: Labels,
     /// Only collections after this (namespace, name).
     pub after: Option<(Namespace, CollectionName)>,
+    /// Most collections to return.
     pub limit: usize,
 }
 
 /// A collection and the member that owns it.
 #[derive(Debug, Clone)]
 pub struct Located {
+    /// The collection's description.
     pub meta: CollectionMeta,
+    /// The member that owns it.
     pub node_id: String,
+    /// That member's gRPC address.
     pub node_address: String,
 }
 
@@ -78,7 +89,7 @@ pub struct Located {
 pub struct Mesh {
     me: Weak<Mesh>,
     membership: Arc<Membership>,
-    services: Arc<Services>,
+    handlers: Arc<Handlers>,
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
     link: Arc<dyn PeerLink>,
@@ -124,7 +135,7 @@ impl Mesh {
     /// has, and keeping fetched handlers at the newest version.
     pub fn start(
         membership: Arc<Membership>,
-        services: Arc<Services>,
+        handlers: Arc<Handlers>,
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
         link: Arc<dyn PeerLink>,
@@ -132,7 +143,7 @@ impl Mesh {
         let mesh = Arc::new_cyclic(|me| Mesh {
             me: me.clone(),
             membership,
-            services,
+            handlers,
             catalog,
             registry,
             link,
@@ -141,11 +152,11 @@ impl Mesh {
             tasks: Mutex::new(Vec::new()),
         });
         let invoker: Weak<dyn Invoker> = Arc::downgrade(&mesh) as Weak<dyn Invoker>;
-        mesh.services.set_invoker(invoker);
+        mesh.handlers.set_invoker(invoker);
         let publisher = {
             let me = Arc::downgrade(&mesh);
             let mut colls = mesh.catalog.subscribe();
-            let mut svcs = mesh.services.subscribe();
+            let mut svcs = mesh.handlers.subscribe();
             tokio::spawn(async move {
                 loop {
                     match me.upgrade() {
@@ -209,7 +220,7 @@ impl Mesh {
             })
             .collect();
         let handlers: Vec<HandlerVersion> = self
-            .services
+            .handlers
             .versions()
             .iter()
             .map(handler_version)
@@ -222,7 +233,7 @@ impl Mesh {
     async fn follow_newest(&self) {
         let view = self.view();
         for v in self
-            .services
+            .handlers
             .versions()
             .into_iter()
             .filter(|v| !v.removed())
@@ -243,7 +254,7 @@ impl Mesh {
     pub async fn ensure_service(&self, ns: &Namespace, service: &str) -> Result<()> {
         let needed = |view: &View| {
             view.newest(ns.as_str(), service)
-                .filter(|n| supersedes(n, self.services.version(ns, service).as_ref()))
+                .filter(|n| supersedes(n, self.handlers.version(ns, service).as_ref()))
                 .cloned()
         };
         if needed(&self.view()).is_none() {
@@ -256,7 +267,7 @@ impl Mesh {
         };
         if newest.removed {
             return match self
-                .services
+                .handlers
                 .unregister(ns, service, Some(newest.registered_at_us))
                 .await
             {
@@ -274,7 +285,7 @@ impl Mesh {
                 }
             }
         }
-        if self.services.has(ns, service) {
+        if self.handlers.has(ns, service) {
             tracing::warn!(service, sha256 = %newest.sha256, "newest version unreachable; serving the older one");
             return Ok(());
         }
@@ -296,7 +307,7 @@ impl Mesh {
                 true,
             )
             .await?;
-        let got = crate::registry::services::hex(&sha2::Sha256::digest(&f.component));
+        let got = crate::handlers::sha256(&f.component);
         if got != want.sha256 || f.info.sha256 != want.sha256 {
             return Err(Error::internal(format!(
                 "node {} sent a component hashing to {got}, not the {} asked for; not installed",
@@ -316,7 +327,7 @@ impl Mesh {
                     want.service, peer.node_id, e.message
                 ))
             })?;
-        self.services.install(&f.info, f.component).await?;
+        self.handlers.install(&f.info, f.component).await?;
         tracing::info!(service = %want.service, sha256 = %want.sha256, from = %peer.node_id, "handler fetched from a peer");
         Ok(())
     }
@@ -326,10 +337,10 @@ impl Mesh {
     pub async fn run_here(&self, inv: Invocation, request_id: Option<&str>) -> Result<Vec<u8>> {
         self.ensure_service(&inv.namespace, &inv.service).await?;
         match request_id {
-            None => self.services.call(inv).await,
+            None => self.handlers.call(inv).await,
             Some(id) => {
                 let fp = fingerprint(&inv);
-                let services = self.services.clone();
+                let services = self.handlers.clone();
                 self.requests
                     .run_once(id, fp, async move { services.call(inv).await })
                     .await
@@ -356,7 +367,7 @@ impl Mesh {
             &view,
             &target,
             collection_here,
-            self.services.has(&inv.namespace, &inv.service),
+            self.handlers.has(&inv.namespace, &inv.service),
             inv.options.hop,
         )?;
         match decision {
@@ -370,7 +381,7 @@ impl Mesh {
                 );
                 let output = self.run_here(call.invocation, rid).await?;
                 let output_type = self
-                    .services
+                    .handlers
                     .method(&ns, &service, &method)
                     .map(|(_, m)| m.output().full_name().to_string())
                     .unwrap_or_default();
@@ -611,7 +622,7 @@ impl Mesh {
     /// Joins the mesh of the node at `address`.
     pub async fn connect(&self, address: &str) -> Result<()> {
         self.membership
-            .connect(address, std::time::Duration::from_secs(5))
+            .connect(address, crate::limits::JOIN_TIMEOUT)
             .await
     }
 

@@ -1,22 +1,17 @@
 //! At-most-once execution of named calls: a call with a request id runs
 //! once on this node; a retry with the same id (a client's, or a forward
 //! that was resent) waits for the first run and gets its outcome. Outcomes
-//! are kept for `RETAIN` (bounded in count and bytes), in memory only: a
+//! are kept for `limits::REQUEST_LOG_RETAIN` (bounded in count and bytes), in memory only: a
 //! node that restarts forgets them.
 
 use crate::error::{Error, Result};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
 
-/// How long a finished call's outcome answers retries.
-pub const RETAIN: Duration = Duration::from_secs(600);
-/// Most finished outcomes kept (only named calls and forwards are logged).
-const MAX_ENTRIES: usize = 100_000;
-/// Most output bytes kept across finished outcomes.
-const MAX_BYTES: usize = 64 << 20;
+use crate::limits::{REQUEST_LOG_BYTES, REQUEST_LOG_ENTRIES, REQUEST_LOG_RETAIN};
 
 type Outcome = Result<Vec<u8>>;
 
@@ -36,8 +31,8 @@ struct Inner {
 impl Inner {
     fn evict(&mut self, now: Instant) {
         while let Some((at, _, _)) = self.finished.front() {
-            let full = self.finished.len() > MAX_ENTRIES || self.bytes > MAX_BYTES;
-            if !full && now.duration_since(*at) < RETAIN {
+            let full = self.finished.len() > REQUEST_LOG_ENTRIES || self.bytes > REQUEST_LOG_BYTES;
+            if !full && now.duration_since(*at) < REQUEST_LOG_RETAIN {
                 break;
             }
             let (_, id, size) = self.finished.pop_front().expect("front exists");
@@ -133,6 +128,7 @@ impl RequestLog {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_retried_id_runs_once_and_gets_the_first_outcome() {

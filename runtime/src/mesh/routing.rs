@@ -8,7 +8,7 @@ use sha2::Digest;
 
 /// Most times a call is forwarded. A call that arrives forwarded runs where
 /// it lands, so no dispatch loop can form whatever the members believe.
-pub const MAX_HOPS: u32 = 1;
+pub use crate::limits::MAX_HOPS;
 
 /// The outcome of a routing decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,9 @@ pub fn for_collection(
 /// What a Dispatch names.
 #[derive(Debug, Clone, Default)]
 pub struct DispatchTarget<'a> {
+    /// The call's namespace.
     pub namespace: &'a str,
+    /// The call's full service name.
     pub service: &'a str,
     /// Run where this collection lives.
     pub collection: Option<&'a str>,

@@ -18,19 +18,28 @@ pub enum MemberState {
 /// A collection a member owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedCollection {
+    /// The collection's namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// Full name of its message type.
     pub message_type: String,
+    /// When it was created (µs since the epoch), to settle a name taken twice.
     pub created_us: i64,
 }
 
 /// A handler version a member has; `removed` marks an unregistration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerVersion {
+    /// The service's namespace.
     pub namespace: String,
+    /// Full service name.
     pub service: String,
+    /// The component's sha256 (empty for an unregistration).
     pub sha256: String,
+    /// When it was registered or unregistered (µs since the epoch).
     pub registered_at_us: i64,
+    /// True for an unregistration.
     pub removed: bool,
 }
 
@@ -45,13 +54,17 @@ impl HandlerVersion {
 /// One member of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The member's persistent id.
     pub node_id: String,
     /// gRPC host:port.
     pub address: String,
+    /// Alive or dead, as the failure detector says.
     pub state: MemberState,
     /// Start time of this incarnation (microseconds since the epoch).
     pub started_us: i64,
+    /// The collections it owns.
     pub collections: Vec<OwnedCollection>,
+    /// The handler versions it has.
     pub handlers: Vec<HandlerVersion>,
 }
 
@@ -128,6 +141,7 @@ pub mod keys {
 pub struct View {
     /// Members by node id (this node included).
     pub members: BTreeMap<String, Member>,
+    /// The id of the node whose view this is.
     pub self_id: String,
 }
 

@@ -1,29 +1,19 @@
 //! Proto types registered at run time, one DescriptorPool per namespace.
 //! Registrations are validated as a whole, persisted in the `system/protos`
-//! collection, and only then made visible.
-
-pub mod services;
+//! collection, and only then made visible. The registry uses the store to
+//! persist; the store resolves collection types through `store::Types`,
+//! which the registry implements, so the store never names the registry.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::Namespace;
-use crate::store::codec;
-use crate::store::collection::{Collection, Labels, WriteOp, Written};
-use crate::store::query::Query;
+use crate::proto::api_pool;
+use crate::store::{Collection, Labels, WriteOp, Written, codec};
 use miette::Diagnostic;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use prost_types::{FileDescriptorProto, FileDescriptorSet};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-
-/// The node's own API descriptors (package collector.v1).
-pub const API_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/collector_descriptor.bin"));
-
-/// The pool of the node's own API plus the well-known types.
-pub fn api_pool() -> DescriptorPool {
-    DescriptorPool::decode(API_DESCRIPTOR_SET).expect("the build embeds a valid descriptor set")
-}
 
 /// What a client registers.
 #[derive(Debug, Clone)]
@@ -36,19 +26,27 @@ pub enum ProtoInput {
 
 /// What a registration added.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Registered {
+pub struct ProtoRegistration {
+    /// Files stored by this registration (identical ones already held are not).
     pub new_files: Vec<String>,
+    /// Message types the request's files define.
     pub message_types: Vec<String>,
+    /// Services the request's files declare.
     pub services: Vec<String>,
 }
 
 /// A summary of one registered file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSummary {
+    /// The file's name, e.g. `shop/order.proto`.
     pub name: String,
+    /// Its proto package.
     pub package: String,
+    /// Message types it defines (nested ones included).
     pub message_types: Vec<String>,
+    /// Services it declares.
     pub services: Vec<String>,
+    /// Files it imports.
     pub dependencies: Vec<String>,
 }
 
@@ -188,17 +186,8 @@ impl Registry {
     /// Loads every namespace's files from `system/protos`.
     pub async fn load(store: Arc<Collection>) -> Result<Self> {
         let mut files: BTreeMap<Namespace, Vec<(i64, FileDescriptorProto)>> = BTreeMap::new();
-        let mut token = String::new();
-        let record_desc = store.descriptor().clone();
-        loop {
-            let q = Query {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            };
-            let (page, _) = store.search(q, false).await?;
-            for (rec, _) in page.hits {
-                let msg = codec::decode(&record_desc, &rec.data)?;
+        store
+            .scan(|rec, msg| {
                 let stored: crate::proto::ProtoFileRecord = msg
                     .transcode_to()
                     .map_err(|e| Error::internal(format!("system/protos {:?}: {e}", rec.id)))?;
@@ -207,12 +196,9 @@ impl Registry {
                     Error::internal(format!("system/protos {:?} has no file", rec.id))
                 })?;
                 files.entry(ns).or_default().push((rec.created_us, file));
-            }
-            if page.next_token.is_empty() {
-                break;
-            }
-            token = page.next_token;
-        }
+                Ok(())
+            })
+            .await?;
         let mut spaces = HashMap::new();
         spaces.insert(Namespace::system(), Space { pool: api_pool() });
         for (ns, mut list) in files {
@@ -270,7 +256,7 @@ impl Registry {
     }
 
     /// Registers files in `ns`, all or nothing.
-    pub async fn register(&self, ns: &Namespace, input: ProtoInput) -> Result<Registered> {
+    pub async fn register(&self, ns: &Namespace, input: ProtoInput) -> Result<ProtoRegistration> {
         ns.writable()?;
         let _guard = self.register_lock.lock().await;
         let current = self.pool(ns);
@@ -353,7 +339,7 @@ impl Registry {
                 ),
             });
         }
-        let mut out = Registered::default();
+        let mut out = ProtoRegistration::default();
         for name in &request_files {
             if let Some(f) = pool.get_file_by_name(name) {
                 out.message_types.extend(all_messages(&f));
@@ -440,6 +426,12 @@ impl Registry {
             (None, None) => return Err(Error::invalid("name a file_name or a symbol")),
         };
         Ok(with_deps(&file))
+    }
+}
+
+impl crate::store::Types for Registry {
+    fn message(&self, ns: &Namespace, full_name: &str) -> Result<MessageDescriptor> {
+        Registry::message(self, ns, full_name)
     }
 }
 

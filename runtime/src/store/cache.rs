@@ -4,7 +4,7 @@
 //! the group wrote. A read that missed fills the cache only if no write was
 //! applied since the read began, so a stale row can never overwrite a newer one.
 
-use super::collection::Record;
+use super::record::Record;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]

@@ -3,26 +3,42 @@
 //! so it is persisted and queried by the same code as any collection.
 
 use super::codec;
-use super::collection::{Collection, Labels, Options, Page, WriteOp, Written};
+use super::collection::{Collection, Options};
 use super::query::{Filter, Query};
+use super::record::{Labels, Page, WriteOp, Written};
 use crate::error::{Error, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
-use crate::registry::{self, Registry};
 use prost::Message;
-use prost_reflect::DynamicMessage;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+/// Resolves the message type of a collection in its namespace. The type
+/// registry implements it (wired in `node.rs`), so the store needs no
+/// knowledge of how types are registered.
+pub trait Types: Send + Sync {
+    /// The message type `full_name` as registered in `ns` (or a well-known
+    /// type); NOT_FOUND if it is not, INVALID_ARGUMENT if the name is empty.
+    fn message(&self, ns: &Namespace, full_name: &str) -> Result<MessageDescriptor>;
+}
+
 /// A collection's description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectionMeta {
+    /// The namespace it lives in.
     pub namespace: Namespace,
+    /// Its name in the namespace.
     pub name: CollectionName,
+    /// Full name of its records' message type.
     pub message_type: String,
+    /// The collection's own labels (for Discover).
     pub labels: Labels,
+    /// Free text for people.
     pub description: String,
+    /// Indexed field paths.
     pub indexes: Vec<String>,
+    /// When it was created (µs since the epoch).
     pub created_us: i64,
 }
 
@@ -47,8 +63,7 @@ pub const COLLECTIONS: &str = "collections";
 pub const PROTOS: &str = "protos";
 /// The name of the registered-services collection in `system`.
 pub const SERVICES: &str = "services";
-/// Most indexes one collection may declare.
-pub const MAX_INDEXES: usize = 32;
+pub use crate::limits::MAX_INDEXES;
 
 type Key = (Namespace, CollectionName);
 
@@ -61,7 +76,7 @@ struct Entry {
 pub struct Catalog {
     root: PathBuf,
     options: Options,
-    registry: Arc<Registry>,
+    types: Arc<dyn Types>,
     system: Arc<Collection>,
     entries: RwLock<BTreeMap<Key, Entry>>,
     ddl: tokio::sync::Mutex<()>,
@@ -72,8 +87,11 @@ pub struct Catalog {
 /// One collection's matches in a cross-collection search.
 #[derive(Debug, Clone)]
 pub struct CollectionHits {
+    /// The collection searched.
     pub collection: CollectionName,
+    /// How many of its records match.
     pub total: i64,
+    /// The first page of them.
     pub page: Page,
 }
 
@@ -153,7 +171,7 @@ const SYSTEM_COLLECTIONS: [(&str, &str); 3] = [
 
 /// Opens the system collections the registry, catalogue and services live in.
 pub async fn open_system(root: &Path, options: Options) -> Result<SystemCollections> {
-    let api = registry::api_pool();
+    let api = crate::proto::api_pool();
     let mut opened = Vec::new();
     for (name, ty) in SYSTEM_COLLECTIONS {
         let meta = system_meta(name, ty);
@@ -177,7 +195,7 @@ impl Catalog {
     pub async fn load(
         root: PathBuf,
         options: Options,
-        registry: Arc<Registry>,
+        types: Arc<dyn Types>,
         sys: &SystemCollections,
     ) -> Result<Self> {
         let mut entries = BTreeMap::new();
@@ -192,37 +210,23 @@ impl Catalog {
             );
         }
         let system = sys.collections.clone();
-        let desc = system.descriptor().clone();
-        let mut token = String::new();
-        loop {
-            let (page, _) = system
-                .search(
-                    Query {
-                        page_size: 1000,
-                        page_token: token,
-                        ..Default::default()
-                    },
-                    false,
-                )
-                .await?;
-            for (rec, _) in &page.hits {
-                let info: crate::proto::CollectionInfo = codec::decode(&desc, &rec.data)?
-                    .transcode_to()
-                    .map_err(|e| {
-                        Error::internal(format!("system/collections {:?}: {e}", rec.id))
-                    })?;
-                let meta = CollectionMeta::from_info(info, rec.created_us)?;
-                let mdesc = registry.message(&meta.namespace, &meta.message_type)?;
-                let coll = open_blocking(&meta, mdesc, &root, options).await?;
-                entries.insert(
-                    (meta.namespace.clone(), meta.name.clone()),
-                    Entry { meta, coll },
-                );
-            }
-            if page.next_token.is_empty() {
-                break;
-            }
-            token = page.next_token;
+        let mut metas = Vec::new();
+        system
+            .scan(|rec, msg| {
+                let info: crate::proto::CollectionInfo = msg.transcode_to().map_err(|e| {
+                    Error::internal(format!("system/collections {:?}: {e}", rec.id))
+                })?;
+                metas.push(CollectionMeta::from_info(info, rec.created_us)?);
+                Ok(())
+            })
+            .await?;
+        for meta in metas {
+            let mdesc = types.message(&meta.namespace, &meta.message_type)?;
+            let coll = open_blocking(&meta, mdesc, &root, options).await?;
+            entries.insert(
+                (meta.namespace.clone(), meta.name.clone()),
+                Entry { meta, coll },
+            );
         }
         tracing::info!(
             collections = entries.len() - SYSTEM_COLLECTIONS.len(),
@@ -231,17 +235,12 @@ impl Catalog {
         Ok(Catalog {
             root,
             options,
-            registry,
+            types,
             system,
             entries: RwLock::new(entries),
             ddl: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
         })
-    }
-
-    /// The registry the catalogue resolves types with.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
     }
 
     /// Notified after every create and delete.
@@ -297,9 +296,9 @@ impl Catalog {
     /// Creates a collection of a type registered in its namespace.
     pub async fn create(&self, mut meta: CollectionMeta) -> Result<CollectionMeta> {
         meta.namespace.writable()?;
-        let desc = self.registry.message(&meta.namespace, &meta.message_type)?;
+        let desc = self.types.message(&meta.namespace, &meta.message_type)?;
         meta.message_type = desc.full_name().to_string();
-        super::collection::check_labels(&meta.labels)?;
+        super::record::check_labels(&meta.labels)?;
         if meta.indexes.len() > MAX_INDEXES {
             return Err(Error::invalid(format!(
                 "{} indexes; the limit is {MAX_INDEXES}",

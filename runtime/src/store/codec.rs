@@ -11,8 +11,11 @@ pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 /// A payload checked against the collection's type, ready to store.
 #[derive(Debug, Clone)]
 pub struct Encoded {
+    /// The binary protobuf, as stored.
     pub bytes: Vec<u8>,
+    /// The canonical JSON (proto field names; 64-bit integers as numbers), for filters and indexes.
     pub json: String,
+    /// Every string and enum value, for the FTS index.
     pub text: String,
 }
 
@@ -175,7 +178,7 @@ mod tests {
             message Inner { string city = 1; int64 zip = 2; }
             message M { string name = 1; int64 big = 2; Inner inner = 3; repeated string tags = 4;
                         Color color = 5; map<string, string> attrs = 6; }"#;
-        crate::registry::compile_sources(&[("t.proto".into(), src.into())], &[]).unwrap()
+        crate::store::test_pool(src)
     }
 
     #[test]

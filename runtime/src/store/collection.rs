@@ -1,37 +1,25 @@
 //! One collection: one SQLite file (WAL) with its records, labels and FTS
-//! index. All writes go through a single writer thread that groups concurrent
-//! writes into one transaction (group commit) and answers each caller after
-//! the commit; reads use their own connections on the blocking pool.
+//! index (`schema`). All writes go through the collection's writer thread
+//! (`writer`, group commit); reads run on the reader threads (`readers`)
+//! with their own connections (`reads`), behind a write-coherent record
+//! cache (`cache`).
 
-use super::cache::{Change, RecordCache};
-use super::codec::{self, Encoded};
-use super::query::{self, Plan, Query};
-use crate::error::{Error, ErrorKind, Result};
+use super::cache::RecordCache;
+use super::query::{self, Query};
+use super::reads::{fts_error, row_record, run_count, run_page};
+use super::record::{BatchOutcome, MAX_BATCH_OPS, Page, Record, WriteOp, Written};
+use super::schema::{create_indexes, open_reader, open_writer};
+use super::writer::{Job, writer_loop};
+use crate::error::{Error, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
-use std::collections::BTreeMap;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
-/// Record labels, ordered so their JSON form is canonical.
-pub type Labels = BTreeMap<String, String>;
-
-/// Writes waiting for the writer beyond this are refused with ResourceExhausted.
-const WRITE_QUEUE: usize = 8192;
-/// Most jobs committed in one transaction.
-const GROUP_MAX: usize = 512;
-/// Largest record payload, in bytes.
-pub const MAX_RECORD_BYTES: usize = 8 << 20;
-/// Most labels on one record.
-pub const MAX_LABELS: usize = 64;
-/// The longest label key or value, in bytes.
-pub const MAX_LABEL_LEN: usize = 256;
-/// Most ops in one batch.
-pub const MAX_BATCH_OPS: usize = 1000;
+use crate::limits::{POOLED_READERS, WRITE_QUEUE};
 
 /// How a collection is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,158 +34,16 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             sync_full: true,
-            cache_bytes: 16 << 20,
+            cache_bytes: crate::limits::RECORD_CACHE_BYTES,
         }
     }
-}
-
-/// A stored record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub id: String,
-    pub data: Vec<u8>,
-    pub json: String,
-    pub labels: Labels,
-    pub version: i64,
-    /// Microseconds since the Unix epoch.
-    pub created_us: i64,
-    pub updated_us: i64,
-}
-
-/// What part of a record an update replaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MaskPart {
-    Keep,
-    All,
-    Paths(Vec<String>),
-}
-
-/// An update mask over the payload (`data…`) and the labels (`labels…`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mask {
-    pub data: MaskPart,
-    pub labels: MaskPart,
-}
-
-impl Mask {
-    /// Replace payload and labels.
-    pub fn full() -> Self {
-        Mask {
-            data: MaskPart::All,
-            labels: MaskPart::All,
-        }
-    }
-
-    /// Parses field-mask paths: `data`, `data.<path>`, `labels`, `labels.<key>`.
-    /// No paths means a full replace.
-    pub fn parse(paths: &[String]) -> Result<Self> {
-        if paths.is_empty() {
-            return Ok(Mask::full());
-        }
-        let mut m = Mask {
-            data: MaskPart::Keep,
-            labels: MaskPart::Keep,
-        };
-        fn add(part: &mut MaskPart, sub: Option<&str>) {
-            match (sub, &mut *part) {
-                (None, _) => *part = MaskPart::All,
-                (Some(_), MaskPart::All) => {}
-                (Some(s), MaskPart::Paths(v)) => v.push(s.to_string()),
-                (Some(s), MaskPart::Keep) => *part = MaskPart::Paths(vec![s.to_string()]),
-            }
-        }
-        for p in paths {
-            match p.split_once('.') {
-                None if p == "data" => add(&mut m.data, None),
-                None if p == "labels" => add(&mut m.labels, None),
-                Some(("data", rest)) if !rest.is_empty() => add(&mut m.data, Some(rest)),
-                Some(("labels", rest)) if !rest.is_empty() => add(&mut m.labels, Some(rest)),
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "update_mask path {p:?}: use \"data\", \"data.<field path>\", \"labels\" or \"labels.<key>\""
-                    )));
-                }
-            }
-        }
-        Ok(m)
-    }
-}
-
-/// One write.
-#[derive(Debug, Clone)]
-pub enum WriteOp {
-    Create {
-        id: Option<RecordId>,
-        payload: Encoded,
-        labels: Labels,
-    },
-    Update {
-        id: RecordId,
-        /// The new payload; None with a data mask clears the masked fields.
-        data: Option<DynamicMessage>,
-        labels: Labels,
-        mask: Mask,
-        expected_version: Option<i64>,
-    },
-    Delete {
-        id: RecordId,
-        expected_version: Option<i64>,
-    },
-}
-
-/// What a write did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Written {
-    Stored(Record),
-    Deleted,
-}
-
-/// The outcome of a batch: every op applied, or none.
-#[derive(Debug, Clone)]
-pub struct BatchOutcome {
-    pub committed: bool,
-    pub results: Vec<Result<Written>>,
-}
-
-enum Job {
-    One(WriteOp, oneshot::Sender<Result<Written>>),
-    Batch(Vec<WriteOp>, oneshot::Sender<Result<BatchOutcome>>),
-    Index(Vec<String>, oneshot::Sender<Result<()>>),
-}
-
-/// Checks labels against the limits.
-pub fn check_labels(labels: &Labels) -> Result<()> {
-    if labels.len() > MAX_LABELS {
-        return Err(Error::invalid(format!(
-            "{} labels given; the limit is {MAX_LABELS}",
-            labels.len()
-        )));
-    }
-    for (k, v) in labels {
-        if k.is_empty()
-            || k.len() > MAX_LABEL_LEN
-            || v.len() > MAX_LABEL_LEN
-            || k.contains('\0')
-            || v.contains('\0')
-        {
-            return Err(Error::invalid(format!(
-                "label {k:?}: keys must be 1 to {MAX_LABEL_LEN} bytes and values at most {MAX_LABEL_LEN}, without NUL"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A page of query results.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub hits: Vec<(Record, f64)>,
-    pub next_token: String,
 }
 
 /// One open collection.
 pub struct Collection {
+    /// The namespace it lives in.
     pub namespace: Namespace,
+    /// Its name in the namespace.
     pub name: CollectionName,
     desc: MessageDescriptor,
     path: PathBuf,
@@ -205,77 +51,6 @@ pub struct Collection {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<RecordCache>,
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS records(
-  rid INTEGER PRIMARY KEY,
-  id TEXT NOT NULL UNIQUE,
-  data BLOB NOT NULL,
-  json TEXT NOT NULL,
-  labels TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  created INTEGER NOT NULL,
-  updated INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_created ON records(created, rid);
-CREATE INDEX IF NOT EXISTS records_updated ON records(updated, rid);
-CREATE TABLE IF NOT EXISTS labels(
-  rid INTEGER NOT NULL,
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  PRIMARY KEY(rid, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS labels_kv ON labels(key, value, rid);
-CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(body, content='', contentless_delete=1);
-";
-
-fn open_writer(path: &Path, sync_full: bool) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        if sync_full { "FULL" } else { "NORMAL" },
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
-}
-
-fn open_reader(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
-}
-
-/// Index name for a field path (paths are checked identifiers joined by dots).
-fn index_name(path: &str) -> String {
-    format!("idx_{}", path.replace('.', "__"))
-}
-
-fn create_indexes(conn: &Connection, desc: &MessageDescriptor, paths: &[String]) -> Result<()> {
-    for p in paths {
-        let expr = query::order_expr(desc, p).map_err(|e| e.context("indexes"))?;
-        let expr = expr.replace("r.json", "json");
-        conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS {} ON records({expr}, rid)",
-            index_name(p)
-        ))?;
-    }
-    Ok(())
 }
 
 impl Collection {
@@ -402,7 +177,7 @@ impl Collection {
                 };
                 let out = f(&this, &conn);
                 let mut pool = this.readers.lock().expect("readers lock");
-                if pool.len() < 16 {
+                if pool.len() < POOLED_READERS {
                     pool.push(conn);
                 }
                 out
@@ -454,6 +229,31 @@ impl Collection {
         .await
     }
 
+    /// Reads every record in insertion order, page by page, handing each to
+    /// `f` with its payload decoded (how the node loads its `system`
+    /// collections at start).
+    pub async fn scan(
+        self: &Arc<Self>,
+        mut f: impl FnMut(&Record, DynamicMessage) -> Result<()>,
+    ) -> Result<()> {
+        let mut token = String::new();
+        loop {
+            let q = Query {
+                page_size: query::MAX_PAGE_SIZE,
+                page_token: token,
+                ..Default::default()
+            };
+            let (page, _) = self.search(q, false).await?;
+            for (rec, _) in &page.hits {
+                f(rec, super::codec::decode(&self.desc, &rec.data)?)?;
+            }
+            if page.next_token.is_empty() {
+                return Ok(());
+            }
+            token = page.next_token;
+        }
+    }
+
     /// Counts the records a query selects.
     pub async fn count(self: &Arc<Self>, q: Query) -> Result<i64> {
         let plan = query::plan(&self.desc, &q)?;
@@ -492,422 +292,19 @@ impl Collection {
     }
 }
 
-/// FTS5 reports query syntax errors as SQL errors: they are the caller's to fix.
-fn fts_error(e: Error, has_text: bool) -> Error {
-    if has_text
-        && e.kind == ErrorKind::Internal
-        && e.message.starts_with(crate::error::SQL_ERROR_PREFIX)
-    {
-        let detail = e.message.trim_start_matches(crate::error::SQL_ERROR_PREFIX);
-        return Error::invalid(format!(
-            "query is not valid FTS5 syntax ({detail}); quote terms with \"…\" to match them literally"
-        ));
-    }
-    e
-}
-
-fn row_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
-    let labels: String = r.get(3)?;
-    Ok(Record {
-        id: r.get(0)?,
-        data: r.get(1)?,
-        json: r.get(2)?,
-        labels: serde_json::from_str(&labels).unwrap_or_default(),
-        version: r.get(4)?,
-        created_us: r.get(5)?,
-        updated_us: r.get(6)?,
-    })
-}
-
-fn run_page(conn: &Connection, plan: &Plan) -> Result<Page> {
-    let mut st = conn.prepare_cached(&plan.select)?;
-    let mut rows = st.query(rusqlite::params_from_iter(plan.select_params.iter()))?;
-    let mut hits = Vec::new();
-    let mut last: Option<(rusqlite::types::Value, i64)> = None;
-    let mut more = false;
-    while let Some(row) = rows.next()? {
-        if hits.len() == plan.page_size as usize {
-            more = true;
-            break;
-        }
-        let rid: i64 = row.get(0)?;
-        let rec = Record {
-            id: row.get(1)?,
-            data: row.get(2)?,
-            json: row.get(3)?,
-            labels: serde_json::from_str(&row.get::<_, String>(4)?).unwrap_or_default(),
-            version: row.get(5)?,
-            created_us: row.get(6)?,
-            updated_us: row.get(7)?,
-        };
-        let score: f64 = row.get(8)?;
-        last = Some((row.get(9)?, rid));
-        hits.push((rec, score));
-    }
-    let next_token = match (more, last) {
-        (true, Some((k, rid))) => plan.token_after(&k, rid),
-        _ => String::new(),
-    };
-    Ok(Page { hits, next_token })
-}
-
-fn run_count(conn: &Connection, plan: &Plan) -> Result<i64> {
-    let mut st = conn.prepare_cached(&plan.count)?;
-    Ok(
-        st.query_row(rusqlite::params_from_iter(plan.count_params.iter()), |r| {
-            r.get(0)
-        })?,
-    )
-}
-
-fn writer_loop(
-    mut conn: Connection,
-    desc: MessageDescriptor,
-    cache: Arc<RecordCache>,
-    rx: Receiver<Job>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        commit_group(&mut conn, &desc, &cache, jobs);
-    }
-}
-
-/// Reply slots filled during the transaction, sent only after the commit.
-enum Reply {
-    One(oneshot::Sender<Result<Written>>, Result<Written>),
-    Batch(oneshot::Sender<Result<BatchOutcome>>, BatchOutcome),
-    Index(oneshot::Sender<Result<()>>, Result<()>),
-}
-
-/// What a successful write changed, for the record cache.
-fn change(op: &WriteOp, w: &Written) -> Change {
-    match (w, op) {
-        (Written::Stored(r), _) => (r.id.clone(), Some(Arc::new(r.clone()))),
-        (Written::Deleted, WriteOp::Delete { id, .. }) => (id.as_str().to_string(), None),
-        (Written::Deleted, _) => unreachable!("only deletes delete"),
-    }
-}
-
-fn commit_group(
-    conn: &mut Connection,
-    desc: &MessageDescriptor,
-    cache: &RecordCache,
-    jobs: Vec<Job>,
-) {
-    let mut changes: Vec<Change> = Vec::new();
-    let mut replies = Vec::with_capacity(jobs.len());
-    let mut jobs = jobs.into_iter();
-    let outcome: Result<()> = (|| {
-        let mut tx = conn.transaction()?;
-        for job in jobs.by_ref() {
-            match job {
-                Job::One(op, reply) => {
-                    // No savepoint per write (it cost ~25% of the writer's time):
-                    // `apply` raises caller errors before its first write, and a
-                    // failed INSERT is undone by SQLite itself. Any other error may
-                    // follow a write, so it fails the whole group.
-                    let r = apply(&tx, desc, &op);
-                    if let Ok(w) = &r {
-                        changes.push(change(&op, w));
-                    }
-                    let poisoned = r.as_ref().err().filter(|e| !e.before_writes()).cloned();
-                    replies.push(Reply::One(reply, r));
-                    if let Some(e) = poisoned {
-                        return Err(e);
-                    }
-                }
-                Job::Batch(ops, reply) => {
-                    let mut results: Vec<Result<Written>> = Vec::with_capacity(ops.len());
-                    let r = in_savepoint(&mut tx, |sp| {
-                        for (i, op) in ops.iter().enumerate() {
-                            match apply(sp, desc, op) {
-                                Ok(w) => results.push(Ok(w)),
-                                Err(e) => {
-                                    results.push(Err(e.clone()));
-                                    return Err(e.context(format!("ops[{i}]")));
-                                }
-                            }
-                        }
-                        Ok(())
-                    });
-                    let committed = r.is_ok();
-                    if committed {
-                        for (op, w) in ops.iter().zip(&results) {
-                            if let Ok(w) = w {
-                                changes.push(change(op, w));
-                            }
-                        }
-                    }
-                    let failed_at = results.len().saturating_sub(1);
-                    let results = if committed {
-                        results
-                    } else {
-                        (0..ops.len())
-                            .map(|i| match results.get(i) {
-                                Some(Err(e)) if i == failed_at => Err(e.clone()),
-                                _ => Err(Error::aborted(format!("not applied: ops[{failed_at}] failed, so the batch was rolled back"))),
-                            })
-                            .collect()
-                    };
-                    replies.push(Reply::Batch(reply, BatchOutcome { committed, results }));
-                }
-                Job::Index(paths, reply) => {
-                    let r = in_savepoint(&mut tx, |sp| create_indexes(sp, desc, &paths));
-                    replies.push(Reply::Index(reply, r));
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    })();
-    if outcome.is_ok() {
-        // Before any caller hears of its write, so reads see what was acknowledged.
-        cache.apply(changes);
-    }
-    // A failed commit loses every write of the group: tell each caller so,
-    // including those whose jobs were never reached.
-    if let Err(e) = &outcome {
-        for job in jobs {
-            match job {
-                Job::One(_, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Batch(_, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Index(_, tx) => drop(tx.send(Err(e.clone()))),
-            }
-        }
-    }
-    for reply in replies {
-        match (reply, &outcome) {
-            (Reply::One(tx, r), Ok(())) => drop(tx.send(r)),
-            (Reply::Batch(tx, b), Ok(())) => drop(tx.send(Ok(b))),
-            (Reply::Index(tx, r), Ok(())) => drop(tx.send(r)),
-            (Reply::One(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
-            (Reply::Batch(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
-            (Reply::Index(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
-        }
-    }
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "commit failed; the group's writes were rolled back");
-    }
-}
-
-fn in_savepoint<T>(
-    tx: &mut Transaction<'_>,
-    f: impl FnOnce(&Connection) -> Result<T>,
-) -> Result<T> {
-    let sp = tx.savepoint()?;
-    match f(&sp) {
-        Ok(v) => {
-            sp.commit()?;
-            Ok(v)
-        }
-        Err(e) => {
-            drop(sp); // rolls back
-            Err(e)
-        }
-    }
-}
-
-fn labels_json(labels: &Labels) -> String {
-    serde_json::to_string(labels).expect("labels serialize")
-}
-
-fn write_side_tables(
-    tx: &Connection,
-    rid: i64,
-    text: &str,
-    labels: &Labels,
-    replace: bool,
-) -> Result<()> {
-    if replace {
-        tx.prepare_cached("DELETE FROM records_fts WHERE rowid = ?")?
-            .execute([rid])?;
-        tx.prepare_cached("DELETE FROM labels WHERE rid = ?")?
-            .execute([rid])?;
-    }
-    tx.prepare_cached("INSERT INTO records_fts(rowid, body) VALUES (?, ?)")?
-        .execute(params![rid, text])?;
-    let mut st = tx.prepare_cached("INSERT INTO labels(rid, key, value) VALUES (?, ?, ?)")?;
-    for (k, v) in labels {
-        st.execute(params![rid, k, v])?;
-    }
-    Ok(())
-}
-
-/// Refuses a write whose expected version differs from the record's.
-pub fn check_version(id: &RecordId, expected: Option<i64>, actual: i64) -> Result<()> {
-    match expected {
-        Some(v) if v != actual => Err(Error::failed_precondition(format!(
-            "record {:?} is at version {actual}, not the expected {v}: read it again and retry",
-            id.as_str()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Applies one write inside the group's transaction. Invariant the writer
-/// relies on: every error for which `Error::before_writes` holds is raised
-/// before the op's first write (or by the INSERT that SQLite undoes itself).
-fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Written> {
-    match op {
-        WriteOp::Create {
-            id,
-            payload,
-            labels,
-        } => {
-            let id = id.clone().unwrap_or_else(RecordId::generate);
-            let now = now_us();
-            let lj = labels_json(labels);
-            let res = tx
-                .prepare_cached(
-                    "INSERT INTO records(id, data, json, labels, version, created, updated) VALUES (?, ?, ?, ?, 1, ?, ?)",
-                )?
-                .execute(params![id.as_str(), payload.bytes, payload.json, lj, now, now]);
-            match res {
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(Error::already_exists(format!(
-                        "a record with id {:?} already exists; use Update, or another id",
-                        id.as_str()
-                    )));
-                }
-                r => r?,
-            };
-            let rid = tx.last_insert_rowid();
-            write_side_tables(tx, rid, &payload.text, labels, false)?;
-            Ok(Written::Stored(Record {
-                id: id.into_string(),
-                data: payload.bytes.clone(),
-                json: payload.json.clone(),
-                labels: labels.clone(),
-                version: 1,
-                created_us: now,
-                updated_us: now,
-            }))
-        }
-        WriteOp::Update {
-            id,
-            data,
-            labels,
-            mask,
-            expected_version,
-        } => {
-            let existing = tx
-                .prepare_cached(
-                    "SELECT rid, data, labels, version, created FROM records WHERE id = ?",
-                )?
-                .query_row([id.as_str()], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                })
-                .optional()?;
-            let Some((rid, old_bytes, old_labels, version, created)) = existing else {
-                return Err(Error::not_found(format!(
-                    "record {:?} not found",
-                    id.as_str()
-                )));
-            };
-            check_version(id, *expected_version, version)?;
-            let msg = match &mask.data {
-                MaskPart::All => data.clone().ok_or_else(|| {
-                    Error::invalid("update replaces the payload but gives no data or json")
-                })?,
-                MaskPart::Keep => codec::decode(desc, &old_bytes)?,
-                MaskPart::Paths(paths) => {
-                    let mut m = codec::decode(desc, &old_bytes)?;
-                    let empty = DynamicMessage::new(desc.clone());
-                    let src = data.as_ref().unwrap_or(&empty);
-                    for p in paths {
-                        codec::apply_mask_path(&mut m, src, p)?;
-                    }
-                    m
-                }
-            };
-            let payload = codec::encode(&msg)?;
-            if payload.bytes.len() > MAX_RECORD_BYTES {
-                return Err(Error::invalid(format!(
-                    "record is {} bytes; the limit is {MAX_RECORD_BYTES}",
-                    payload.bytes.len()
-                )));
-            }
-            let mut new_labels: Labels = serde_json::from_str(&old_labels).unwrap_or_default();
-            match &mask.labels {
-                MaskPart::Keep => {}
-                MaskPart::All => new_labels = labels.clone(),
-                MaskPart::Paths(keys) => {
-                    for k in keys {
-                        match labels.get(k) {
-                            Some(v) => new_labels.insert(k.clone(), v.clone()),
-                            None => new_labels.remove(k),
-                        };
-                    }
-                }
-            }
-            check_labels(&new_labels)?;
-            let now = now_us().max(created);
-            tx.prepare_cached("UPDATE records SET data = ?, json = ?, labels = ?, version = ?, updated = ? WHERE rid = ?")?
-                .execute(params![payload.bytes, payload.json, labels_json(&new_labels), version + 1, now, rid])?;
-            write_side_tables(tx, rid, &payload.text, &new_labels, true)?;
-            Ok(Written::Stored(Record {
-                id: id.as_str().to_string(),
-                data: payload.bytes,
-                json: payload.json,
-                labels: new_labels,
-                version: version + 1,
-                created_us: created,
-                updated_us: now,
-            }))
-        }
-        WriteOp::Delete {
-            id,
-            expected_version,
-        } => {
-            let existing = tx
-                .prepare_cached("SELECT rid, version FROM records WHERE id = ?")?
-                .query_row([id.as_str()], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                })
-                .optional()?;
-            let Some((rid, version)) = existing else {
-                return Err(Error::not_found(format!(
-                    "record {:?} not found",
-                    id.as_str()
-                )));
-            };
-            check_version(id, *expected_version, version)?;
-            tx.prepare_cached("DELETE FROM records WHERE rid = ?")?
-                .execute([rid])?;
-            tx.prepare_cached("DELETE FROM records_fts WHERE rowid = ?")?
-                .execute([rid])?;
-            tx.prepare_cached("DELETE FROM labels WHERE rid = ?")?
-                .execute([rid])?;
-            Ok(Written::Deleted)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::store::codec;
     use crate::store::query::{Filter, Op, Order, Scalar};
+    use crate::store::record::{Labels, Mask};
 
     fn open(dir: &Path, indexes: &[String]) -> Arc<Collection> {
         let src = r#"syntax = "proto3"; package t;
             message Inner { string city = 1; }
             message M { string name = 1; int64 n = 2; Inner inner = 3; }"#;
-        let desc = crate::registry::compile_sources(&[("t.proto".into(), src.into())], &[])
-            .unwrap()
+        let desc = crate::store::test_pool(src)
             .get_message_by_name("t.M")
             .unwrap();
         Collection::open(

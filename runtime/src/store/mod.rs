@@ -1,5 +1,12 @@
-//! SQLite collections: one collection per file (`collection`), the catalogue
-//! of collections (`catalog`), queries (`query`) and payload encoding (`codec`).
+//! SQLite collections. One collection per file (`collection`): its on-disk
+//! layout (`schema`), its one writer with group commit (`writer`), reads on
+//! reader threads (`reads`, `readers`) behind a record cache (`cache`), the
+//! record and write types (`record`), queries (`query`: filters, order and
+//! paging → SQL) and payload encoding (`codec`). The catalogue of
+//! collections (`catalog`) is itself a collection.
+//!
+//! The store knows nothing of the type registry: it resolves a collection's
+//! message type through `Types`, which `node.rs` wires to the registry.
 
 pub mod cache;
 pub mod catalog;
@@ -7,9 +14,24 @@ pub mod codec;
 pub mod collection;
 pub mod query;
 pub mod readers;
+mod reads;
+pub mod record;
+mod schema;
+mod writer;
 
-pub use catalog::{Catalog, CollectionMeta};
-pub use collection::{
-    BatchOutcome, Collection, Labels, Mask, MaskPart, Options, Page, Record, WriteOp, Written,
-};
+pub use catalog::{Catalog, CollectionMeta, Types};
+pub use collection::{Collection, Options};
 pub use query::{Filter, Op, Order, Query, Scalar};
+pub use record::{
+    BatchOutcome, Labels, Mask, MaskPart, Page, Record, WriteOp, Written, check_labels,
+    check_version,
+};
+
+/// A descriptor pool compiled from one `.proto` source (for unit tests).
+#[cfg(test)]
+pub(crate) fn test_pool(src: &str) -> prost_reflect::DescriptorPool {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("t.proto"), src).expect("write t.proto");
+    let set = protox::compile(["t.proto"], [dir.path()]).expect("t.proto compiles");
+    prost_reflect::DescriptorPool::from_file_descriptor_set(set).expect("t.proto loads")
+}

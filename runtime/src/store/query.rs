@@ -8,53 +8,67 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use rusqlite::types::Value as Sql;
 use std::collections::BTreeMap;
 
-/// Largest page a query returns.
-pub const MAX_PAGE_SIZE: u32 = 1000;
-/// Page size when the request names none.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Most values an IN filter may list.
-pub const MAX_IN_VALUES: usize = 1000;
-/// Most filters, and most label conditions, in one query.
-pub const MAX_CONDITIONS: usize = 64;
+pub use crate::limits::{DEFAULT_PAGE_SIZE, MAX_CONDITIONS, MAX_IN_VALUES, MAX_PAGE_SIZE};
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Equal.
     Eq,
+    /// Not equal (on a list: no element equals).
     Ne,
+    /// Greater than.
     Gt,
+    /// Greater than or equal.
     Ge,
+    /// Less than.
     Lt,
+    /// Less than or equal.
     Le,
+    /// Contains the substring, literally and case-sensitively.
     Contains,
+    /// Starts with the prefix, literally and case-sensitively.
     Prefix,
+    /// Equals one of `values`.
     In,
+    /// Set: a non-default scalar, a present message, a non-empty list or map.
     Exists,
+    /// Not set.
     NotExists,
 }
 
 /// A typed filter operand.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
+    /// A string (or an enum name).
     Str(String),
+    /// An integer (or an enum number).
     Int(i64),
+    /// A floating-point number.
     Float(f64),
+    /// A boolean.
     Bool(bool),
 }
 
 /// One condition on a message field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
+    /// Dot path of proto field names, e.g. `customer.address.city`.
     pub field: String,
+    /// The comparison.
     pub op: Op,
+    /// The operand (none for EXISTS / NOT_EXISTS and IN).
     pub value: Option<Scalar>,
+    /// The operands of IN.
     pub values: Vec<Scalar>,
 }
 
 /// A sort key; `field` is a field path or `_id`, `_created`, `_updated`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Order {
+    /// A field path, or `_id`, `_created`, `_updated`.
     pub field: String,
+    /// Largest first.
     pub descending: bool,
 }
 
@@ -63,10 +77,15 @@ pub struct Order {
 pub struct Query {
     /// FTS5 query text; empty for none.
     pub text: String,
+    /// Conditions on fields, all of which must hold.
     pub filters: Vec<Filter>,
+    /// Labels a record must carry.
     pub labels: BTreeMap<String, String>,
+    /// Sort key (default: relevance with text, else insertion order).
     pub order: Option<Order>,
+    /// Page size (0: the default).
     pub page_size: u32,
+    /// Token of the page to continue from (empty: the first).
     pub page_token: String,
 }
 
@@ -75,10 +94,13 @@ pub struct Query {
 pub struct Plan {
     /// Returns rid, id, data, json, labels, version, created, updated, score, k.
     pub select: String,
+    /// Bound values of `select`.
     pub select_params: Vec<Sql>,
     /// Counts all matches (no paging).
     pub count: String,
+    /// Bound values of `count`.
     pub count_params: Vec<Sql>,
+    /// Rows per page.
     pub page_size: u32,
     fingerprint: u64,
 }
@@ -101,7 +123,9 @@ impl Plan {
 /// Where a field path lands: its JSON path and its leaf field.
 #[derive(Debug, Clone)]
 pub struct FieldRef {
+    /// The JSON path of the field in the stored JSON (`$.a.b`).
     pub json_path: String,
+    /// The field the path ends at.
     pub leaf: FieldDescriptor,
 }
 
@@ -515,8 +539,7 @@ mod tests {
             message Inner { string city = 1; int64 zip = 2; }
             message M { string name = 1; int64 n = 2; Inner inner = 3; repeated string tags = 4;
                         Color color = 5; bool ok = 6; double x = 7; repeated Inner items = 8; }"#;
-        crate::registry::compile_sources(&[("t.proto".into(), src.into())], &[])
-            .unwrap()
+        crate::store::test_pool(src)
             .get_message_by_name("t.M")
             .unwrap()
     }

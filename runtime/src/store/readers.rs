@@ -17,7 +17,7 @@ fn queue() -> &'static crossbeam_channel::Sender<Job> {
             .map(|n| n.get())
             .unwrap_or(2)
             .max(2)
-            * 2;
+            * crate::limits::READER_THREADS_PER_CORE;
         for i in 0..n {
             let rx = rx.clone();
             std::thread::Builder::new()

@@ -12,19 +12,31 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// A write a handler asks for, on an open collection.
 #[derive(Debug, Clone)]
 pub enum WriteSpec {
+    /// Create a record.
     Create {
+        /// The id; empty gets a UUIDv7.
         id: String,
+        /// The payload, binary protobuf.
         data: Vec<u8>,
+        /// The record's labels.
         labels: Labels,
     },
+    /// Replace a record's payload and labels.
     Update {
+        /// The record to replace.
         id: String,
+        /// The new payload, binary protobuf.
         data: Vec<u8>,
+        /// The new labels.
         labels: Labels,
+        /// Only if the record is at this version.
         expected_version: Option<i64>,
     },
+    /// Delete a record.
     Delete {
+        /// The record to delete.
         id: String,
+        /// Only if the record is at this version.
         expected_version: Option<i64>,
     },
 }
@@ -101,7 +113,9 @@ pub struct OpenCollection {
 /// Why a call was stopped by the host rather than by the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
+    /// The call grew its memory past its cap.
     MemoryCap,
+    /// The call made more host calls than its cap.
     HostCallCap,
 }
 
@@ -194,7 +208,7 @@ impl wasmtime::ResourceLimiter for State {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= crate::limits::HANDLER_TABLE_ELEMENTS)
     }
 }
 

@@ -9,9 +9,11 @@
 //! one torn down after the reply, so neither sits on a call's latency.
 
 mod bindings;
+mod compiled;
 pub mod host;
 
 pub use bindings::collector::runtime::types::CallContext;
+pub use compiled::CompiledCache;
 pub use host::{DenyAll, HostApi, HostFuture, WriteSpec};
 
 use crate::error::{Error, Result};
@@ -21,12 +23,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-/// How often the epoch advances: the longest a guest runs between yields.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-/// Most handler calls running at once (per node).
-pub const MAX_INSTANCES: u32 = 64;
-/// Most instances made ahead of their call (per node; see `Sandbox::call`).
-pub const MAX_WARM: u32 = 16;
+pub use crate::limits::{EPOCH_TICK, MAX_INSTANCES, MAX_WARM};
 
 /// Per-call limits of a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +39,15 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// `limits::HANDLER_TIMEOUT` (5 s), `HANDLER_MEMORY_BYTES` (64 MiB),
+    /// `HANDLER_OUTPUT_BYTES` (8 MiB) and `HANDLER_HOST_CALLS` (100,000).
     fn default() -> Self {
+        use crate::limits::*;
         Limits {
-            timeout: Duration::from_secs(5),
-            memory_bytes: 64 << 20,
-            max_output_bytes: 8 << 20,
-            max_host_calls: 100_000,
+            timeout: HANDLER_TIMEOUT,
+            memory_bytes: HANDLER_MEMORY_BYTES,
+            max_output_bytes: HANDLER_OUTPUT_BYTES,
+            max_host_calls: HANDLER_HOST_CALLS,
         }
     }
 }
@@ -135,15 +135,6 @@ impl std::fmt::Debug for Handler {
     }
 }
 
-impl Handler {
-    /// The compiled form, for the on-disk cache.
-    pub fn serialize(&self) -> Result<Vec<u8>> {
-        self.component
-            .serialize()
-            .map_err(|e| Error::internal(format!("serializing a component: {e}")))
-    }
-}
-
 /// The engine, the linker, and the epoch ticker.
 pub struct Sandbox {
     engine: Engine,
@@ -207,19 +198,9 @@ impl Sandbox {
         self.prepare(component)
     }
 
-    /// Loads a compiled form this node wrote itself (never bytes a client sent).
-    ///
-    /// # Safety
-    /// `bytes` must come from `Handler::serialize` of an engine with the same
-    /// configuration (the caller keys its cache by the engine's compatibility hash).
-    pub unsafe fn load_compiled(&self, bytes: &[u8]) -> Result<Handler> {
-        // SAFETY: the caller guarantees the bytes are our own serialized output.
-        let component = unsafe { Component::deserialize(&self.engine, bytes) }
-            .map_err(|e| Error::internal(format!("loading a cached component: {e:#}")))?;
-        self.prepare(component)
-    }
-
     /// A hash that changes whenever compiled artifacts become incompatible.
+    /// (`DefaultHasher` may change between Rust releases: that only turns
+    /// cached entries into misses.)
     pub fn compatibility_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -399,45 +380,17 @@ fn arm(store: &mut Store<State>, deadline: std::time::Instant) {
 }
 
 fn deadline_exceeded(limits: &Limits) -> Error {
-    Error {
-        kind: crate::error::ErrorKind::DeadlineExceeded,
-        message: format!(
-            "the handler ran longer than {:?} and was stopped",
-            limits.timeout
-        ),
-    }
-}
-
-/// Builds the example guests in `guests/` (wasm32-wasip2, release) with the
-/// running cargo and returns the directory holding the `.wasm` files. Used by
-/// tests and benchmarks, which compile guests once per run.
-pub fn build_example_guests() -> Result<std::path::PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join("Cargo.toml"))
-        .status()
-        .map_err(|e| Error::internal(format!("running cargo for guests/: {e}")))?;
-    if !status.success() {
-        return Err(Error::internal(
-            "building guests/ failed (is the wasm32-wasip2 target installed?)",
-        ));
-    }
-    Ok(root.join("target/wasm32-wasip2/release"))
+    Error::deadline_exceeded(format!(
+        "the handler ran longer than {:?} and was stopped",
+        limits.timeout
+    ))
 }
 
 /// The guests' directory, built once per test process.
 #[cfg(test)]
 pub(crate) fn test_guests() -> &'static std::path::Path {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| build_example_guests().expect("guests build"))
+    DIR.get_or_init(|| crate::guests::build_example_guests().expect("guests build"))
 }
 
 #[cfg(test)]
@@ -533,10 +486,12 @@ mod tests {
         let e = sb.compile(&[0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument, "{e}");
 
-        let bytes = hs[0].serialize().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompiledCache::new(dir.path().to_path_buf(), &sb);
+        assert!(cache.load(&sb, "abc").is_none(), "an empty cache misses");
+        cache.save("abc", &hs[0]).unwrap();
         let t = Instant::now();
-        // SAFETY: the bytes were just serialized by this sandbox's engine.
-        let reloaded = unsafe { sb.load_compiled(&bytes) }.unwrap();
+        let reloaded = cache.load(&sb, "abc").unwrap();
         assert!(
             t.elapsed() < Duration::from_secs(1),
             "loading a compiled form does not recompile"

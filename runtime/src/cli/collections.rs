@@ -1,0 +1,144 @@
+//! `collector collections …`: create, list, route, describe and delete
+//! collections.
+
+use super::output::{info_json, parse_label};
+use super::{Clients, Outcome};
+use clap::Subcommand;
+use collector::{limits, proto};
+use serde_json::{Value as Json, json};
+
+/// `collector collections …`
+#[derive(Subcommand, Debug)]
+pub enum CollectionsCmd {
+    /// Create a collection of a registered message type.
+    Create {
+        /// The collection's name (unique in the namespace, across the mesh).
+        name: String,
+        /// Full message type name, e.g. shop.Order.
+        #[arg(long = "type")]
+        message_type: String,
+        /// Field path to index (repeatable).
+        #[arg(long = "index")]
+        indexes: Vec<String>,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Free text describing the collection.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Let the mesh choose the node (rendezvous hashing over live members).
+        #[arg(long)]
+        auto: bool,
+    },
+    /// List the namespace's collections, across the mesh.
+    List,
+    /// Which node owns a collection.
+    Route {
+        /// The collection.
+        name: String,
+    },
+    /// Describe one collection (record count, size).
+    Get {
+        /// The collection.
+        name: String,
+    },
+    /// Delete a collection and all its records.
+    Delete {
+        /// The collection.
+        name: String,
+    },
+}
+
+/// Runs a `collections` command.
+pub async fn run(c: &mut Clients, cmd: CollectionsCmd) -> Outcome {
+    let ns = c.ns.clone();
+    match cmd {
+        CollectionsCmd::Create {
+            name,
+            message_type,
+            indexes,
+            labels,
+            description,
+            auto,
+        } => {
+            let placement = if auto {
+                proto::Placement::Auto
+            } else {
+                proto::Placement::Local
+            };
+            let r = c
+                .repo
+                .create_collection(proto::CreateCollectionRequest {
+                    namespace: ns,
+                    name,
+                    message_type,
+                    labels: labels.into_iter().collect(),
+                    description,
+                    indexes,
+                    placement: placement as i32,
+                })
+                .await?
+                .into_inner();
+            Ok(info_json(r))
+        }
+        CollectionsCmd::List => {
+            // Discover reads an empty namespace as "every namespace", so name
+            // the one the node would use.
+            let ns = if ns.is_empty() {
+                limits::DEFAULT_NAMESPACE.to_string()
+            } else {
+                ns
+            };
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let r = c
+                    .repo
+                    .discover(proto::DiscoverRequest {
+                        namespace: ns.clone(),
+                        page_token: token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(r.collections.into_iter().map(info_json));
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            Ok(Json::Array(all))
+        }
+        CollectionsCmd::Get { name } => Ok(info_json(
+            c.repo
+                .get_collection(proto::GetCollectionRequest {
+                    namespace: ns,
+                    name,
+                })
+                .await?
+                .into_inner(),
+        )),
+        CollectionsCmd::Route { name } => {
+            let r = c
+                .repo
+                .route(proto::RouteRequest {
+                    namespace: ns,
+                    name: name.clone(),
+                })
+                .await?
+                .into_inner();
+            Ok(
+                json!({ "collection": name, "node_id": r.node_id, "address": r.address, "alive": r.alive }),
+            )
+        }
+        CollectionsCmd::Delete { name } => {
+            c.repo
+                .delete_collection(proto::DeleteCollectionRequest {
+                    namespace: ns,
+                    name: name.clone(),
+                })
+                .await?;
+            Ok(json!({ "deleted": name }))
+        }
+    }
+}

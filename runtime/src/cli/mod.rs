@@ -1,0 +1,143 @@
+//! Client commands of the `collector` binary: thin wrappers over the gRPC
+//! API that take and print JSON, so a node can be used with no other tool.
+//! One file per command group; `output` holds what they share: the JSON
+//! shapes, printing, reading input files and the exit code of a failure.
+
+mod collections;
+mod mesh;
+mod output;
+mod protos;
+mod records;
+mod services;
+
+pub use output::exit_code;
+
+use clap::{Args, Subcommand};
+use collector::limits;
+use collector::proto::{
+    collection_repo_client::CollectionRepoClient,
+    collection_service_client::CollectionServiceClient,
+    collective_dispatcher_client::CollectiveDispatcherClient,
+    collector_registry_client::CollectorRegistryClient,
+};
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// What a client command returns: JSON to print, or the status to report.
+type Outcome = Result<serde_json::Value, Status>;
+
+/// Which node to talk to, and in which namespace.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The node to talk to (client commands).
+    #[arg(long, global = true, env = "COLLECTOR_NODE", default_value = limits::DEFAULT_LISTEN)]
+    pub node: String,
+    /// Namespace: for `serve`, the one used when a request names none
+    /// (default "default"); for client commands, the one to work in
+    /// (default: the node's).
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "COLLECTOR_NAMESPACE",
+        default_value = ""
+    )]
+    pub namespace: String,
+}
+
+/// A client command.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Registered proto types.
+    Protos {
+        #[command(subcommand)]
+        cmd: protos::ProtosCmd,
+    },
+    /// Collections.
+    Collections {
+        #[command(subcommand)]
+        cmd: collections::CollectionsCmd,
+    },
+    /// Store a record given as JSON (prints it back with its id and version).
+    Put(records::Put),
+    /// Replace a record's payload with JSON.
+    Update(records::Update),
+    /// Read one record.
+    Get(records::RecordRef),
+    /// Delete one record.
+    Delete(records::RecordRef),
+    /// Search a collection: full text, filters, labels, order.
+    Search(records::Search),
+    /// Register a service: its .proto (compiled on the node) and its Wasm component.
+    Register(services::Register),
+    /// Call a registered method with JSON input; prints the JSON output.
+    Call(services::Call),
+    /// Run a registered method where it belongs in the mesh (the owner of
+    /// --collection, or --target, or a node that has the service); prints
+    /// the output and which node ran it.
+    Dispatch(services::Dispatch),
+    /// The members of the mesh as the node sees them.
+    Peers,
+    /// Make the node join the mesh of another node (host:port).
+    Connect {
+        /// The gRPC address (host:port) of a member of the mesh to join.
+        address: String,
+    },
+}
+
+/// The node's services, over one channel, in the chosen namespace.
+pub struct Clients {
+    /// The namespace to work in ("" = the node's default).
+    ns: String,
+    channel: Channel,
+    registry: CollectorRegistryClient<Channel>,
+    repo: CollectionRepoClient<Channel>,
+    records: CollectionServiceClient<Channel>,
+}
+
+impl Clients {
+    async fn connect(conn: &Conn) -> Result<Self, Status> {
+        let channel = Channel::from_shared(format!("http://{}", conn.node))
+            .map_err(|e| Status::invalid_argument(format!("--node {}: {e}", conn.node)))?
+            .connect()
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "cannot reach a node at {}: {e}; start one with `collector serve`",
+                    conn.node
+                ))
+            })?;
+        Ok(Clients {
+            ns: conn.namespace.clone(),
+            registry: CollectorRegistryClient::new(channel.clone()),
+            repo: CollectionRepoClient::new(channel.clone()),
+            records: CollectionServiceClient::new(channel.clone()),
+            channel,
+        })
+    }
+
+    fn dispatcher(&self) -> CollectiveDispatcherClient<Channel> {
+        CollectiveDispatcherClient::new(self.channel.clone())
+    }
+}
+
+/// Runs a client command and prints its JSON result.
+pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
+    let mut c = Clients::connect(&conn).await?;
+    let out = match cmd {
+        ClientCmd::Protos { cmd } => protos::run(&mut c, cmd).await,
+        ClientCmd::Collections { cmd } => collections::run(&mut c, cmd).await,
+        ClientCmd::Put(a) => records::put(&mut c, a).await,
+        ClientCmd::Update(a) => records::update(&mut c, a).await,
+        ClientCmd::Get(a) => records::get(&mut c, a).await,
+        ClientCmd::Delete(a) => records::delete(&mut c, a).await,
+        ClientCmd::Search(a) => records::search(&mut c, a).await,
+        ClientCmd::Register(a) => services::register(&mut c, a).await,
+        ClientCmd::Call(a) => services::call(&mut c, a).await,
+        ClientCmd::Dispatch(a) => services::dispatch(&mut c, a).await,
+        ClientCmd::Peers => mesh::peers(&c).await,
+        ClientCmd::Connect { address } => mesh::connect(&c, address).await,
+    }?;
+    output::print(&out);
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! The host side of the `collections` and `invoke` imports, over the
+//! catalogue: the handler reaches only its own namespace and the collections
+//! it is granted (read-only or read-write).
+//!
+//! Writes are staged for the call and applied by `commit` only if the
+//! handler succeeds, as one all-or-nothing batch per collection (so a call
+//! is atomic per collection, not across collections). A `get` sees the
+//! call's own staged writes; `search` and `count` see only committed data.
+
+use super::call::{CallOptions, Invocation};
+use super::{Grant, Handlers};
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::{CollectionName, Namespace, RecordId};
+use crate::store::{self, Collection, Labels, Record, WriteOp, codec};
+use crate::wasm::{HostApi, HostFuture, WriteSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// `HostApi` for one call: the handler's namespace, its grants only.
+pub(super) struct CollectionsHost {
+    handlers: Arc<Handlers>,
+    namespace: Namespace,
+    grants: Vec<Grant>,
+    /// Collections the guest opened, indexed by handle.
+    open: Mutex<Vec<OpenState>>,
+    options: CallOptions,
+}
+
+/// A collection the call opened, with the writes it staged there.
+struct OpenState {
+    coll: Arc<Collection>,
+    read_only: bool,
+    pending: Vec<WriteOp>,
+    /// The call's view of records it wrote: None = deleted.
+    overlay: HashMap<String, Option<Arc<Record>>>,
+}
+
+impl CollectionsHost {
+    pub(super) fn new(
+        handlers: Arc<Handlers>,
+        namespace: Namespace,
+        grants: Vec<Grant>,
+        options: CallOptions,
+    ) -> Self {
+        CollectionsHost {
+            handlers,
+            namespace,
+            grants,
+            open: Mutex::new(Vec::new()),
+            options,
+        }
+    }
+
+    /// True if the call staged any write.
+    pub(super) fn has_writes(&self) -> bool {
+        self.open
+            .lock()
+            .expect("open lock")
+            .iter()
+            .any(|o| !o.pending.is_empty())
+    }
+
+    /// Applies the call's staged writes: each collection's in one batch, in
+    /// the order they were opened. If one is refused, the ones before it
+    /// stay applied, and the error names them.
+    pub(super) async fn commit(&self) -> Result<()> {
+        let open = std::mem::take(&mut *self.open.lock().expect("open lock"));
+        let mut applied: Vec<String> = Vec::new();
+        for o in open.into_iter().filter(|o| !o.pending.is_empty()) {
+            let outcome = o.coll.batch(o.pending).await?;
+            if !outcome.committed {
+                let why = outcome
+                    .results
+                    .into_iter()
+                    .find_map(|r| r.err().filter(|e| e.kind != ErrorKind::Aborted));
+                let why = why.map(|e| e.message).unwrap_or_default();
+                let earlier = if applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; its writes to {} were applied, so check them before retrying",
+                        applied.join(", ")
+                    )
+                };
+                return Err(Error::aborted(format!(
+                    "the handler's writes to {} were not applied: another write got there first ({why}); retry the call{earlier}",
+                    o.coll.name
+                )));
+            }
+            applied.push(o.coll.name.to_string());
+        }
+        Ok(())
+    }
+
+    fn coll(&self, handle: u32) -> Result<(Arc<Collection>, bool)> {
+        self.open
+            .lock()
+            .expect("open lock")
+            .get(handle as usize)
+            .map(|o| (o.coll.clone(), o.read_only))
+            .ok_or_else(|| Error::invalid("unknown collection handle"))
+    }
+
+    /// The record as this call sees it.
+    async fn current(
+        &self,
+        handle: u32,
+        c: &Arc<Collection>,
+        id: &RecordId,
+    ) -> Result<Option<Arc<Record>>> {
+        let own = self.open.lock().expect("open lock")[handle as usize]
+            .overlay
+            .get(id.as_str())
+            .cloned();
+        if let Some(o) = own {
+            return Ok(o);
+        }
+        match c.get(id.clone()).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The record as this call sees it, or NOT_FOUND.
+    async fn existing(
+        &self,
+        handle: u32,
+        c: &Arc<Collection>,
+        id: &RecordId,
+    ) -> Result<Arc<Record>> {
+        self.current(handle, c, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("record {:?} not found", id.as_str())))
+    }
+
+    /// True if this call already wrote `id` (its version is then the call's own).
+    fn pending_has(&self, handle: u32, id: &str) -> bool {
+        self.open.lock().expect("open lock")[handle as usize]
+            .overlay
+            .contains_key(id)
+    }
+
+    fn open_granted(&self, collection: &str) -> Result<u32> {
+        let name = CollectionName::new(collection)?;
+        let grant = self
+            .grants
+            .iter()
+            .find(|g| g.collection == name)
+            .ok_or_else(|| {
+                Error::permission_denied(format!(
+                    "collection {collection:?} is not granted to this handler (namespace {})",
+                    self.namespace
+                ))
+            })?;
+        let coll = self.handlers.catalog.get(&self.namespace, &name)?;
+        let mut open = self.open.lock().expect("open lock");
+        open.push(OpenState {
+            coll,
+            read_only: grant.read_only,
+            pending: Vec::new(),
+            overlay: HashMap::new(),
+        });
+        Ok((open.len() - 1) as u32)
+    }
+
+    /// Checks a write against the call's view now, so the guest hears of
+    /// mistakes at once (the batch at commit checks again against the
+    /// store), and stages it.
+    async fn stage_write(&self, handle: u32, op: WriteSpec) -> Result<Option<Arc<Record>>> {
+        let (c, read_only) = self.coll(handle)?;
+        if read_only {
+            return Err(Error::permission_denied(format!(
+                "collection {} is granted read-only",
+                c.name
+            )));
+        }
+        let (key, op, view) = match op {
+            WriteSpec::Create { id, data, labels } => {
+                self.stage_create(handle, &c, id, data, labels).await?
+            }
+            WriteSpec::Update {
+                id,
+                data,
+                labels,
+                expected_version,
+            } => {
+                self.stage_update(handle, &c, id, data, labels, expected_version)
+                    .await?
+            }
+            WriteSpec::Delete {
+                id,
+                expected_version,
+            } => self.stage_delete(handle, &c, id, expected_version).await?,
+        };
+        let mut open = self.open.lock().expect("open lock");
+        let o = &mut open[handle as usize];
+        o.pending.push(op);
+        o.overlay.insert(key, view.clone());
+        Ok(view)
+    }
+
+    async fn stage_create(
+        &self,
+        handle: u32,
+        c: &Arc<Collection>,
+        id: String,
+        data: Vec<u8>,
+        labels: Labels,
+    ) -> Result<Staged> {
+        store::check_labels(&labels)?;
+        let msg = codec::decode(c.descriptor(), &data)?;
+        let id = if id.is_empty() {
+            RecordId::generate()
+        } else {
+            RecordId::new(&id)?
+        };
+        if self.current(handle, c, &id).await?.is_some() {
+            return Err(Error::already_exists(format!(
+                "a record with id {:?} already exists",
+                id.as_str()
+            )));
+        }
+        let payload = codec::encode_with_wire(&msg, Some(data))?;
+        let now = crate::util::now_us();
+        let rec = Record {
+            id: id.as_str().to_string(),
+            data: payload.bytes.clone(),
+            json: payload.json.clone(),
+            labels: labels.clone(),
+            version: 1,
+            created_us: now,
+            updated_us: now,
+        };
+        let op = WriteOp::Create {
+            id: Some(id),
+            payload,
+            labels,
+        };
+        Ok((rec.id.clone(), op, Some(Arc::new(rec))))
+    }
+
+    async fn stage_update(
+        &self,
+        handle: u32,
+        c: &Arc<Collection>,
+        id: String,
+        data: Vec<u8>,
+        labels: Labels,
+        expected_version: Option<i64>,
+    ) -> Result<Staged> {
+        store::check_labels(&labels)?;
+        let msg = codec::decode(c.descriptor(), &data)?;
+        let id = RecordId::new(&id)?;
+        let cur = self.existing(handle, c, &id).await?;
+        store::check_version(&id, expected_version, cur.version)?;
+        let payload = codec::encode_with_wire(&msg, Some(data))?;
+        let rec = Record {
+            id: id.as_str().to_string(),
+            data: payload.bytes,
+            json: payload.json,
+            labels: labels.clone(),
+            version: cur.version + 1,
+            created_us: cur.created_us,
+            updated_us: crate::util::now_us(),
+        };
+        // The batch re-checks the version the call saw, so a concurrent
+        // write in between makes the commit fail instead of being lost.
+        let op = WriteOp::Update {
+            expected_version: Some(cur.version).filter(|_| !self.pending_has(handle, &rec.id)),
+            id,
+            data: Some(msg),
+            labels,
+            mask: store::Mask::full(),
+        };
+        Ok((rec.id.clone(), op, Some(Arc::new(rec))))
+    }
+
+    async fn stage_delete(
+        &self,
+        handle: u32,
+        c: &Arc<Collection>,
+        id: String,
+        expected_version: Option<i64>,
+    ) -> Result<Staged> {
+        let id = RecordId::new(&id)?;
+        let cur = self.existing(handle, c, &id).await?;
+        store::check_version(&id, expected_version, cur.version)?;
+        let key = id.as_str().to_string();
+        let op = WriteOp::Delete {
+            expected_version: Some(cur.version).filter(|_| !self.pending_has(handle, &key)),
+            id,
+        };
+        Ok((key, op, None))
+    }
+}
+
+/// A staged write: the record id, the op for the batch, and the record as
+/// the call sees it afterwards (None: deleted).
+type Staged = (String, WriteOp, Option<Arc<Record>>);
+
+impl HostApi for CollectionsHost {
+    fn open<'a>(&'a self, collection: &'a str) -> HostFuture<'a, u32> {
+        Box::pin(async move { self.open_granted(collection) })
+    }
+
+    fn get<'a>(&'a self, handle: u32, id: &'a str) -> HostFuture<'a, Arc<Record>> {
+        Box::pin(async move {
+            let (c, _) = self.coll(handle)?;
+            let id = RecordId::new(id)?;
+            self.current(handle, &c, &id).await?.ok_or_else(|| {
+                Error::not_found(format!("record {:?} not found in {}", id.as_str(), c.name))
+            })
+        })
+    }
+
+    fn write(&self, handle: u32, op: WriteSpec) -> HostFuture<'_, Option<Arc<Record>>> {
+        Box::pin(self.stage_write(handle, op))
+    }
+
+    fn search(&self, handle: u32, q: store::Query) -> HostFuture<'_, store::Page> {
+        Box::pin(async move {
+            let (c, _) = self.coll(handle)?;
+            c.search(q, false).await.map(|(p, _)| p)
+        })
+    }
+
+    fn count(&self, handle: u32, q: store::Query) -> HostFuture<'_, i64> {
+        Box::pin(async move {
+            let (c, _) = self.coll(handle)?;
+            c.count(q).await
+        })
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        input: &'a [u8],
+    ) -> HostFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            let call = Invocation {
+                namespace: self.namespace.clone(),
+                service: service.to_string(),
+                method: method.to_string(),
+                input: input.to_vec(),
+                metadata: Vec::new(),
+                options: CallOptions {
+                    depth: self.options.depth + 1,
+                    ..self.options
+                },
+            };
+            self.handlers.invoke_from(call).await
+        })
+    }
+}

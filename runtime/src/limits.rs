@@ -1,0 +1,144 @@
+//! Every default, limit and timeout of the node, in one place: what it is,
+//! why it has its value, and what a client sees when it is hit. `Config`,
+//! the `collector` flags and README's tables take their values from here (a
+//! test checks that README names each constant).
+
+use std::time::Duration;
+
+// ---- Defaults of `Config` and `collector serve` ----
+
+/// Where a node keeps its data when `--data-dir` is not given.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// The address a node listens on (and a client command talks to) by default:
+/// loopback, so a newcomer's node is not exposed.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The namespace a request that names none works in.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Nodes form a mesh only with nodes of the same cluster id.
+pub const DEFAULT_CLUSTER: &str = "collector";
+/// Largest gRPC message a node accepts or sends. Over it: RESOURCE_EXHAUSTED
+/// (tonic's own check, before the request is decoded).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Bytes of recently used records each collection keeps in memory (0 turns
+/// the cache off). Hot `Get`s then never touch SQLite.
+pub const RECORD_CACHE_BYTES: u64 = 16 << 20;
+/// Time between gossip rounds; failure detection scales with it (a silent
+/// member is dead after about `PHI_THRESHOLD` rounds).
+pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+
+// ---- Names and records ----
+
+/// Longest namespace or collection name, in bytes (fits a file name and a
+/// DNS label). Over it: INVALID_ARGUMENT.
+pub const MAX_NAME_LEN: usize = 63;
+/// Longest record id, in bytes. Over it: INVALID_ARGUMENT.
+pub const MAX_ID_LEN: usize = 512;
+/// Largest record payload, in bytes (half the message limit, so a record
+/// and its JSON form fit one reply). Over it: INVALID_ARGUMENT.
+pub const MAX_RECORD_BYTES: usize = 8 << 20;
+/// Most labels on one record. Over it: INVALID_ARGUMENT.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key or value, in bytes. Over it: INVALID_ARGUMENT.
+pub const MAX_LABEL_LEN: usize = 256;
+/// Most ops in one `Batch` (one transaction). Over it: INVALID_ARGUMENT.
+pub const MAX_BATCH_OPS: usize = 1000;
+/// Most indexed field paths one collection may declare (each costs every
+/// write an index update). Over it: INVALID_ARGUMENT.
+pub const MAX_INDEXES: usize = 32;
+
+// ---- Queries ----
+
+/// Page size when a request names none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page a query (or `Discover`) returns; larger requests get this.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Most values an `IN` filter may list. Over it: INVALID_ARGUMENT.
+pub const MAX_IN_VALUES: usize = 1000;
+/// Most filters, and most label conditions, in one query (each is a join or
+/// a condition in one SQL statement). Over it: INVALID_ARGUMENT.
+pub const MAX_CONDITIONS: usize = 64;
+
+// ---- Storage ----
+
+/// Writes queued for one collection's writer beyond this are refused with
+/// RESOURCE_EXHAUSTED ("retry with backoff"), so a flood cannot grow memory.
+pub const WRITE_QUEUE: usize = 8192;
+/// Most queued writes committed in one transaction (group commit): enough to
+/// amortise the fsync, few enough that one group's latency stays short.
+pub const GROUP_MAX: usize = 512;
+/// How long SQLite waits on a lock before the call is UNAVAILABLE ("storage
+/// busy, retry"); only a checkpoint or an outside reader can hold one.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reader connections a collection keeps open between reads.
+pub const POOLED_READERS: usize = 16;
+/// Reader threads per core: enough that a slow query does not hold up
+/// point reads.
+pub const READER_THREADS_PER_CORE: usize = 2;
+
+// ---- Handlers (per call unless said; a registration may lower or raise
+// ---- the time and memory limits) ----
+
+/// Wall time a handler call may take. Over it: DEADLINE_EXCEEDED.
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Linear memory a handler call may use. Over it: RESOURCE_EXHAUSTED.
+pub const HANDLER_MEMORY_BYTES: usize = 64 << 20;
+/// Largest response a handler may return. Over it: RESOURCE_EXHAUSTED.
+pub const HANDLER_OUTPUT_BYTES: usize = 8 << 20;
+/// Host calls one handler call may make. Over it: the call traps and is
+/// RESOURCE_EXHAUSTED (stops a guest that loops on the host).
+pub const HANDLER_HOST_CALLS: u64 = 100_000;
+/// Most elements in one handler table (guards `table.grow` bombs). Over it:
+/// the growth fails inside the guest.
+pub const HANDLER_TABLE_ELEMENTS: usize = 100_000;
+/// How often the epoch advances: the longest a guest computes between
+/// yields to the executor.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Most handler calls running at once on a node. Over it:
+/// RESOURCE_EXHAUSTED ("retry with backoff").
+pub const MAX_INSTANCES: u32 = 64;
+/// Most instances made ahead of their call, per node (each holds a pooled
+/// memory slot).
+pub const MAX_WARM: u32 = 16;
+/// Most nested `invoke`s (a handler calling a handler calling …). Over it:
+/// RESOURCE_EXHAUSTED.
+pub const MAX_INVOKE_DEPTH: u32 = 8;
+
+// ---- Mesh ----
+
+/// Phi threshold of the failure detector: a member is dead once it has been
+/// silent for this many mean heartbeat intervals.
+pub const PHI_THRESHOLD: f64 = 8.0;
+/// How long a dead member stays listed (as dead), so a restarted node is
+/// recognised and `ListPeers` can show it.
+pub const DEAD_MEMBER_RETENTION: Duration = Duration::from_secs(3600);
+/// Times a call may be forwarded between nodes: one, so no loop can form
+/// whatever the views say.
+pub const MAX_HOPS: u32 = 1;
+/// How long a finished call's outcome answers retries of its request id.
+pub const REQUEST_LOG_RETAIN: Duration = Duration::from_secs(600);
+/// Most finished outcomes the request log keeps (only named calls and
+/// forwards are logged); under heavy load the at-most-once window shortens.
+pub const REQUEST_LOG_ENTRIES: usize = 100_000;
+/// Most output bytes the request log keeps across finished outcomes.
+pub const REQUEST_LOG_BYTES: usize = 64 << 20;
+/// How long connecting to a peer may take before the call is UNAVAILABLE.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive ping interval on peer channels.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A peer channel whose keep-alive ping is unanswered this long is dropped.
+pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most of a caller's remaining time a forward keeps for itself (a tenth of
+/// it, at most this): the peer gets less, so its own DEADLINE_EXCEEDED
+/// arrives before ours.
+pub const FORWARD_MARGIN: Duration = Duration::from_millis(200);
+/// How long fetching a component from a peer may take. Over it: UNAVAILABLE.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer has to answer its part of a `Discover`; a peer that does
+/// not is named as unreachable in the reply.
+pub const DISCOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `Connect` waits to hear from the node it joins. Over it:
+/// UNAVAILABLE.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// With port 0, how many ports a node tries before giving up because the
+/// UDP twin of each TCP port it got was taken.
+pub const BIND_ATTEMPTS: u32 = 8;
