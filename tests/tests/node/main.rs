@@ -2,6 +2,7 @@
 
 mod cli;
 mod crud;
+mod docs;
 mod durability;
 mod handlers;
 mod mesh;
