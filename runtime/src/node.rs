@@ -36,6 +36,11 @@ pub const SERVICES: &[&str] = &[
 /// Starts nodes.
 pub struct Node;
 
+/// The full gRPC name of a service value.
+fn name_of<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
 /// A running node.
 pub struct NodeHandle {
     /// The address the node listens on (the real port when 0 was asked).
@@ -179,37 +184,37 @@ impl Node {
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();
+        let reflection = api::reflection::Reflection::new(state.clone());
+        let mut routes = tonic::service::Routes::builder();
+        let mut served: Vec<&'static str> = Vec::new();
+        // Adds a service and records its name, so health (and the banner)
+        // cannot miss one; the API services get the message limit both ways.
+        macro_rules! add {
+            (limited $svc:expr) => {
+                add!(
+                    $svc.max_decoding_message_size(max)
+                        .max_encoding_message_size(max)
+                )
+            };
+            ($svc:expr) => {{
+                let svc = $svc;
+                served.push(name_of(&svc));
+                routes.add_service(svc);
+            }};
+        }
+        add!(limited CollectorRegistryServer::new(api::registry::RegistryApi(state.clone())));
+        add!(limited CollectionServiceServer::new(api::collection::CollectionApi(state.clone())));
+        add!(limited CollectionRepoServer::new(api::repo::RepoApi(state.clone())));
+        add!(limited CollectiveDispatcherServer::new(api::dispatcher::DispatcherApi(state.clone())));
+        add!(health);
+        add!(api::reflection::v1::server(reflection.clone()));
+        add!(api::reflection::v1alpha::server(reflection));
+        assert_eq!(served, SERVICES, "node::SERVICES names every service added");
         for name in SERVICES {
             health_reporter
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
                 .await;
         }
-        let reflection = api::reflection::Reflection::new(state.clone());
-        let mut routes = tonic::service::Routes::builder();
-        routes
-            .add_service(
-                CollectorRegistryServer::new(api::registry::RegistryApi(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(
-                CollectionServiceServer::new(api::collection::CollectionApi(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(
-                CollectionRepoServer::new(api::repo::RepoApi(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(
-                CollectiveDispatcherServer::new(api::dispatcher::DispatcherApi(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(health)
-            .add_service(api::reflection::v1::server(reflection.clone()))
-            .add_service(api::reflection::v1alpha::server(reflection));
         // Registered methods are served on their own paths by the fallback.
         let routes = tonic::service::Routes::from(
             routes

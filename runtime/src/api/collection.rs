@@ -324,11 +324,11 @@ impl CollectionService for CollectionApi {
         req: Request<proto::InvokeRequest>,
     ) -> Result<Response<proto::InvokeResponse>, Status> {
         let (ns, c) = here_or_relay!(self, req, false, invoke);
-        let (mut metadata, options, rid) = (
-            super::metadata_pairs(req.metadata()),
-            super::call_options(req.metadata()),
-            super::request_id(req.metadata()),
-        );
+        let super::Caller {
+            mut metadata,
+            options,
+            request_id: rid,
+        } = super::Caller::of(req.metadata());
         let r = req.into_inner();
         let (service, method) = r.method.split_once('/').ok_or_else(|| {
             Error::invalid(format!(

@@ -1,7 +1,7 @@
 //! CollectiveDispatcher: runs registered methods here or where they belong,
 //! and manages the mesh (Connect, ListPeers, FetchComponent).
 
-use super::{ApiState, call_options, metadata_pairs, request_id};
+use super::ApiState;
 use crate::error::Error;
 use crate::handlers::Invocation;
 use crate::mesh::DispatchCall;
@@ -92,11 +92,11 @@ impl CollectiveDispatcher for DispatcherApi {
         req: Request<proto::ServeRequest>,
     ) -> Result<Response<proto::ServeResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
-        let (metadata, options, rid) = (
-            metadata_pairs(req.metadata()),
-            call_options(req.metadata()),
-            request_id(req.metadata()),
-        );
+        let super::Caller {
+            metadata,
+            options,
+            request_id: rid,
+        } = super::Caller::of(req.metadata());
         let r = req.into_inner();
         self.0.mesh.ensure_service(&ns, &r.service).await?;
         let (_, m) = self.0.handlers.method(&ns, &r.service, &r.method)?;
@@ -126,11 +126,11 @@ impl CollectiveDispatcher for DispatcherApi {
         req: Request<proto::DispatchRequest>,
     ) -> Result<Response<proto::DispatchResponse>, Status> {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
-        let (metadata, options, header_rid) = (
-            metadata_pairs(req.metadata()),
-            call_options(req.metadata()),
-            request_id(req.metadata()),
-        );
+        let super::Caller {
+            metadata,
+            options,
+            request_id: header_rid,
+        } = super::Caller::of(req.metadata());
         let r = req.into_inner();
         if r.service.is_empty() || r.method.is_empty() {
             return Err(

@@ -5,7 +5,7 @@
 //! registered only on another node of the mesh is forwarded there; with
 //! `x-collector-collection` metadata, to the owner of that collection.
 
-use super::{ApiState, COLLECTION_HEADER, call_options, metadata_pairs, request_id};
+use super::{ApiState, COLLECTION_HEADER};
 use crate::error::Error;
 use crate::handlers::Invocation;
 use crate::mesh::DispatchCall;
@@ -102,11 +102,11 @@ impl tonic::server::UnaryService<Bytes> for Call {
                     "{service}/{method} is a streaming method; handlers serve unary methods"
                 )));
             }
-            let (metadata, options, rid) = (
-                metadata_pairs(req.metadata()),
-                call_options(req.metadata()),
-                request_id(req.metadata()),
-            );
+            let super::Caller {
+                metadata,
+                options,
+                request_id: rid,
+            } = super::Caller::of(req.metadata());
             // `x-collector-collection` names the data the call is about: the
             // call then runs on that collection's owner.
             let collection = req

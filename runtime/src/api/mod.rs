@@ -109,6 +109,28 @@ pub fn call_options(m: &tonic::metadata::MetadataMap) -> CallOptions {
     }
 }
 
+/// What a call's metadata says about the caller, parsed once: what the
+/// handler sees, how the call got here, and the request id it named.
+pub struct Caller {
+    /// The caller's metadata as (key, value) pairs (ASCII values only).
+    pub metadata: Vec<(String, String)>,
+    /// Hops, invoke depth and deadline.
+    pub options: CallOptions,
+    /// The request id given in metadata, if any.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// Parses a request's metadata.
+    pub fn of(m: &tonic::metadata::MetadataMap) -> Self {
+        Caller {
+            metadata: metadata_pairs(m),
+            options: call_options(m),
+            request_id: request_id(m),
+        }
+    }
+}
+
 /// The request id a caller gave in metadata, if any.
 pub fn request_id(m: &tonic::metadata::MetadataMap) -> Option<String> {
     m.get(REQUEST_ID_HEADER)

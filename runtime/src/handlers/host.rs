@@ -223,15 +223,14 @@ impl CollectionsHost {
         }
         let payload = codec::encode_with_wire(&msg, Some(data))?;
         let now = crate::util::now_us();
-        let rec = Record {
-            id: id.as_str().to_string(),
-            data: payload.bytes.clone(),
-            json: payload.json.clone(),
-            labels: labels.clone(),
-            version: 1,
-            created_us: now,
-            updated_us: now,
-        };
+        let rec = Record::new(
+            id.as_str().to_string(),
+            (payload.bytes.clone(), payload.json.clone()),
+            labels.clone(),
+            1,
+            now,
+            now,
+        );
         let op = WriteOp::Create {
             id: Some(id),
             payload,
@@ -255,15 +254,14 @@ impl CollectionsHost {
         let cur = self.existing(handle, c, &id).await?;
         store::check_version(&id, expected_version, cur.version)?;
         let payload = codec::encode_with_wire(&msg, Some(data))?;
-        let rec = Record {
-            id: id.as_str().to_string(),
-            data: payload.bytes,
-            json: payload.json,
-            labels: labels.clone(),
-            version: cur.version + 1,
-            created_us: cur.created_us,
-            updated_us: crate::util::now_us(),
-        };
+        let rec = Record::new(
+            id.as_str().to_string(),
+            (payload.bytes, payload.json),
+            labels.clone(),
+            cur.version + 1,
+            cur.created_us,
+            crate::util::now_us(),
+        );
         // The batch re-checks the version the call saw, so a concurrent
         // write in between makes the commit fail instead of being lost.
         let op = WriteOp::Update {

@@ -31,6 +31,28 @@ pub struct Record {
     pub updated_us: i64,
 }
 
+impl Record {
+    /// A record of a payload's bytes and JSON (see `Encoded`).
+    pub fn new(
+        id: String,
+        (data, json): (Vec<u8>, String),
+        labels: Labels,
+        version: i64,
+        created_us: i64,
+        updated_us: i64,
+    ) -> Self {
+        Record {
+            id,
+            data,
+            json,
+            labels,
+            version,
+            created_us,
+            updated_us,
+        }
+    }
+}
+
 /// What part of a record an update replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MaskPart {

@@ -239,15 +239,14 @@ fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Writ
             };
             let rid = tx.last_insert_rowid();
             write_side_tables(tx, rid, &payload.text, labels, false)?;
-            Ok(Written::Stored(Record {
-                id: id.into_string(),
-                data: payload.bytes.clone(),
-                json: payload.json.clone(),
-                labels: labels.clone(),
-                version: 1,
-                created_us: now,
-                updated_us: now,
-            }))
+            Ok(Written::Stored(Record::new(
+                id.into_string(),
+                (payload.bytes.clone(), payload.json.clone()),
+                labels.clone(),
+                1,
+                now,
+                now,
+            )))
         }
         WriteOp::Update {
             id,
@@ -317,15 +316,14 @@ fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Writ
             tx.prepare_cached("UPDATE records SET data = ?, json = ?, labels = ?, version = ?, updated = ? WHERE rid = ?")?
                 .execute(params![payload.bytes, payload.json, labels_json(&new_labels), version + 1, now, rid])?;
             write_side_tables(tx, rid, &payload.text, &new_labels, true)?;
-            Ok(Written::Stored(Record {
-                id: id.as_str().to_string(),
-                data: payload.bytes,
-                json: payload.json,
-                labels: new_labels,
-                version: version + 1,
-                created_us: created,
-                updated_us: now,
-            }))
+            Ok(Written::Stored(Record::new(
+                id.as_str().to_string(),
+                (payload.bytes, payload.json),
+                new_labels,
+                version + 1,
+                created,
+                now,
+            )))
         }
         WriteOp::Delete {
             id,
