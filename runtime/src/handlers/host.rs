@@ -122,16 +122,26 @@ impl CollectionsHost {
         }
     }
 
-    /// The record as this call sees it, or NOT_FOUND.
-    async fn existing(
+    /// The record an update or delete changes, as this call sees it (else
+    /// NOT_FOUND), checked against the version the guest expects; with the
+    /// version the batch must find at commit (none when the call wrote the
+    /// record itself), so a concurrent write in between makes the commit
+    /// fail instead of being lost.
+    async fn to_change(
         &self,
         handle: u32,
         c: &Arc<Collection>,
-        id: &RecordId,
-    ) -> Result<Arc<Record>> {
-        self.current(handle, c, id)
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(RecordId, Arc<Record>, Option<i64>)> {
+        let id = RecordId::new(id)?;
+        let cur = self
+            .current(handle, c, &id)
             .await?
-            .ok_or_else(|| Error::not_found(format!("record {:?} not found", id.as_str())))
+            .ok_or_else(|| Error::not_found(format!("record {:?} not found", id.as_str())))?;
+        store::check_version(&id, expected_version, cur.version)?;
+        let at_commit = Some(cur.version).filter(|_| !self.pending_has(handle, id.as_str()));
+        Ok((id, cur, at_commit))
     }
 
     /// True if this call already wrote `id` (its version is then the call's own).
@@ -250,9 +260,7 @@ impl CollectionsHost {
     ) -> Result<Staged> {
         store::check_labels(&labels)?;
         let msg = codec::decode(c.descriptor(), &data)?;
-        let id = RecordId::new(&id)?;
-        let cur = self.existing(handle, c, &id).await?;
-        store::check_version(&id, expected_version, cur.version)?;
+        let (id, cur, at_commit) = self.to_change(handle, c, &id, expected_version).await?;
         let payload = codec::encode_with_wire(&msg, Some(data))?;
         let rec = Record::new(
             id.as_str().to_string(),
@@ -262,10 +270,8 @@ impl CollectionsHost {
             cur.created_us,
             crate::util::now_us(),
         );
-        // The batch re-checks the version the call saw, so a concurrent
-        // write in between makes the commit fail instead of being lost.
         let op = WriteOp::Update {
-            expected_version: Some(cur.version).filter(|_| !self.pending_has(handle, &rec.id)),
+            expected_version: at_commit,
             id,
             data: Some(msg),
             labels,
@@ -281,12 +287,10 @@ impl CollectionsHost {
         id: String,
         expected_version: Option<i64>,
     ) -> Result<Staged> {
-        let id = RecordId::new(&id)?;
-        let cur = self.existing(handle, c, &id).await?;
-        store::check_version(&id, expected_version, cur.version)?;
+        let (id, _, at_commit) = self.to_change(handle, c, &id, expected_version).await?;
         let key = id.as_str().to_string();
         let op = WriteOp::Delete {
-            expected_version: Some(cur.version).filter(|_| !self.pending_has(handle, &key)),
+            expected_version: at_commit,
             id,
         };
         Ok((key, op, None))
