@@ -103,3 +103,67 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn refused(c: Config) -> String {
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+        e.message
+    }
+
+    #[test]
+    fn the_default_config_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn values_a_node_cannot_run_with_are_refused_naming_the_setting() {
+        let base = Config::default;
+        assert!(
+            refused(Config {
+                gossip_interval: Duration::ZERO,
+                ..base()
+            })
+            .contains("gossip_interval")
+        );
+        assert!(
+            refused(Config {
+                max_message_bytes: 1024,
+                ..base()
+            })
+            .contains("max_message_bytes")
+        );
+        assert!(
+            refused(Config {
+                cluster_id: String::new(),
+                ..base()
+            })
+            .contains("cluster_id")
+        );
+        assert!(
+            refused(Config {
+                advertise: Some("0.0.0.0:5000".parse().unwrap()),
+                ..base()
+            })
+            .contains("advertise")
+        );
+        assert!(
+            refused(Config {
+                namespace: "Not Valid".into(),
+                ..base()
+            })
+            .contains("--namespace")
+        );
+        let e = Config {
+            namespace: "system".into(),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied);
+    }
+}

@@ -6,6 +6,9 @@
 //! handler succeeds, as one all-or-nothing batch per collection (so a call
 //! is atomic per collection, not across collections). A `get` sees the
 //! call's own staged writes; `search` and `count` see only committed data.
+//!
+//! The per-call host state lives here; a new import (e.g. `files`) adds its
+//! `HostApi` methods to `CollectionsHost` in a sibling file of this one.
 
 use super::call::{CallOptions, Invocation};
 use super::{Grant, Handlers};

@@ -7,6 +7,8 @@
 //! the store instead of blocking a thread. A call never sees an instance
 //! another call used; the next one is instantiated ahead of time and the used
 //! one torn down after the reply, so neither sits on a call's latency.
+//! `compiled` keeps compiled components on disk (the node's one `unsafe`).
+//! Guests reach the node only through `HostApi`, which `handlers` implements.
 
 mod bindings;
 mod compiled;
