@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // No `Client::connect` constructors (clients take a Channel): one would
         // clash with the CollectiveDispatcher.Connect RPC's client method.
         .build_transport(false)
+        // Undecodable requests are INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+        .codec_path("crate::api::codec::ProstCodec")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())

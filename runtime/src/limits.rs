@@ -28,6 +28,11 @@ pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
 // ---- Names and records ----
 
+/// Most bytes of client input an error message repeats (`names::clip`): a
+/// long echo can push a status past clients' 8–16 KiB metadata limits, and
+/// they then report the wrong error.
+pub const MAX_ECHO: usize = 100;
+
 /// Longest namespace or collection name, in bytes (fits a file name and a
 /// DNS label). Over it: INVALID_ARGUMENT.
 pub const MAX_NAME_LEN: usize = 63;

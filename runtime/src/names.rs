@@ -14,13 +14,29 @@ pub use crate::limits::MAX_ID_LEN;
 /// Longest namespace or collection name, in bytes.
 pub use crate::limits::MAX_NAME_LEN;
 
+pub use crate::limits::MAX_ECHO;
+
+/// The start of `s`, at most `MAX_ECHO` bytes (cut on a char boundary, with
+/// "…" when cut): what an error message may repeat of client input.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_ECHO {
+        return s.into();
+    }
+    let mut end = MAX_ECHO;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
 fn check_name(what: &str, s: &str) -> Result<()> {
     if s.is_empty() {
         return Err(Error::invalid(format!("{what} name is empty")));
     }
     if s.len() > MAX_NAME_LEN {
         return Err(Error::invalid(format!(
-            "{what} name {s:?} is {} bytes; the limit is {MAX_NAME_LEN}",
+            "{what} name {:?} is {} bytes; the limit is {MAX_NAME_LEN}",
+            clip(s),
             s.len()
         )));
     }
@@ -30,8 +46,9 @@ fn check_name(what: &str, s: &str) -> Result<()> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok {
         return Err(Error::invalid(format!(
-            "{what} name {s:?} is invalid: use a lowercase letter followed by lowercase \
-             letters, digits, '_' or '-' (at most {MAX_NAME_LEN})"
+            "{what} name {:?} is invalid: use a lowercase letter followed by lowercase \
+             letters, digits, '_' or '-' (at most {MAX_NAME_LEN})",
+            clip(s)
         )));
     }
     Ok(())
@@ -167,6 +184,17 @@ mod tests {
             assert!(Namespace::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Namespace::new("system").unwrap().writable().is_err());
+    }
+
+    #[test]
+    fn echoes_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(80); // 160 bytes
+        let c = clip(&long);
+        assert!(c.len() <= MAX_ECHO + "…".len(), "{}", c.len());
+        assert!(c.ends_with('…'));
+        let e = Namespace::new(&"x".repeat(10_000)).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message.len());
     }
 
     #[test]

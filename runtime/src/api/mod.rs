@@ -1,5 +1,6 @@
 //! gRPC adapters: translate proto ↔ domain types and nothing more.
 
+pub mod codec;
 pub mod collection;
 pub mod dispatcher;
 pub mod dynamic;

@@ -397,8 +397,14 @@ impl Handlers {
         }
     }
 
-    /// A registered service.
+    /// A registered service, for a call: UNIMPLEMENTED when it has no
+    /// handler here (the method does not exist for the caller).
     pub fn lookup(&self, ns: &Namespace, service: &str) -> Result<Arc<BoundService>> {
+        if service.is_empty() {
+            return Err(Error::invalid(
+                "the service name is empty: name one, e.g. shop.Orders",
+            ));
+        }
         self.table.read().expect("services lock").get(&(ns.clone(), service.to_string())).cloned().ok_or_else(|| {
             Error::unimplemented(format!("service {service:?} has no handler in namespace {ns}: register one with CollectorRegistry.RegisterService"))
         })
@@ -452,9 +458,21 @@ impl Handlers {
             .collect()
     }
 
+    /// A registered service, as a thing asked about: NOT_FOUND when it has
+    /// no handler here.
+    fn registered(&self, ns: &Namespace, service: &str) -> Result<Arc<BoundService>> {
+        self.lookup(ns, service).map_err(|e| match e.kind {
+            ErrorKind::Unimplemented => Error::not_found(format!(
+                "service {:?} is not registered in namespace {ns}",
+                crate::names::clip(service)
+            )),
+            _ => e,
+        })
+    }
+
     /// Description of a registered service.
     pub fn info(&self, ns: &Namespace, service: &str) -> Result<crate::proto::ServiceInfo> {
-        self.lookup(ns, service).map(|r| to_info(&r))
+        self.registered(ns, service).map(|r| to_info(&r))
     }
 
     /// A service's description and (with `with_component`) component bytes,
@@ -543,7 +561,7 @@ impl Handlers {
     pub async fn unregister(&self, ns: &Namespace, service: &str, at: Option<i64>) -> Result<()> {
         ns.writable()?;
         let _guard = self.register_lock.lock().await;
-        let cur = self.lookup(ns, service)?;
+        let cur = self.registered(ns, service)?;
         let at = at.unwrap_or_else(|| now_us().max(cur.registered_at_us + 1));
         let tombstone = crate::proto::ServiceInfo {
             namespace: ns.to_string(),

@@ -271,7 +271,7 @@ impl Mesh {
                 .unregister(ns, service, Some(newest.registered_at_us))
                 .await
             {
-                Err(e) if e.kind == crate::error::ErrorKind::Unimplemented => Ok(()),
+                Err(e) if e.kind == crate::error::ErrorKind::NotFound => Ok(()),
                 other => other,
             };
         }

@@ -227,3 +227,32 @@ async fn every_error_is_reported_at_once() {
     }
     let _ = prost_types::FileDescriptorSet::default().encode_to_vec();
 }
+
+#[tokio::test]
+async fn a_service_that_is_not_registered_is_not_found_and_an_empty_name_is_invalid() {
+    let n = TestNode::start().await;
+    let mut r = n.clients.registry.clone();
+    let lookup = |service: &str| proto::LookupServiceRequest {
+        namespace: "shop".into(),
+        service: service.into(),
+    };
+    let e = r.lookup_service(lookup("t.Nope")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = r
+        .unregister_service(proto::UnregisterServiceRequest {
+            namespace: "shop".into(),
+            service: "t.Nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = r.lookup_service(lookup("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A long name is not echoed whole.
+    let e = r
+        .lookup_service(lookup(&"x".repeat(100_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().len() < 400, "{} bytes", e.message().len());
+}

@@ -69,3 +69,42 @@ reflection_test!(
     reflection_v1alpha_lists_services_and_resolves_namespace_types,
     v1alpha
 );
+
+/// Bytes that are no protobuf message: field 1, length-delimited, claims 5
+/// bytes and has one.
+const NOT_PROTOBUF: &[u8] = &[0x0a, 0x05, 0x01];
+
+#[tokio::test]
+async fn an_undecodable_request_is_invalid_argument_on_every_built_in_method() {
+    let n = TestNode::start().await;
+    let pool = collector::proto::api_pool();
+    let mut checked = 0;
+    for s in pool
+        .services()
+        .filter(|s| s.package_name() == "collector.v1")
+    {
+        for m in s.methods() {
+            let mut grpc = tonic::client::Grpc::new(n.clients.channel.clone());
+            grpc.ready().await.unwrap();
+            let path = format!("/{}/{}", s.full_name(), m.name()).parse().unwrap();
+            let e = grpc
+                .unary(
+                    tonic::Request::new(prost::bytes::Bytes::from_static(NOT_PROTOBUF)),
+                    path,
+                    collector::api::dynamic::BytesCodec,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.code(),
+                tonic::Code::InvalidArgument,
+                "{}/{}: {e:?}",
+                s.full_name(),
+                m.name()
+            );
+            assert!(e.message().contains("does not decode"), "{e:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 25, "only {checked} methods");
+}
