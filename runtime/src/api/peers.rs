@@ -123,7 +123,7 @@ impl GrpcLink {
         let (meta, _, msg) = req.into_parts();
         let mut out = Request::new(msg);
         copy_metadata(&meta, out.metadata_mut());
-        mark(out.metadata_mut(), opts.hop + 1, opts.depth);
+        mark(out.metadata_mut(), opts.hop.saturating_add(1), opts.depth);
         let out = with_timeout(out, opts.deadline);
         let fut = call(self.channel(&peer.address)?, out);
         run(

@@ -351,7 +351,7 @@ impl HostApi for CollectionsHost {
                 input: input.to_vec(),
                 metadata: Vec::new(),
                 options: CallOptions {
-                    depth: self.options.depth + 1,
+                    depth: self.options.depth.saturating_add(1),
                     ..self.options
                 },
             };

@@ -686,3 +686,47 @@ async fn invoke_runs_methods_bound_to_a_collection() {
         assert_eq!(e.code(), code, "{coll} {method}: {e:?}");
     }
 }
+
+/// `x-collector-depth` comes from the wire: however large, adding the
+/// next `invoke` saturates, and the call is RESOURCE_EXHAUSTED, not a panic
+/// or a wrapped-around depth that escapes the limit.
+#[tokio::test]
+async fn an_absurd_invoke_depth_in_metadata_is_refused_not_wrapped() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup_counter(c, &["Incr", "IncrTwice"]).await;
+    let rw = proto::Grant {
+        collection: "counters".into(),
+        read_only: false,
+    };
+    register_counter(c, vec![rw]).await.unwrap();
+    let input = Msg {
+        text: "deep".into(),
+        n: 0,
+    }
+    .encode_to_vec();
+    let mut grpc = tonic::client::Grpc::new(c.channel.clone());
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(prost::bytes::Bytes::from(input));
+    req.metadata_mut()
+        .insert("x-collector-namespace", "shop".parse().unwrap());
+    req.metadata_mut()
+        .insert("x-collector-depth", u32::MAX.to_string().parse().unwrap());
+    let e = grpc
+        .unary(
+            req,
+            "/t.Counter/IncrTwice".parse().unwrap(),
+            collector::api::dynamic::BytesCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // The node is fine.
+    let ok = Msg {
+        text: "ok".into(),
+        n: 0,
+    };
+    native(c, "shop", "/t.Counter/Incr", ok.encode_to_vec())
+        .await
+        .unwrap();
+}
