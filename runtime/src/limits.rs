@@ -33,6 +33,12 @@ pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 /// they then report the wrong error.
 pub const MAX_ECHO: usize = 100;
 
+/// Deepest nesting accepted anywhere: messages within messages (binary,
+/// JSON, and the contents of `google.protobuf.Any`, which JSON rendering
+/// expands), update-mask and field paths. The same as prost's decoding
+/// limit, so whatever is stored can be read back. Deeper: INVALID_ARGUMENT,
+/// checked before the work.
+pub const MAX_NESTING: usize = 100;
 /// Longest namespace or collection name, in bytes (fits a file name and a
 /// DNS label). Over it: INVALID_ARGUMENT.
 pub const MAX_NAME_LEN: usize = 63;

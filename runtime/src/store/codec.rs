@@ -36,6 +36,7 @@ pub fn encode(msg: &DynamicMessage) -> Result<Encoded> {
 /// Like `encode`, keeping `wire` (the bytes `msg` was decoded from) as the
 /// stored bytes instead of encoding again.
 pub fn encode_with_wire(msg: &DynamicMessage, wire: Option<Vec<u8>>) -> Result<Encoded> {
+    check_nesting(msg, 1)?;
     let bytes = wire.unwrap_or_else(|| msg.encode_to_vec());
     let mut ser = serde_json::Serializer::new(Vec::with_capacity(bytes.len() * 2));
     msg.serialize_with_options(&mut ser, &json_options())
@@ -79,6 +80,51 @@ pub fn decode_any(
         )));
     }
     decode(desc, value)
+}
+
+/// Refuses a message nested deeper than `limits::MAX_NESTING`, counting the
+/// contents of every `google.protobuf.Any` as JSON rendering expands them
+/// (prost's decode limit does not see inside an Any's bytes). Each Any is
+/// decoded once, and the walk stops at the limit, so the cost is bounded.
+fn check_nesting(msg: &DynamicMessage, depth: usize) -> Result<()> {
+    use crate::limits::MAX_NESTING;
+    if depth > MAX_NESTING {
+        return Err(Error::invalid(format!(
+            "the message is nested more than {MAX_NESTING} levels deep (counting the contents of Any)"
+        )));
+    }
+    if msg.descriptor().full_name() == "google.protobuf.Any" {
+        let url = msg
+            .get_field_by_name("type_url")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let value = msg
+            .get_field_by_name("value")
+            .and_then(|v| v.as_bytes().cloned())
+            .unwrap_or_default();
+        let name = url.rsplit('/').next().unwrap_or_default();
+        // An Any of a type the namespace lacks cannot be rendered; the JSON
+        // step reports that.
+        if let Some(inner) = msg.descriptor().parent_pool().get_message_by_name(name)
+            && let Ok(inner) = DynamicMessage::decode(inner, value.as_ref())
+        {
+            return check_nesting(&inner, depth + 1);
+        }
+        return Ok(());
+    }
+    for (_, value) in msg.fields() {
+        check_value_nesting(value, depth)?;
+    }
+    Ok(())
+}
+
+fn check_value_nesting(value: &Value, depth: usize) -> Result<()> {
+    match value {
+        Value::Message(m) => check_nesting(m, depth + 1),
+        Value::List(items) => items.iter().try_for_each(|v| check_value_nesting(v, depth)),
+        Value::Map(map) => map.values().try_for_each(|v| check_value_nesting(v, depth)),
+        _ => Ok(()),
+    }
 }
 
 /// The message's text values (strings, enum names), one per line, for FTS.
@@ -140,9 +186,10 @@ fn apply_parts(
     let desc = dst.descriptor();
     let field = desc.get_field_by_name(parts[0]).ok_or_else(|| {
         Error::invalid(format!(
-            "update_mask path {path:?}: {} has no field {:?}",
+            "update_mask path {:?}: {} has no field {:?}",
+            crate::names::clip(path),
             desc.full_name(),
-            parts[0]
+            crate::names::clip(parts[0])
         ))
     })?;
     if parts.len() == 1 {
@@ -154,8 +201,9 @@ fn apply_parts(
     }
     if field.is_list() || field.is_map() || !matches!(field.kind(), Kind::Message(_)) {
         return Err(Error::invalid(format!(
-            "update_mask path {path:?}: {:?} is not a singular message field, so it cannot have sub-fields",
-            parts[0]
+            "update_mask path {:?}: {:?} is not a singular message field, so it cannot have sub-fields",
+            crate::names::clip(path),
+            crate::names::clip(parts[0])
         )));
     }
     let sub_src = src

@@ -101,6 +101,13 @@ impl Mask {
             }
         }
         for p in paths {
+            if p.split('.').count() > crate::limits::MAX_NESTING {
+                return Err(Error::invalid(format!(
+                    "update_mask path {:?} has more than {} parts",
+                    crate::names::clip(p),
+                    crate::limits::MAX_NESTING
+                )));
+            }
             match p.split_once('.') {
                 None if p == "data" => add(&mut m.data, None),
                 None if p == "labels" => add(&mut m.labels, None),
@@ -108,7 +115,8 @@ impl Mask {
                 Some(("labels", rest)) if !rest.is_empty() => add(&mut m.labels, Some(rest)),
                 _ => {
                     return Err(Error::invalid(format!(
-                        "update_mask path {p:?}: use \"data\", \"data.<field path>\", \"labels\" or \"labels.<key>\""
+                        "update_mask path {:?}: use \"data\", \"data.<field path>\", \"labels\" or \"labels.<key>\"",
+                        crate::names::clip(p)
                     )));
                 }
             }

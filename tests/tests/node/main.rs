@@ -5,6 +5,7 @@ mod crud;
 mod docs;
 mod durability;
 mod handlers;
+mod hardening;
 mod mesh;
 mod orders;
 mod query;

@@ -1,0 +1,182 @@
+//! Inputs that once ended or corrupted a node: each is refused with
+//! INVALID_ARGUMENT, and the node keeps serving.
+
+use collector::proto;
+use collector_tests::{Clients, TestNode};
+use prost::Message;
+use tonic::Code;
+
+const DEEP_PROTO: &str = r#"
+syntax = "proto3";
+package deep;
+import "google/protobuf/any.proto";
+message Box { google.protobuf.Any inner = 1; string name = 2; }
+message Node { Node a = 1; string name = 2; }
+"#;
+
+/// deep.Box, by hand.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Box {
+    #[prost(message, optional, tag = "1")]
+    inner: Option<prost_types::Any>,
+    #[prost(string, tag = "2")]
+    name: String,
+}
+
+const BOX_URL: &str = "type.googleapis.com/deep.Box";
+
+async fn setup(c: &mut Clients) {
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "deep".into(),
+            sources: vec![proto::ProtoSource {
+                name: "deep.proto".into(),
+                content: DEEP_PROTO.into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (name, ty) in [("boxes", "deep.Box"), ("nodes", "deep.Node")] {
+        c.repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "deep".into(),
+                name: name.into(),
+                message_type: ty.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// A Box holding Anys of Boxes `levels` deep.
+fn nested_any(levels: usize) -> prost_types::Any {
+    let mut b = Box {
+        inner: None,
+        name: "bottom".into(),
+    };
+    for _ in 0..levels {
+        b = Box {
+            inner: Some(prost_types::Any {
+                type_url: BOX_URL.into(),
+                value: b.encode_to_vec(),
+            }),
+            name: String::new(),
+        };
+    }
+    prost_types::Any {
+        type_url: BOX_URL.into(),
+        value: b.encode_to_vec(),
+    }
+}
+
+async fn create(
+    c: &mut Clients,
+    collection: &str,
+    rec: proto::Record,
+) -> Result<String, tonic::Status> {
+    c.records
+        .create(proto::CreateRequest {
+            namespace: "deep".into(),
+            collection: collection.into(),
+            record: Some(rec),
+        })
+        .await
+        .map(|r| r.into_inner().id)
+}
+
+#[tokio::test]
+async fn an_any_nested_past_the_limit_is_refused_and_the_node_keeps_serving() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c).await;
+    // ~7,000 levels overflowed the stack while rendering JSON.
+    for levels in [7_000, 200] {
+        let e = create(
+            c,
+            "boxes",
+            proto::Record {
+                data: Some(nested_any(levels)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{levels} levels: {e:?}");
+        assert!(e.message().contains("nested"), "{e:?}");
+    }
+    // Within the limit it is stored and reads back, JSON included.
+    let id = create(
+        c,
+        "boxes",
+        proto::Record {
+            data: Some(nested_any(40)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let got = c
+        .records
+        .get(proto::GetRequest {
+            namespace: "deep".into(),
+            collection: "boxes".into(),
+            id,
+            include_json: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.json.contains("bottom"), "{}", got.json);
+}
+
+#[tokio::test]
+async fn an_update_mask_path_past_the_limit_is_refused_and_one_within_reads_back() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c).await;
+    let id = create(
+        c,
+        "nodes",
+        proto::Record {
+            json: r#"{"name": "root"}"#.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let update = |parts: usize| proto::UpdateRequest {
+        namespace: "deep".into(),
+        collection: "nodes".into(),
+        record: Some(proto::Record {
+            id: id.clone(),
+            json: "{}".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![format!("data{}", ".a".repeat(parts))],
+        }),
+        expected_version: None,
+    };
+    // 3,000 levels overflowed the writer thread; 1,000 stored a record
+    // that could not be decoded again.
+    for parts in [3_000, 1_000, 150] {
+        let e = c.records.update(update(parts)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{parts}: {e:?}");
+        assert!(e.message().len() < 400, "the path is not echoed whole");
+    }
+    c.records.update(update(90)).await.unwrap();
+    let got = c
+        .records
+        .get(proto::GetRequest {
+            namespace: "deep".into(),
+            collection: "nodes".into(),
+            id: id.clone(),
+            include_json: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.version, 2);
+}
