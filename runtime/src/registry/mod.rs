@@ -120,6 +120,11 @@ pub fn compile_sources(
             errors.push(format!("{name}: given twice"));
         }
     }
+    for (name, src) in sources {
+        if let Err(e) = check_nesting(src) {
+            errors.push(format!("{}: {e}", crate::names::clip(name)));
+        }
+    }
     if !errors.is_empty() {
         return Err(Error::invalid(errors.join("\n")));
     }
@@ -145,6 +150,68 @@ pub fn compile_sources(
         )));
     }
     Ok(compiler.descriptor_pool())
+}
+
+/// Refuses .proto source nested deeper than `limits::MAX_NESTING` (braces,
+/// brackets, parentheses and angle brackets, outside strings and comments)
+/// before the compiler sees it: protox's parser recurses on nesting, and
+/// 1,000 levels of an option value ended the process. One linear pass.
+fn check_nesting(src: &str) -> std::result::Result<(), String> {
+    let max = crate::limits::MAX_NESTING;
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '"' | '\'' => {
+                while let Some(d) = chars.next() {
+                    match d {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\n' => {
+                            line += 1;
+                            break;
+                        }
+                        d if d == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        line += 1;
+                    }
+                    if prev == '*' && d == '/' {
+                        break;
+                    }
+                    prev = d;
+                }
+            }
+            '{' | '[' | '(' | '<' => {
+                depth += 1;
+                if depth > max {
+                    return Err(format!(
+                        "line {line}: nested more than {max} levels deep; flatten the definitions or option values"
+                    ));
+                }
+            }
+            '}' | ']' | ')' | '>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A file's content without source info, so source and compiled uploads of

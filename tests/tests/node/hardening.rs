@@ -180,3 +180,56 @@ async fn an_update_mask_path_past_the_limit_is_refused_and_one_within_reads_back
         .into_inner();
     assert_eq!(got.version, 2);
 }
+
+#[tokio::test]
+async fn a_proto_nested_past_the_limit_is_refused_before_it_is_compiled() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    let deep_option = format!(
+        "syntax = \"proto3\"; package opt;\n\
+         import \"google/protobuf/descriptor.proto\";\n\
+         message Tree {{ Tree t = 1; }}\n\
+         extend google.protobuf.MessageOptions {{ Tree tree = 50000; }}\n\
+         message M {{ option (tree) = {}{}; }}\n",
+        "{ t: ".repeat(1000),
+        "}".repeat(1000)
+    );
+    let deep_messages = format!(
+        "syntax = \"proto3\"; package nest;\n{} string s = 1; {}",
+        "message A { ".repeat(1000),
+        "}".repeat(1000)
+    );
+    for (name, src) in [("opt.proto", deep_option), ("nest.proto", deep_messages)] {
+        let e = c
+            .registry
+            .register_proto(proto::RegisterProtoRequest {
+                namespace: "deep".into(),
+                sources: vec![proto::ProtoSource {
+                    name: name.into(),
+                    content: src,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+        assert!(e.message().contains("nested more than"), "{e:?}");
+    }
+    // Braces in strings and comments do not count, and the node still compiles.
+    let fine = format!(
+        "syntax = \"proto3\"; package fine;\n// {}\nmessage M {{ string s = 1 [json_name = \"{}\"]; }}\n",
+        "{".repeat(500),
+        "(".repeat(500)
+    );
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "deep".into(),
+            sources: vec![proto::ProtoSource {
+                name: "fine.proto".into(),
+                content: fine,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
