@@ -85,13 +85,6 @@ fn create_op(c: &Collection, r: &proto::CreateRequest) -> Result<WriteOp> {
         ))
     })?;
     let encoded = store::codec::encode_with_wire(&msg, wire)?;
-    if encoded.bytes.len() > crate::limits::MAX_RECORD_BYTES {
-        return Err(Error::invalid(format!(
-            "record is {} bytes; the limit is {}",
-            encoded.bytes.len(),
-            crate::limits::MAX_RECORD_BYTES
-        )));
-    }
     Ok(WriteOp::Create {
         id: super::optional_id(&rec.id)?,
         payload: encoded,

@@ -34,10 +34,19 @@ pub fn encode(msg: &DynamicMessage) -> Result<Encoded> {
 }
 
 /// Like `encode`, keeping `wire` (the bytes `msg` was decoded from) as the
-/// stored bytes instead of encoding again.
+/// stored bytes instead of encoding again. Every write path encodes here, so
+/// this is where a record's size (`limits::MAX_RECORD_BYTES`) and nesting
+/// (`limits::MAX_NESTING`) are enforced: what is stored can be read back.
 pub fn encode_with_wire(msg: &DynamicMessage, wire: Option<Vec<u8>>) -> Result<Encoded> {
-    check_nesting(msg, 1)?;
     let bytes = wire.unwrap_or_else(|| msg.encode_to_vec());
+    let max = crate::limits::MAX_RECORD_BYTES;
+    if bytes.len() > max {
+        return Err(Error::invalid(format!(
+            "record is {} bytes; the limit is {max}",
+            bytes.len()
+        )));
+    }
+    check_nesting(msg, 1)?;
     let mut ser = serde_json::Serializer::new(Vec::with_capacity(bytes.len() * 2));
     msg.serialize_with_options(&mut ser, &json_options())
         .map_err(|e| Error::invalid(format!("message cannot be written as JSON: {e}")))?;

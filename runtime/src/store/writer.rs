@@ -7,8 +7,7 @@
 use super::cache::{Change, RecordCache};
 use super::codec;
 use super::record::{
-    BatchOutcome, Labels, MAX_RECORD_BYTES, MaskPart, Record, WriteOp, Written, check_labels,
-    check_version,
+    BatchOutcome, Labels, MaskPart, Record, WriteOp, Written, check_labels, check_version,
 };
 use super::schema::create_indexes;
 use crate::error::{Error, Result};
@@ -292,12 +291,6 @@ fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Writ
                 }
             };
             let payload = codec::encode(&msg)?;
-            if payload.bytes.len() > MAX_RECORD_BYTES {
-                return Err(Error::invalid(format!(
-                    "record is {} bytes; the limit is {MAX_RECORD_BYTES}",
-                    payload.bytes.len()
-                )));
-            }
             let mut new_labels: Labels = serde_json::from_str(&old_labels).unwrap_or_default();
             match &mask.labels {
                 MaskPart::Keep => {}

@@ -233,3 +233,77 @@ async fn a_proto_nested_past_the_limit_is_refused_before_it_is_compiled() {
         .await
         .unwrap();
 }
+
+/// guestbook.Entry, by hand.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Entry {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    text: String,
+}
+
+/// A handler's writes obey the record size limit like any client's: a
+/// 20 MiB record written by a handler was stored and could never be read.
+#[tokio::test]
+async fn a_handler_cannot_store_a_record_over_the_size_limit() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../guests/guestbook/proto/guestbook.proto"),
+    )
+    .unwrap();
+    c.registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "deep".into(),
+            sources: vec![proto::ProtoSource {
+                name: "guestbook.proto".into(),
+                content: src,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "deep".into(),
+            name: "entries".into(),
+            message_type: "guestbook.Entry".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: "deep".into(),
+            service: "guestbook.Guestbook".into(),
+            component: collector_tests::guest("guestbook"),
+            grants: vec![proto::Grant {
+                collection: "entries".into(),
+                read_only: false,
+            }],
+            limits: None,
+        })
+        .await
+        .unwrap();
+    let big = Entry {
+        name: "ada".into(),
+        text: "x".repeat(9 << 20),
+    };
+    let e = c
+        .call::<Entry>("deep", "/guestbook.Guestbook/Sign", &big)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("the limit is"), "{e:?}");
+    let small = Entry {
+        name: "ada".into(),
+        text: "hi".into(),
+    };
+    let out = c
+        .call::<Entry>("deep", "/guestbook.Guestbook/Sign", &small)
+        .await
+        .unwrap();
+    assert_eq!(out, small);
+}
