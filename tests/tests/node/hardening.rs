@@ -25,29 +25,40 @@ struct Box {
 
 const BOX_URL: &str = "type.googleapis.com/deep.Box";
 
-async fn setup(c: &mut Clients) {
+/// Registers one .proto source in namespace `deep`.
+async fn register_proto(c: &mut Clients, name: &str, content: String) -> Result<(), tonic::Status> {
     c.registry
         .register_proto(proto::RegisterProtoRequest {
             namespace: "deep".into(),
             sources: vec![proto::ProtoSource {
-                name: "deep.proto".into(),
-                content: DEEP_PROTO.into(),
+                name: name.into(),
+                content,
             }],
             ..Default::default()
         })
         .await
+        .map(|_| ())
+}
+
+/// Creates collection `name` of type `ty` in namespace `deep`.
+async fn create_collection(c: &mut Clients, name: &str, ty: &str) {
+    c.repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "deep".into(),
+            name: name.into(),
+            message_type: ty.into(),
+            ..Default::default()
+        })
+        .await
         .unwrap();
-    for (name, ty) in [("boxes", "deep.Box"), ("nodes", "deep.Node")] {
-        c.repo
-            .create_collection(proto::CreateCollectionRequest {
-                namespace: "deep".into(),
-                name: name.into(),
-                message_type: ty.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+}
+
+async fn setup(c: &mut Clients) {
+    register_proto(c, "deep.proto", DEEP_PROTO.into())
+        .await
+        .unwrap();
+    create_collection(c, "boxes", "deep.Box").await;
+    create_collection(c, "nodes", "deep.Node").await;
 }
 
 /// A Box holding Anys of Boxes `levels` deep.
@@ -200,18 +211,7 @@ async fn a_proto_nested_past_the_limit_is_refused_before_it_is_compiled() {
         "}".repeat(1000)
     );
     for (name, src) in [("opt.proto", deep_option), ("nest.proto", deep_messages)] {
-        let e = c
-            .registry
-            .register_proto(proto::RegisterProtoRequest {
-                namespace: "deep".into(),
-                sources: vec![proto::ProtoSource {
-                    name: name.into(),
-                    content: src,
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let e = register_proto(c, name, src).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
         assert!(e.message().contains("nested more than"), "{e:?}");
     }
@@ -221,17 +221,7 @@ async fn a_proto_nested_past_the_limit_is_refused_before_it_is_compiled() {
         "{".repeat(500),
         "(".repeat(500)
     );
-    c.registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: "deep".into(),
-            sources: vec![proto::ProtoSource {
-                name: "fine.proto".into(),
-                content: fine,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    register_proto(c, "fine.proto", fine).await.unwrap();
 }
 
 /// guestbook.Entry, by hand.
@@ -254,26 +244,8 @@ async fn a_handler_cannot_store_a_record_over_the_size_limit() {
             .join("../guests/guestbook/proto/guestbook.proto"),
     )
     .unwrap();
-    c.registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: "deep".into(),
-            sources: vec![proto::ProtoSource {
-                name: "guestbook.proto".into(),
-                content: src,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    c.repo
-        .create_collection(proto::CreateCollectionRequest {
-            namespace: "deep".into(),
-            name: "entries".into(),
-            message_type: "guestbook.Entry".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    register_proto(c, "guestbook.proto", src).await.unwrap();
+    create_collection(c, "entries", "guestbook.Entry").await;
     c.registry
         .register_service(proto::RegisterServiceRequest {
             namespace: "deep".into(),
