@@ -9,12 +9,7 @@ use std::fmt;
 pub const SYSTEM: &str = "system";
 /// Names refused as namespaces because they would clash with the data layout.
 pub const RESERVED_NAMESPACES: &[&str] = &["repo", "backups", "files", "components"];
-/// Longest record id, in bytes.
-pub use crate::limits::MAX_ID_LEN;
-/// Longest namespace or collection name, in bytes.
-pub use crate::limits::MAX_NAME_LEN;
-
-pub use crate::limits::MAX_ECHO;
+use crate::limits::{MAX_ECHO, MAX_ID_LEN, MAX_NAME_LEN};
 
 /// The start of `s`, at most `MAX_ECHO` bytes (cut on a char boundary, with
 /// "…" when cut): what an error message may repeat of client input.

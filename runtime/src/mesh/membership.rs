@@ -34,7 +34,7 @@ pub struct MembershipConfig {
     pub started_us: i64,
 }
 
-pub use crate::limits::PHI_THRESHOLD;
+use crate::limits::PHI_THRESHOLD;
 
 impl MembershipConfig {
     /// Longest silence before a member is marked dead: the failure detector

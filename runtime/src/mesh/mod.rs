@@ -453,7 +453,7 @@ impl Mesh {
                 owner.node_id, owner.address
             )));
         }
-        if !auto || hop >= routing::MAX_HOPS {
+        if !auto || hop >= crate::limits::MAX_HOPS {
             return Ok(Decision::Here);
         }
         match routing::place_collection(&view, ns.as_str(), name.as_str()) {

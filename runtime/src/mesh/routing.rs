@@ -4,11 +4,8 @@
 
 use super::view::{Member, View};
 use crate::error::{Error, Result};
+use crate::limits::MAX_HOPS;
 use sha2::Digest;
-
-/// Most times a call is forwarded. A call that arrives forwarded runs where
-/// it lands, so no dispatch loop can form whatever the members believe.
-pub use crate::limits::MAX_HOPS;
 
 /// The outcome of a routing decision.
 #[derive(Debug, Clone, PartialEq, Eq)]

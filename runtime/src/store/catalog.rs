@@ -63,7 +63,7 @@ pub const COLLECTIONS: &str = "collections";
 pub const PROTOS: &str = "protos";
 /// The name of the registered-services collection in `system`.
 pub const SERVICES: &str = "services";
-pub use crate::limits::MAX_INDEXES;
+use crate::limits::MAX_INDEXES;
 
 type Key = (Namespace, CollectionName);
 

@@ -7,7 +7,7 @@
 use super::cache::RecordCache;
 use super::query::{self, Query};
 use super::reads::{fts_error, row_record, run_count, run_page};
-use super::record::{BatchOutcome, MAX_BATCH_OPS, Page, Record, WriteOp, Written};
+use super::record::{BatchOutcome, Page, Record, WriteOp, Written};
 use super::schema::{create_indexes, open_reader, open_writer};
 use super::writer::{Job, writer_loop};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use crate::limits::{POOLED_READERS, WRITE_QUEUE};
+use crate::limits::{MAX_BATCH_OPS, POOLED_READERS, WRITE_QUEUE};
 
 /// How a collection is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +239,7 @@ impl Collection {
         let mut token = String::new();
         loop {
             let q = Query {
-                page_size: query::MAX_PAGE_SIZE,
+                page_size: crate::limits::MAX_PAGE_SIZE,
                 page_token: token,
                 ..Default::default()
             };

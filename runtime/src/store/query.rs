@@ -8,7 +8,7 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use rusqlite::types::Value as Sql;
 use std::collections::BTreeMap;
 
-pub use crate::limits::{DEFAULT_PAGE_SIZE, MAX_CONDITIONS, MAX_IN_VALUES, MAX_PAGE_SIZE};
+use crate::limits::{DEFAULT_PAGE_SIZE, MAX_CONDITIONS, MAX_IN_VALUES, MAX_PAGE_SIZE};
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 /// Record labels, ordered so their JSON form is canonical.
 pub type Labels = BTreeMap<String, String>;
 
-pub use crate::limits::{MAX_BATCH_OPS, MAX_LABEL_LEN, MAX_LABELS, MAX_RECORD_BYTES};
+use crate::limits::{MAX_LABEL_LEN, MAX_LABELS};
 
 /// A stored record.
 #[derive(Debug, Clone, PartialEq)]

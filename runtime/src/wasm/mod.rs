@@ -25,7 +25,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub use crate::limits::{EPOCH_TICK, MAX_INSTANCES, MAX_WARM};
+use crate::limits::{EPOCH_TICK, MAX_INSTANCES, MAX_WARM};
 
 /// Per-call limits of a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
