@@ -46,14 +46,15 @@ pub fn encode_with_wire(msg: &DynamicMessage, wire: Option<Vec<u8>>) -> Result<E
             bytes.len()
         )));
     }
-    check_nesting(msg, 1)?;
+    // Text first: its walk also checks the nesting, before JSON rendering
+    // would recurse into it.
+    let mut text = String::new();
+    walk(msg, 1, Some(&mut text))?;
     let mut ser = serde_json::Serializer::new(Vec::with_capacity(bytes.len() * 2));
     msg.serialize_with_options(&mut ser, &json_options())
         .map_err(|e| Error::invalid(format!("message cannot be written as JSON: {e}")))?;
     let json = String::from_utf8(ser.into_inner())
         .map_err(|e| Error::internal(format!("JSON is not UTF-8: {e}")))?;
-    let mut text = String::new();
-    collect_text(msg, &mut text);
     Ok(Encoded { bytes, json, text })
 }
 
@@ -91,92 +92,91 @@ pub fn decode_any(
     decode(desc, value)
 }
 
-/// Refuses a message nested deeper than `limits::MAX_NESTING`, counting the
-/// contents of every `google.protobuf.Any` as JSON rendering expands them
-/// (prost's decode limit does not see inside an Any's bytes). Each Any is
-/// decoded once, and the walk stops at the limit, so the cost is bounded.
-fn check_nesting(msg: &DynamicMessage, depth: usize) -> Result<()> {
+/// Walks a message once: collects its text values (strings, enum names,
+/// one per line, for FTS) into `out`, and refuses nesting deeper than
+/// `limits::MAX_NESTING`. The contents of a `google.protobuf.Any` count
+/// towards the depth, as JSON rendering expands them (prost's decode limit
+/// does not see inside an Any's bytes), but not towards the text; each is
+/// decoded once and the walk stops at the limit, so the cost is bounded.
+fn walk(msg: &DynamicMessage, depth: usize, mut out: Option<&mut String>) -> Result<()> {
     use crate::limits::MAX_NESTING;
     if depth > MAX_NESTING {
         return Err(Error::invalid(format!(
             "the message is nested more than {MAX_NESTING} levels deep (counting the contents of Any)"
         )));
     }
+    for (field, value) in msg.fields() {
+        walk_value(&field.kind(), value, depth, out.as_deref_mut())?;
+    }
     if msg.descriptor().full_name() == "google.protobuf.Any" {
-        let url = msg
-            .get_field_by_name("type_url")
-            .and_then(|v| v.as_str().map(str::to_string))
+        let url = msg.get_field_by_name("type_url");
+        let name = url
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .and_then(|u| u.rsplit('/').next())
             .unwrap_or_default();
-        let value = msg
-            .get_field_by_name("value")
-            .and_then(|v| v.as_bytes().cloned())
-            .unwrap_or_default();
-        let name = url.rsplit('/').next().unwrap_or_default();
+        let value = msg.get_field_by_name("value");
+        let bytes = value.as_ref().and_then(|v| v.as_bytes());
         // An Any of a type the namespace lacks cannot be rendered; the JSON
         // step reports that.
-        if let Some(inner) = msg.descriptor().parent_pool().get_message_by_name(name)
-            && let Ok(inner) = DynamicMessage::decode(inner, value.as_ref())
+        if let (Some(inner), Some(bytes)) = (
+            msg.descriptor().parent_pool().get_message_by_name(name),
+            bytes,
+        ) && let Ok(inner) = DynamicMessage::decode(inner, bytes.as_ref())
         {
-            return check_nesting(&inner, depth + 1);
+            walk(&inner, depth + 1, None)?;
         }
-        return Ok(());
-    }
-    for (_, value) in msg.fields() {
-        check_value_nesting(value, depth)?;
     }
     Ok(())
 }
 
-fn check_value_nesting(value: &Value, depth: usize) -> Result<()> {
-    match value {
-        Value::Message(m) => check_nesting(m, depth + 1),
-        Value::List(items) => items.iter().try_for_each(|v| check_value_nesting(v, depth)),
-        Value::Map(map) => map.values().try_for_each(|v| check_value_nesting(v, depth)),
-        _ => Ok(()),
-    }
-}
-
-/// The message's text values (strings, enum names), one per line, for FTS.
-fn collect_text(msg: &DynamicMessage, out: &mut String) {
-    for (field, value) in msg.fields() {
-        collect_value(&field.kind(), value, out);
-    }
-}
-
-fn collect_value(kind: &Kind, value: &Value, out: &mut String) {
-    match value {
-        Value::String(s) => {
+fn walk_value(
+    kind: &Kind,
+    value: &Value,
+    depth: usize,
+    mut out: Option<&mut String>,
+) -> Result<()> {
+    let mut push = |s: &str| {
+        if let Some(out) = out.as_deref_mut() {
             if !out.is_empty() {
                 out.push('\n');
             }
             out.push_str(s);
         }
+    };
+    match value {
+        Value::String(s) => push(s),
         Value::EnumNumber(n) => {
             if let Kind::Enum(e) = kind
                 && let Some(v) = e.get_value(*n)
             {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(v.name());
+                push(v.name());
             }
         }
-        Value::Message(m) => collect_text(m, out),
-        Value::List(items) => items.iter().for_each(|v| collect_value(kind, v, out)),
+        Value::Message(m) => return walk(m, depth + 1, out),
+        Value::List(items) => {
+            for v in items {
+                walk_value(kind, v, depth, out.as_deref_mut())?;
+            }
+        }
         Value::Map(map) => {
-            let value_kind = match kind {
-                Kind::Message(entry) => entry.map_entry_value_field().kind(),
-                _ => return,
+            let Kind::Message(entry) = kind else {
+                return Ok(());
             };
+            let value_kind = entry.map_entry_value_field().kind();
             for (k, v) in map {
-                if let MapKey::String(s) = k {
-                    collect_value(&Kind::String, &Value::String(s.clone()), out);
+                if let (MapKey::String(s), Some(out)) = (k, out.as_deref_mut()) {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(s);
                 }
-                collect_value(&value_kind, v, out);
+                walk_value(&value_kind, v, depth, out.as_deref_mut())?;
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// Copies the field at `path` (dot-separated proto field names) from `src`
