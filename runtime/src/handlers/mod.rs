@@ -484,15 +484,12 @@ impl Handlers {
         sha256: &str,
         with_component: bool,
     ) -> Result<(crate::proto::ServiceInfo, Vec<u8>)> {
-        let bound = self.lookup(ns, service).map_err(|_| {
-            Error::not_found(format!(
-                "service {service} of namespace {ns} is not on this node"
-            ))
-        })?;
+        let bound = self.registered(ns, service)?;
         if bound.sha256 != sha256 {
             return Err(Error::not_found(format!(
-                "this node has version {} of {service}, not {sha256}",
-                bound.sha256
+                "this node has version {} of {service}, not {}",
+                bound.sha256,
+                crate::names::clip(sha256)
             )));
         }
         if !with_component {
