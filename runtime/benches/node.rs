@@ -781,7 +781,7 @@ async fn main() {
         // On a runtime worker, as calls run in the node (the sandbox tears
         // stores down and makes the next instance in background tasks).
         let (per_call, pooling) = tokio::spawn(async move {
-            let sb = collector::wasm::Sandbox::new().unwrap();
+            let sb = collector::wasm::Sandbox::new(Default::default()).unwrap();
             let h = sb.compile(&wasm).unwrap();
             let api: Arc<dyn collector::wasm::HostApi> = Arc::new(collector::wasm::DenyAll);
             let limits = collector::wasm::Limits::default();

@@ -40,6 +40,15 @@ pub struct Config {
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
+    /// Longest timeout a handler registration may ask for. Default:
+    /// `limits::MAX_HANDLER_TIMEOUT` (60 s).
+    pub max_handler_timeout: Duration,
+    /// Largest memory cap a handler registration may ask for, in bytes.
+    /// Default: `limits::MAX_HANDLER_MEMORY_BYTES` (256 MiB).
+    pub max_handler_memory_bytes: usize,
+    /// Memory all handler calls may use together, in bytes. Default:
+    /// `limits::HANDLER_MEMORY_BUDGET_BYTES` (2 GiB).
+    pub handler_memory_budget_bytes: usize,
 }
 
 impl Default for Config {
@@ -57,6 +66,9 @@ impl Default for Config {
             advertise: None,
             cluster_id: limits::DEFAULT_CLUSTER.to_string(),
             gossip_interval: limits::GOSSIP_INTERVAL,
+            max_handler_timeout: limits::MAX_HANDLER_TIMEOUT,
+            max_handler_memory_bytes: limits::MAX_HANDLER_MEMORY_BYTES,
+            handler_memory_budget_bytes: limits::HANDLER_MEMORY_BUDGET_BYTES,
         }
     }
 }
@@ -67,6 +79,10 @@ const MIN_GOSSIP_INTERVAL: Duration = Duration::from_millis(10);
 /// Smallest message limit accepted: a node must at least carry its own
 /// descriptors and one record.
 const MIN_MESSAGE_BYTES: usize = 64 << 10;
+/// Shortest handler timeout maximum accepted: a handler must get time to start.
+const MIN_HANDLER_TIMEOUT: Duration = Duration::from_millis(10);
+/// Smallest handler memory maximum accepted: what a small Rust guest needs.
+const MIN_HANDLER_MEMORY: usize = 4 << 20;
 
 impl Config {
     /// Checks the values a node cannot run with, naming the setting to fix.
@@ -85,6 +101,26 @@ impl Config {
             return Err(Error::invalid(format!(
                 "max_message_bytes is {}; give at least {MIN_MESSAGE_BYTES}",
                 self.max_message_bytes
+            )));
+        }
+        if self.max_handler_timeout < MIN_HANDLER_TIMEOUT {
+            return Err(Error::invalid(format!(
+                "max_handler_timeout (--max-handler-timeout) is {:?}; give at least {MIN_HANDLER_TIMEOUT:?}",
+                self.max_handler_timeout
+            )));
+        }
+        if self.max_handler_memory_bytes < MIN_HANDLER_MEMORY {
+            return Err(Error::invalid(format!(
+                "max_handler_memory_bytes (--max-handler-memory) is {} MiB; give at least {} MiB",
+                self.max_handler_memory_bytes >> 20,
+                MIN_HANDLER_MEMORY >> 20
+            )));
+        }
+        if self.handler_memory_budget_bytes < self.max_handler_memory_bytes {
+            return Err(Error::invalid(format!(
+                "handler_memory_budget_bytes (--handler-memory-budget, {} MiB) is below max_handler_memory_bytes (--max-handler-memory, {} MiB): one call could never get its cap",
+                self.handler_memory_budget_bytes >> 20,
+                self.max_handler_memory_bytes >> 20
             )));
         }
         if self.cluster_id.is_empty() {
@@ -150,6 +186,27 @@ mod tests {
                 ..base()
             })
             .contains("advertise")
+        );
+        assert!(
+            refused(Config {
+                max_handler_timeout: Duration::ZERO,
+                ..base()
+            })
+            .contains("--max-handler-timeout")
+        );
+        assert!(
+            refused(Config {
+                max_handler_memory_bytes: 1 << 20,
+                ..base()
+            })
+            .contains("--max-handler-memory")
+        );
+        assert!(
+            refused(Config {
+                handler_memory_budget_bytes: 8 << 20,
+                ..base()
+            })
+            .contains("--handler-memory-budget")
         );
         assert!(
             refused(Config {

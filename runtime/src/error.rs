@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The deadline passed before the work finished.
     DeadlineExceeded,
+    /// Every caller went away before the work finished.
+    Cancelled,
     /// A bug or an environment failure on the node (logged there).
     Internal,
 }
@@ -37,6 +39,7 @@ impl ErrorKind {
     pub fn grpc_code(self) -> i32 {
         match self {
             ErrorKind::InvalidArgument => 3,
+            ErrorKind::Cancelled => 1,
             ErrorKind::DeadlineExceeded => 4,
             ErrorKind::NotFound => 5,
             ErrorKind::AlreadyExists => 6,
@@ -87,6 +90,7 @@ ctor! {
     aborted => Aborted,
     unavailable => Unavailable,
     deadline_exceeded => DeadlineExceeded,
+    cancelled => Cancelled,
     internal => Internal,
 }
 

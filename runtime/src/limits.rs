@@ -87,12 +87,28 @@ pub const POOLED_READERS: usize = 16;
 pub const READER_THREADS_PER_CORE: usize = 2;
 
 // ---- Handlers (per call unless said; a registration may lower or raise
-// ---- the time and memory limits) ----
+// ---- the time and memory limits, up to the node's maximums) ----
 
 /// Wall time a handler call may take. Over it: DEADLINE_EXCEEDED.
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Linear memory a handler call may use. Over it: RESOURCE_EXHAUSTED.
+/// Memory a handler call may use: its linear memory plus the writes it has
+/// buffered. Over it: RESOURCE_EXHAUSTED naming the cap.
 pub const HANDLER_MEMORY_BYTES: usize = 64 << 20;
+/// Longest timeout a registration may ask for (`--max-handler-timeout`).
+/// Over it: the registration is INVALID_ARGUMENT.
+pub const MAX_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest memory cap a registration may ask for (`--max-handler-memory`,
+/// in MiB). Over it: the registration is INVALID_ARGUMENT.
+pub const MAX_HANDLER_MEMORY_BYTES: usize = 256 << 20;
+/// Memory all handler calls of the node may use together, linear memory
+/// and buffered writes (`--handler-memory-budget`, in MiB), so concurrent
+/// calls cannot exhaust the machine. Over it: the call that needs more is
+/// RESOURCE_EXHAUSTED naming the budget ("retry with backoff").
+pub const HANDLER_MEMORY_BUDGET_BYTES: usize = 2 << 30;
+/// Times the node re-runs a handler call whose writes lost an
+/// optimistic-concurrency race (on a fresh instance, its writes being
+/// buffered), before the call is ABORTED.
+pub const HANDLER_CONFLICT_RETRIES: u32 = 32;
 /// Largest response a handler may return. Over it: RESOURCE_EXHAUSTED.
 pub const HANDLER_OUTPUT_BYTES: usize = 8 << 20;
 /// Host calls one handler call may make. Over it: the call traps and is

@@ -45,9 +45,28 @@ enum Command {
         /// Nodes form a mesh only with nodes of the same cluster id.
         #[arg(long, env = "COLLECTOR_CLUSTER", default_value = limits::DEFAULT_CLUSTER)]
         cluster: String,
+        #[command(flatten)]
+        handlers: HandlerMaxima,
     },
     #[command(flatten)]
     Client(cli::ClientCmd),
+}
+
+/// The node's bounds on handler calls.
+#[derive(clap::Args)]
+struct HandlerMaxima {
+    /// Longest timeout a handler registration may ask for, e.g. 30s or 2m
+    /// [default: limits::MAX_HANDLER_TIMEOUT, 60s].
+    #[arg(long, env = "COLLECTOR_MAX_HANDLER_TIMEOUT", value_parser = humantime::parse_duration)]
+    max_handler_timeout: Option<std::time::Duration>,
+    /// Largest memory cap a handler registration may ask for, in MiB.
+    #[arg(long, env = "COLLECTOR_MAX_HANDLER_MEMORY",
+          default_value_t = limits::MAX_HANDLER_MEMORY_BYTES >> 20)]
+    max_handler_memory: usize,
+    /// Memory all handler calls may use together, in MiB.
+    #[arg(long, env = "COLLECTOR_HANDLER_MEMORY_BUDGET",
+          default_value_t = limits::HANDLER_MEMORY_BUDGET_BYTES >> 20)]
+    handler_memory_budget: usize,
 }
 
 async fn shutdown_signal() {
@@ -82,6 +101,7 @@ async fn main() -> std::process::ExitCode {
             join,
             advertise,
             cluster,
+            handlers,
         } => {
             let namespace = if cli.conn.namespace.is_empty() {
                 limits::DEFAULT_NAMESPACE.to_string()
@@ -95,6 +115,11 @@ async fn main() -> std::process::ExitCode {
                 join: join.clone(),
                 advertise,
                 cluster_id: cluster,
+                max_handler_timeout: handlers
+                    .max_handler_timeout
+                    .unwrap_or(limits::MAX_HANDLER_TIMEOUT),
+                max_handler_memory_bytes: handlers.max_handler_memory.saturating_mul(1 << 20),
+                handler_memory_budget_bytes: handlers.handler_memory_budget.saturating_mul(1 << 20),
                 ..Config::default()
             };
             let node = match Node::start(config).await {

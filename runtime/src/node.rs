@@ -150,6 +150,11 @@ impl Node {
         let types: Arc<dyn crate::store::Types> = registry.clone();
         let catalog = Arc::new(Catalog::load(data_dir.clone(), options, types, &system).await?);
         let handlers = Handlers::load(
+            crate::wasm::Maxima {
+                timeout: config.max_handler_timeout,
+                memory_bytes: config.max_handler_memory_bytes,
+                budget_bytes: config.handler_memory_budget_bytes,
+            },
             data_dir.clone(),
             registry.clone(),
             catalog.clone(),

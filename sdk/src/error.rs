@@ -22,6 +22,9 @@ pub enum Error {
     ResourceExhausted(String),
     /// Anything else → INTERNAL.
     Internal(String),
+    /// A concurrent change got there first (e.g. an invoked call's writes
+    /// lost a race); retrying the whole call may work → ABORTED.
+    Aborted(String),
 }
 
 /// `Result` with [`Error`] as the default error.
@@ -57,7 +60,8 @@ impl Error {
             | Error::PermissionDenied(m)
             | Error::Conflict(m)
             | Error::ResourceExhausted(m)
-            | Error::Internal(m) => m,
+            | Error::Internal(m)
+            | Error::Aborted(m) => m,
         }
     }
 
@@ -87,6 +91,7 @@ impl fmt::Display for Error {
             Error::Conflict(_) => "conflict",
             Error::ResourceExhausted(_) => "resource exhausted",
             Error::Internal(_) => "internal",
+            Error::Aborted(_) => "aborted",
         };
         write!(f, "{kind}: {}", self.message())
     }
@@ -110,6 +115,7 @@ impl From<Wire> for Error {
             Wire::Conflict(m) => Error::Conflict(m),
             Wire::ResourceExhausted(m) => Error::ResourceExhausted(m),
             Wire::Internal(m) => Error::Internal(m),
+            Wire::Aborted(m) => Error::Aborted(m),
         }
     }
 }
@@ -124,6 +130,7 @@ impl From<Error> for Wire {
             Error::Conflict(m) => Wire::Conflict(m),
             Error::ResourceExhausted(m) => Wire::ResourceExhausted(m),
             Error::Internal(m) => Wire::Internal(m),
+            Error::Aborted(m) => Wire::Aborted(m),
         }
     }
 }
@@ -142,6 +149,7 @@ mod tests {
             Error::Conflict("e".into()),
             Error::ResourceExhausted("f".into()),
             Error::Internal("g".into()),
+            Error::Aborted("h".into()),
         ];
         for e in all {
             let back = Error::from(Wire::from(e.clone()));

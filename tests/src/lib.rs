@@ -248,27 +248,36 @@ pub struct TestNode {
     pub handle: Option<collector::NodeHandle>,
     pub dir: tempfile::TempDir,
     pub clients: Clients,
+    config: collector::Config,
 }
 
 impl TestNode {
     /// Starts a node on a fresh data dir.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (handle, clients) = Self::boot(dir.path()).await;
-        TestNode {
-            handle: Some(handle),
-            dir,
-            clients,
-        }
+        Self::start_with(|_| {}).await
     }
 
-    async fn boot(dir: &Path) -> (collector::NodeHandle, Clients) {
-        let config = collector::Config {
-            data_dir: dir.to_path_buf(),
+    /// Starts a node on a fresh data dir with a changed configuration (kept
+    /// across `restart`).
+    pub async fn start_with(tweak: impl FnOnce(&mut collector::Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = collector::Config {
+            data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             sync_full: false,
             ..Default::default()
         };
+        tweak(&mut config);
+        let (handle, clients) = Self::boot(config.clone()).await;
+        TestNode {
+            handle: Some(handle),
+            dir,
+            clients,
+            config,
+        }
+    }
+
+    async fn boot(config: collector::Config) -> (collector::NodeHandle, Clients) {
         let handle = collector::Node::start(config).await.expect("node starts");
         let clients = Clients::connect(handle.addr).await;
         (handle, clients)
@@ -282,7 +291,7 @@ impl TestNode {
             .shutdown()
             .await
             .expect("clean shutdown");
-        let (handle, clients) = Self::boot(self.dir.path()).await;
+        let (handle, clients) = Self::boot(self.config.clone()).await;
         self.handle = Some(handle);
         self.clients = clients;
     }

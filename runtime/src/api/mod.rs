@@ -107,6 +107,7 @@ pub fn call_options(m: &tonic::metadata::MetadataMap) -> CallOptions {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|d| Instant::now() + d),
+        cancel: Default::default(),
     }
 }
 

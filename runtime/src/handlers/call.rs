@@ -10,10 +10,46 @@ use crate::names::Namespace;
 use crate::store::codec;
 use crate::wasm::{CallContext, HostApi, HostFuture};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Tells a call that everyone waiting for its outcome went away, so it
+/// stops before it commits anything. The default is never cancelled (a
+/// call on a client's own task is stopped by dropping it instead).
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Option<watch::Receiver<bool>>);
+
+/// Cancels the calls holding the matching `Cancel`s.
+#[derive(Debug)]
+pub struct Canceller(watch::Sender<bool>);
+
+impl Cancel {
+    /// A `Cancel` and the handle that triggers it.
+    pub fn new() -> (Canceller, Cancel) {
+        let (tx, rx) = watch::channel(false);
+        (Canceller(tx), Cancel(Some(rx)))
+    }
+
+    /// Resolves once cancelled; never if the `Canceller` is dropped first.
+    pub async fn cancelled(&self) {
+        if let Some(rx) = &self.0
+            && rx.clone().wait_for(|c| *c).await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+}
+
+impl Canceller {
+    /// Cancels the call.
+    pub fn cancel(&self) {
+        let _ = self.0.send(true);
+    }
+}
 
 /// How a call reached this node.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     /// Times the call was forwarded between nodes before landing here.
     pub hop: u32,
@@ -21,6 +57,8 @@ pub struct CallOptions {
     pub depth: u32,
     /// The caller's deadline, if it gave one; handler limits still apply.
     pub deadline: Option<Instant>,
+    /// Stops the call when its callers go away.
+    pub cancel: Cancel,
 }
 
 /// One call of a registered method.
@@ -63,51 +101,78 @@ impl Handlers {
         let (bound, m) = self.method(&ns, &service, &method)?;
         codec::decode(&m.input(), &input)
             .map_err(|e| e.context(format!("input of {service}/{method}")))?;
-        let mut limits = bound.limits;
+        let limits = bound.limits;
+        // The whole call, re-runs included, ends at the handler's timeout
+        // or the caller's deadline, whichever comes first.
+        let mut end = Instant::now() + limits.timeout;
         if let Some(d) = options.deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if d <= Instant::now() {
                 return Err(Error::deadline_exceeded(
                     "the caller's deadline passed before the handler started",
                 ));
             }
-            limits.timeout = limits.timeout.min(left);
+            end = end.min(d);
         }
-        let host = Arc::new(CollectionsHost::new(
-            self.clone(),
-            ns.clone(),
-            bound.spec.grants.clone(),
-            options,
-        ));
-        let api: Arc<dyn HostApi> = host.clone();
-        let ctx = CallContext {
-            namespace: ns.to_string(),
-            service: service.clone(),
-            method: method.clone(),
-            metadata,
-            deadline_ms: limits.timeout.as_millis() as u64,
-        };
-        let out = self
-            .sandbox
-            .call(&bound.handler, ctx, &input, api, &limits)
-            .await?;
-        codec::decode(&m.output(), &out).map_err(|e| {
-            Error::internal(format!(
-                "the handler's output is not a {}: {}",
-                m.output().full_name(),
-                e.message
-            ))
-        })?;
-        // Only a successful call's writes are applied: an error or trap above
-        // returned early and dropped them with `host`. The commit runs in its
-        // own task, so a caller that gives up mid-way cannot stop it between
-        // two collections' batches.
-        if host.has_writes() {
-            tokio::spawn(async move { host.commit().await })
+        let mut attempt = 0;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::deadline_exceeded(format!(
+                    "the handler's writes lost {attempt} races with other writes, and its time ran out"
+                )));
+            }
+            let host = Arc::new(CollectionsHost::new(
+                self.clone(),
+                ns.clone(),
+                bound.spec.grants.clone(),
+                options.clone(),
+            ));
+            let api: Arc<dyn HostApi> = host.clone();
+            let ctx = CallContext {
+                namespace: ns.to_string(),
+                service: service.clone(),
+                method: method.clone(),
+                metadata: metadata.clone(),
+                deadline_ms: left.as_millis() as u64,
+            };
+            let limits = crate::wasm::Limits {
+                timeout: left,
+                ..limits
+            };
+            let run = self.sandbox.call(&bound.handler, ctx, &input, api, &limits);
+            let out = tokio::select! {
+                out = run => out?,
+                _ = options.cancel.cancelled() => return Err(Error::cancelled(
+                    "every caller went away, so the handler was stopped; none of its writes were applied",
+                )),
+            };
+            codec::decode(&m.output(), &out).map_err(|e| {
+                Error::internal(format!(
+                    "the handler's output is not a {}: {}",
+                    m.output().full_name(),
+                    e.message
+                ))
+            })?;
+            // Only a successful call's writes are applied: an error or trap
+            // above returned early and dropped them with `host`. The commit
+            // runs in its own task, so a caller that gives up mid-way cannot
+            // stop it between two collections' batches.
+            if !host.has_writes() {
+                return Ok(out);
+            }
+            let committed = tokio::spawn(async move { host.commit().await })
                 .await
-                .map_err(|e| Error::internal(format!("commit task: {e}")))??;
+                .map_err(|e| Error::internal(format!("commit task: {e}")))?;
+            match committed {
+                Ok(()) => return Ok(out),
+                Err(e) if e.retryable && attempt < limits::HANDLER_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(%ns, %service, %method, attempt, "handler writes lost a race; re-running the call");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e.error),
+            }
         }
-        Ok(out)
     }
 
     /// Runs a handler's `invoke` of another method: through the mesh when it
@@ -124,4 +189,12 @@ impl Handlers {
             None => Box::pin(self.call(call)).await,
         }
     }
+}
+
+/// How long to wait before re-running a call whose writes lost a race: a
+/// random time up to a cap that doubles with each attempt (1 ms, 2 ms, …
+/// 64 ms), so the racers spread out instead of colliding again.
+fn backoff(attempt: u32) -> Duration {
+    let cap_us = 1000u64 << attempt.min(6);
+    Duration::from_micros(fastrand::u64(cap_us / 2..=cap_us))
 }

@@ -27,6 +27,18 @@ pub(super) struct CollectionsHost {
     /// Collections the guest opened, indexed by handle.
     open: Mutex<Vec<OpenState>>,
     options: CallOptions,
+    /// Set once the call `invoke`s another method, whose writes may have
+    /// committed: the node then never re-runs the call.
+    invoked: std::sync::atomic::AtomicBool,
+}
+
+/// Why a call's writes were not all applied.
+pub(super) struct CommitError {
+    /// What the caller sees.
+    pub error: Error,
+    /// True when nothing was applied and the batch lost a race with
+    /// another write: re-running the call is safe and may succeed.
+    pub retryable: bool,
 }
 
 /// A collection the call opened, with the writes it staged there.
@@ -36,6 +48,10 @@ struct OpenState {
     pending: Vec<WriteOp>,
     /// The call's view of records it wrote: None = deleted.
     overlay: HashMap<String, Option<Arc<Record>>>,
+    /// The version of each record the call last read from the store (None:
+    /// missing). A write to it is based on that read, so its batch fails if
+    /// another write came in between, and the node re-runs the call.
+    seen: HashMap<String, Option<i64>>,
 }
 
 impl CollectionsHost {
@@ -51,6 +67,7 @@ impl CollectionsHost {
             grants,
             open: Mutex::new(Vec::new()),
             options,
+            invoked: Default::default(),
         }
     }
 
@@ -66,29 +83,53 @@ impl CollectionsHost {
     /// Applies the call's staged writes: each collection's in one batch, in
     /// the order they were opened. If one is refused, the ones before it
     /// stay applied, and the error names them.
-    pub(super) async fn commit(&self) -> Result<()> {
+    pub(super) async fn commit(&self) -> Result<(), CommitError> {
         let open = std::mem::take(&mut *self.open.lock().expect("open lock"));
         let mut applied: Vec<String> = Vec::new();
+        let invoked = self.invoked.load(std::sync::atomic::Ordering::Acquire);
         for o in open.into_iter().filter(|o| !o.pending.is_empty()) {
-            let outcome = o.coll.batch(o.pending).await?;
+            let fail = |error: Error, applied: &[String]| {
+                let mut error = error;
+                if !applied.is_empty() {
+                    error.message = format!(
+                        "{}; its writes to {} were applied, so check them before retrying",
+                        error.message,
+                        applied.join(", ")
+                    );
+                }
+                CommitError {
+                    retryable: false,
+                    error,
+                }
+            };
+            let outcome = match o.coll.batch(o.pending).await {
+                Ok(outcome) => outcome,
+                Err(e) => return Err(fail(e, &applied)),
+            };
             if !outcome.committed {
                 let why = outcome
                     .results
                     .into_iter()
                     .find_map(|r| r.err().filter(|e| e.kind != ErrorKind::Aborted));
-                let why = why.map(|e| e.message).unwrap_or_default();
-                let earlier = if applied.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; its writes to {} were applied, so check them before retrying",
-                        applied.join(", ")
+                // A record changed, appeared or went since the call read it.
+                let raced = why.as_ref().is_none_or(|e| {
+                    matches!(
+                        e.kind,
+                        ErrorKind::FailedPrecondition
+                            | ErrorKind::NotFound
+                            | ErrorKind::AlreadyExists
                     )
-                };
-                return Err(Error::aborted(format!(
-                    "the handler's writes to {} were not applied: another write got there first ({why}); retry the call{earlier}",
+                });
+                let why = why.map(|e| e.message).unwrap_or_default();
+                let error = Error::aborted(format!(
+                    "the handler's writes to {} were not applied: another write got there first ({why}); retry the call",
                     o.coll.name
-                )));
+                ));
+                let retryable = raced && applied.is_empty() && !invoked;
+                return Err(CommitError {
+                    retryable,
+                    ..fail(error, &applied)
+                });
             }
             applied.push(o.coll.name.to_string());
         }
@@ -118,33 +159,56 @@ impl CollectionsHost {
         if let Some(o) = own {
             return Ok(o);
         }
-        match c.get(id.clone()).await {
-            Ok(r) => Ok(Some(r)),
-            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let found = match c.get(id.clone()).await {
+            Ok(r) => Some(r),
+            Err(e) if e.kind == ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        self.open.lock().expect("open lock")[handle as usize]
+            .seen
+            .insert(id.as_str().to_string(), found.as_ref().map(|r| r.version));
+        Ok(found)
+    }
+
+    /// What the call last read of `id` from the store: Some(None) if it
+    /// found no record, None if it never read it.
+    fn seen(&self, handle: u32, id: &str) -> Option<Option<i64>> {
+        self.open.lock().expect("open lock")[handle as usize]
+            .seen
+            .get(id)
+            .copied()
     }
 
     /// The record an update or delete changes, as this call sees it (else
-    /// NOT_FOUND), checked against the version the guest expects; with the
-    /// version the batch must find at commit (none when the call wrote the
-    /// record itself), so a concurrent write in between makes the commit
-    /// fail instead of being lost.
+    /// NOT_FOUND), and the version the change is based on: the call's own
+    /// write, else the version the call last read (the guest computed its
+    /// change from that read), else the current one. The guest's expected
+    /// version is checked against that base, and the batch must find the
+    /// base at commit (unless the call wrote the record itself), so a
+    /// concurrent write in between makes the commit fail instead of being
+    /// lost, and the call is re-run.
     async fn to_change(
         &self,
         handle: u32,
         c: &Arc<Collection>,
         id: &str,
         expected_version: Option<i64>,
-    ) -> Result<(RecordId, Arc<Record>, Option<i64>)> {
+    ) -> Result<(RecordId, Arc<Record>, i64, Option<i64>)> {
         let id = RecordId::new(id)?;
+        let own = self.pending_has(handle, id.as_str());
+        let seen = self.seen(handle, id.as_str()).flatten();
         let cur = self
             .current(handle, c, &id)
             .await?
             .ok_or_else(|| Error::not_found(format!("record {:?} not found", id.as_str())))?;
-        store::check_version(&id, expected_version, cur.version)?;
-        let at_commit = Some(cur.version).filter(|_| !self.pending_has(handle, id.as_str()));
-        Ok((id, cur, at_commit))
+        let base = if own {
+            cur.version
+        } else {
+            seen.unwrap_or(cur.version)
+        };
+        store::check_version(&id, expected_version, base)?;
+        let at_commit = Some(base).filter(|_| !own);
+        Ok((id, cur, base, at_commit))
     }
 
     /// True if this call already wrote `id` (its version is then the call's own).
@@ -173,6 +237,7 @@ impl CollectionsHost {
             read_only: grant.read_only,
             pending: Vec::new(),
             overlay: HashMap::new(),
+            seen: HashMap::new(),
         });
         Ok((open.len() - 1) as u32)
     }
@@ -228,7 +293,11 @@ impl CollectionsHost {
         } else {
             RecordId::new(&id)?
         };
-        if self.current(handle, c, &id).await?.is_some() {
+        // A record the call saw missing is created even if another write
+        // made it since: the batch then fails and the call is re-run.
+        let saw_missing =
+            self.seen(handle, id.as_str()) == Some(None) && !self.pending_has(handle, id.as_str());
+        if !saw_missing && self.current(handle, c, &id).await?.is_some() {
             return Err(Error::already_exists(format!(
                 "a record with id {:?} already exists",
                 id.as_str()
@@ -263,13 +332,13 @@ impl CollectionsHost {
     ) -> Result<Staged> {
         store::check_labels(&labels)?;
         let msg = codec::decode(c.descriptor(), &data)?;
-        let (id, cur, at_commit) = self.to_change(handle, c, &id, expected_version).await?;
+        let (id, cur, base, at_commit) = self.to_change(handle, c, &id, expected_version).await?;
         let payload = codec::encode_with_wire(&msg, Some(data))?;
         let rec = Record::new(
             id.as_str().to_string(),
             (payload.bytes, payload.json),
             labels.clone(),
-            cur.version + 1,
+            base + 1,
             cur.created_us,
             crate::util::now_us(),
         );
@@ -290,7 +359,7 @@ impl CollectionsHost {
         id: String,
         expected_version: Option<i64>,
     ) -> Result<Staged> {
-        let (id, _, at_commit) = self.to_change(handle, c, &id, expected_version).await?;
+        let (id, _, _, at_commit) = self.to_change(handle, c, &id, expected_version).await?;
         let key = id.as_str().to_string();
         let op = WriteOp::Delete {
             expected_version: at_commit,
@@ -352,9 +421,11 @@ impl HostApi for CollectionsHost {
                 metadata: Vec::new(),
                 options: CallOptions {
                     depth: self.options.depth.saturating_add(1),
-                    ..self.options
+                    ..self.options.clone()
                 },
             };
+            self.invoked
+                .store(true, std::sync::atomic::Ordering::Release);
             self.handlers.invoke_from(call).await
         })
     }

@@ -9,7 +9,7 @@ mod call;
 mod components;
 mod host;
 
-pub use call::{CallOptions, Invocation, Invoker};
+pub use call::{CallOptions, Cancel, Canceller, Invocation, Invoker};
 pub use components::sha256;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -17,7 +17,7 @@ use crate::names::{CollectionName, Namespace, RecordId};
 use crate::registry::Registry;
 use crate::store::{self, Catalog, Collection, Labels, WriteOp, codec};
 use crate::util::now_us;
-use crate::wasm::{Handler, Limits, Sandbox};
+use crate::wasm::{Handler, Limits, Maxima, Sandbox};
 use components::Components;
 use prost::Message;
 use prost_reflect::{MethodDescriptor, ServiceDescriptor};
@@ -110,21 +110,43 @@ pub struct Handlers {
     node_id: String,
 }
 
-fn limits_of(spec: &ServiceSpec) -> Limits {
-    let d = Limits::default();
+/// A registration's limits, lowered to the node's maximums (a binding
+/// stored before the maximums were lowered runs within them).
+fn limits_of(spec: &ServiceSpec, maxima: &Maxima) -> Limits {
+    let d = maxima.default_limits();
     Limits {
         timeout: if spec.timeout_ms == 0 {
             d.timeout
         } else {
-            Duration::from_millis(spec.timeout_ms as u64)
+            Duration::from_millis(spec.timeout_ms as u64).min(maxima.timeout)
         },
         memory_bytes: if spec.memory_mib == 0 {
             d.memory_bytes
         } else {
-            (spec.memory_mib as usize) << 20
+            ((spec.memory_mib as usize) << 20).min(maxima.memory_bytes)
         },
         ..d
     }
+}
+
+/// Refuses a registration that asks for more than the node allows.
+fn check_limits(spec: &ServiceSpec, maxima: &Maxima) -> Result<()> {
+    let timeout = Duration::from_millis(spec.timeout_ms as u64);
+    if timeout > maxima.timeout {
+        return Err(Error::invalid(format!(
+            "limits.timeout_ms is {}; this node allows at most {} (--max-handler-timeout)",
+            spec.timeout_ms,
+            maxima.timeout.as_millis()
+        )));
+    }
+    if (spec.memory_mib as usize) << 20 > maxima.memory_bytes {
+        return Err(Error::invalid(format!(
+            "limits.memory_mib is {}; this node allows at most {} (--max-handler-memory)",
+            spec.memory_mib,
+            maxima.memory_bytes >> 20
+        )));
+    }
+    Ok(())
 }
 
 fn to_info(r: &BoundService) -> crate::proto::ServiceInfo {
@@ -176,8 +198,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Handlers {
-    /// Loads every registered service, from the compiled cache when it can.
+    /// Loads every registered service, from the compiled cache when it can;
+    /// calls are bounded by `maxima`.
     pub async fn load(
+        maxima: Maxima,
         data_dir: PathBuf,
         registry: Arc<Registry>,
         catalog: Arc<Catalog>,
@@ -185,7 +209,7 @@ impl Handlers {
         node_id: String,
     ) -> Result<Arc<Self>> {
         let (sandbox, components) = blocking("sandbox", move || {
-            let sandbox = Sandbox::new()?;
+            let sandbox = Sandbox::new(maxima)?;
             let components = Components::open(data_dir.join("components"), &sandbox)?;
             Ok((sandbox, components))
         })
@@ -230,7 +254,7 @@ impl Handlers {
             })
             .await?;
             let desc = me.service_desc(&spec.namespace, &spec.service)?;
-            let limits = limits_of(&spec);
+            let limits = limits_of(&spec, me.sandbox.maxima());
             me.table.write().expect("services lock").insert(
                 key,
                 Arc::new(BoundService {
@@ -304,6 +328,7 @@ impl Handlers {
         origin: String,
     ) -> Result<crate::proto::ServiceInfo> {
         spec.namespace.writable()?;
+        check_limits(&spec, self.sandbox.maxima())?;
         let desc = self.service_desc(&spec.namespace, &spec.service)?;
         if component.is_empty() {
             return Err(Error::invalid(
@@ -344,7 +369,7 @@ impl Handlers {
         })
         .await?;
         let bound = BoundService {
-            limits: limits_of(&spec),
+            limits: limits_of(&spec, self.sandbox.maxima()),
             spec: spec.clone(),
             sha256: sha,
             desc,

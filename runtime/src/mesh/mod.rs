@@ -342,7 +342,11 @@ impl Mesh {
                 let fp = fingerprint(&inv);
                 let services = self.handlers.clone();
                 self.requests
-                    .run_once(id, fp, async move { services.call(inv).await })
+                    .run_once(id, fp, move |cancel| {
+                        let mut inv = inv;
+                        inv.options.cancel = cancel;
+                        async move { services.call(inv).await }
+                    })
                     .await
             }
         }

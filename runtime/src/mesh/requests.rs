@@ -4,7 +4,8 @@
 //! are kept for `limits::REQUEST_LOG_RETAIN` (bounded in count and bytes), in memory only: a
 //! node that restarts forgets them.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::handlers::{Cancel, Canceller};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -16,8 +17,38 @@ use crate::limits::{REQUEST_LOG_BYTES, REQUEST_LOG_ENTRIES, REQUEST_LOG_RETAIN};
 type Outcome = Result<Vec<u8>>;
 
 enum Slot {
-    Running(u64, watch::Receiver<Option<Outcome>>),
+    Running(u64, watch::Receiver<Option<Outcome>>, Arc<Waiters>),
     Done(u64, Outcome),
+}
+
+/// The callers waiting for a running call; when the last one goes away,
+/// the call is cancelled (it stops before committing anything).
+struct Waiters {
+    count: std::sync::atomic::AtomicUsize,
+    canceller: Canceller,
+}
+
+/// One caller waiting for a running call.
+struct Waiting(Arc<Waiters>);
+
+impl Waiting {
+    fn join(w: &Arc<Waiters>) -> Self {
+        w.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Waiting(w.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.canceller.cancel();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -67,27 +98,39 @@ impl RequestLog {
     /// Runs `work` once for `id`. `fingerprint` identifies the call (method and
     /// input): reusing an id for a different call is refused. The work runs on
     /// its own task, so a caller that gives up does not cut it short half-way
-    /// (its writes commit or not as a whole, and a retry learns which).
-    pub async fn run_once<F>(self: &Arc<Self>, id: &str, fingerprint: u64, work: F) -> Outcome
+    /// (its writes commit or not as a whole, and a retry learns which); once
+    /// every caller has gone, the `Cancel` handed to `work` fires, and a work
+    /// that stops for it (CANCELLED: nothing applied) is forgotten, so a
+    /// retry runs afresh.
+    pub async fn run_once<F, W>(self: &Arc<Self>, id: &str, fingerprint: u64, work: W) -> Outcome
     where
+        W: FnOnce(Cancel) -> F,
         F: Future<Output = Outcome> + Send + 'static,
     {
-        let mut rx = {
+        let (mut rx, _waiting) = {
             let mut inner = self.inner.lock().expect("request log lock");
             inner.evict(Instant::now());
             match inner.slots.get(id) {
-                Some(Slot::Running(fp, _) | Slot::Done(fp, _)) if *fp != fingerprint => {
+                Some(Slot::Running(fp, _, _) | Slot::Done(fp, _)) if *fp != fingerprint => {
                     return Err(Error::invalid(format!(
                         "request id {id:?} was already used for a different call; use a new id per call"
                     )));
                 }
                 Some(Slot::Done(_, outcome)) => return outcome.clone(),
-                Some(Slot::Running(_, rx)) => rx.clone(),
+                Some(Slot::Running(_, rx, waiters)) => (rx.clone(), Waiting::join(waiters)),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    inner
-                        .slots
-                        .insert(id.to_string(), Slot::Running(fingerprint, rx.clone()));
+                    let (canceller, cancel) = Cancel::new();
+                    let waiters = Arc::new(Waiters {
+                        count: Default::default(),
+                        canceller,
+                    });
+                    let waiting = Waiting::join(&waiters);
+                    inner.slots.insert(
+                        id.to_string(),
+                        Slot::Running(fingerprint, rx.clone(), waiters),
+                    );
+                    let work = work(cancel);
                     let (log, id) = (self.clone(), id.to_string());
                     // One task runs the work and records its outcome; if it
                     // panics, the guard records a failure instead, so the id
@@ -99,7 +142,7 @@ impl RequestLog {
                         log.finish(&id, fingerprint, &outcome);
                         let _ = tx.send(Some(outcome));
                     });
-                    rx
+                    (rx, waiting)
                 }
             }
         };
@@ -111,7 +154,15 @@ impl RequestLog {
 
     fn finish(&self, id: &str, fingerprint: u64, outcome: &Outcome) {
         let mut inner = self.inner.lock().expect("request log lock");
-        if matches!(inner.slots.get(id), Some(Slot::Running(..))) {
+        if !matches!(inner.slots.get(id), Some(Slot::Running(..))) {
+            return;
+        }
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.kind == ErrorKind::Cancelled)
+        {
+            inner.slots.remove(id);
+        } else {
             let size = outcome.as_ref().map(|o| o.len()).unwrap_or(0) + id.len();
             inner
                 .slots
@@ -140,28 +191,31 @@ mod tests {
         };
         // Concurrent and later retries share the one run.
         let (a, b) = tokio::join!(
-            log.run_once("r1", 7, work(runs.clone())),
-            log.run_once("r1", 7, work(runs.clone()))
+            log.run_once("r1", 7, |_| work(runs.clone())),
+            log.run_once("r1", 7, |_| work(runs.clone()))
         );
         assert_eq!(a.unwrap(), vec![0]);
         assert_eq!(b.unwrap(), vec![0]);
         assert_eq!(
-            log.run_once("r1", 7, work(runs.clone())).await.unwrap(),
+            log.run_once("r1", 7, |_| work(runs.clone())).await.unwrap(),
             vec![0]
         );
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // Another id runs again; the same id for another call is refused.
         assert_eq!(
-            log.run_once("r2", 7, work(runs.clone())).await.unwrap(),
+            log.run_once("r2", 7, |_| work(runs.clone())).await.unwrap(),
             vec![1]
         );
-        let e = log.run_once("r1", 8, work(runs.clone())).await.unwrap_err();
+        let e = log
+            .run_once("r1", 8, |_| work(runs.clone()))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument);
         // Errors are outcomes too.
         let fail = async { Err(Error::aborted("no")) };
-        assert!(log.run_once("r3", 1, fail).await.is_err());
+        assert!(log.run_once("r3", 1, |_| fail).await.is_err());
         let ok = async { Ok(vec![]) };
-        assert!(log.run_once("r3", 1, ok).await.is_err());
+        assert!(log.run_once("r3", 1, |_| ok).await.is_err());
     }
 
     #[tokio::test]
@@ -174,13 +228,48 @@ mod tests {
             d.fetch_add(1, Ordering::SeqCst);
             Ok(b"finished".to_vec())
         };
-        let r = tokio::time::timeout(Duration::from_millis(10), log.run_once("r", 1, work)).await;
+        let r =
+            tokio::time::timeout(Duration::from_millis(10), log.run_once("r", 1, |_| work)).await;
         assert!(r.is_err(), "the caller timed out");
         let again = log
-            .run_once("r", 1, async { Ok(b"second run".to_vec()) })
+            .run_once("r", 1, |_| async { Ok(b"second run".to_vec()) })
             .await
             .unwrap();
         assert_eq!(again, b"finished");
         assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    /// A work that stops when cancelled is cancelled once its last caller
+    /// goes, and forgotten: a retry of the id runs again.
+    #[tokio::test]
+    async fn a_run_whose_callers_all_left_is_cancelled_and_forgotten() {
+        let log = Arc::new(RequestLog::default());
+        let work = |cancel: Cancel| async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(b"slept".to_vec()),
+                _ = cancel.cancelled() => Err(Error::cancelled("stopped")),
+            }
+        };
+        let t = Instant::now();
+        let first = tokio::time::timeout(Duration::from_millis(20), log.run_once("c", 1, work));
+        let second = tokio::time::timeout(Duration::from_millis(60), log.run_once("c", 1, work));
+        let (a, b) = tokio::join!(first, second);
+        assert!(a.is_err() && b.is_err(), "both callers gave up");
+        // The run stops once the second caller leaves; a retry runs afresh
+        // (one that joins before the stop lands hears CANCELLED).
+        let mut again = Err(Error::internal("not tried"));
+        for _ in 0..100 {
+            again = log
+                .run_once("c", 1, |_| async { Ok(b"again".to_vec()) })
+                .await;
+            match &again {
+                Err(e) if e.kind == ErrorKind::Cancelled => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(again.unwrap(), b"again");
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

@@ -117,6 +117,8 @@ pub enum Stop {
     MemoryCap,
     /// The call made more host calls than its cap.
     HostCallCap,
+    /// The node's memory budget for all calls was taken.
+    MemoryBudget,
 }
 
 /// Per-call store state.
@@ -125,6 +127,10 @@ pub struct State {
     table: ResourceTable,
     api: std::sync::Arc<dyn HostApi>,
     memory_cap: usize,
+    /// Bytes this store holds of the budget: its linear memories and the
+    /// writes its calls buffered.
+    charged: usize,
+    budget: Arc<super::Budget>,
     host_calls: u64,
     max_host_calls: u64,
     /// Set when the host refused something that ends the call.
@@ -135,12 +141,14 @@ pub struct State {
 impl State {
     /// State for one call: WASI with no env, args, preopens or sockets, and
     /// a memory cap. Until `begin` it reaches nothing (`DenyAll`).
-    pub fn new(memory_cap: usize) -> Self {
+    pub fn new(memory_cap: usize, budget: Arc<super::Budget>) -> Self {
         State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             api: std::sync::Arc::new(DenyAll),
             memory_cap,
+            charged: 0,
+            budget,
             host_calls: 0,
             max_host_calls: 0,
             stop: None,
@@ -177,6 +185,57 @@ impl State {
     fn handle_of(&self, r: &Resource<OpenCollection>) -> wasmtime::Result<u32> {
         Ok(self.table.get(r)?.handle)
     }
+
+    /// Charges `n` more bytes to the call's cap and the node's budget; on
+    /// failure records why, charges nothing, and returns false.
+    fn charge(&mut self, n: usize) -> bool {
+        if self.charged.saturating_add(n) > self.memory_cap {
+            self.stop = Some(Stop::MemoryCap);
+            return false;
+        }
+        if !self.budget.take(n) {
+            self.stop = Some(Stop::MemoryBudget);
+            return false;
+        }
+        self.charged += n;
+        true
+    }
+
+    /// Charges a write the call buffers until it ends: its payload is held
+    /// as bytes, JSON and a decoded message.
+    fn charge_write(
+        &mut self,
+        id: &str,
+        data: &[u8],
+        labels: &[(String, String)],
+    ) -> wasmtime::Result<()> {
+        self.charge_kept(
+            WRITE_OVERHEAD
+                + id.len()
+                + data.len().saturating_mul(3)
+                + labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+        )
+    }
+
+    /// Charges `n` bytes the host keeps for the call until it ends; past a
+    /// cap the call traps.
+    fn charge_kept(&mut self, n: usize) -> wasmtime::Result<()> {
+        if !self.charge(n) {
+            wasmtime::bail!("the host's state for the call exceeds its memory");
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a buffered write costs besides its id, payload and labels.
+const WRITE_OVERHEAD: usize = 256;
+/// Bytes remembering a read record's version costs besides its id.
+const READ_OVERHEAD: usize = 64;
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.budget.give(self.charged);
+    }
 }
 
 impl WasiView for State {
@@ -191,15 +250,11 @@ impl WasiView for State {
 impl wasmtime::ResourceLimiter for State {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
-            self.stop = Some(Stop::MemoryCap);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.charge(desired.saturating_sub(current)))
     }
 
     fn table_growing(
@@ -220,7 +275,8 @@ pub fn to_guest(e: Error) -> types::Error {
         ErrorKind::AlreadyExists => types::Error::AlreadyExists(m),
         ErrorKind::InvalidArgument => types::Error::InvalidArgument(m),
         ErrorKind::PermissionDenied => types::Error::PermissionDenied(m),
-        ErrorKind::FailedPrecondition | ErrorKind::Aborted => types::Error::Conflict(m),
+        ErrorKind::FailedPrecondition => types::Error::Conflict(m),
+        ErrorKind::Aborted => types::Error::Aborted(m),
         ErrorKind::ResourceExhausted => types::Error::ResourceExhausted(m),
         _ => types::Error::Internal(m),
     }
@@ -234,6 +290,7 @@ pub fn from_guest(e: types::Error) -> Error {
         types::Error::InvalidArgument(m) => Error::invalid(m),
         types::Error::PermissionDenied(m) => Error::permission_denied(m),
         types::Error::Conflict(m) => Error::failed_precondition(m),
+        types::Error::Aborted(m) => Error::aborted(m),
         types::Error::ResourceExhausted(m) => Error::resource_exhausted(m),
         types::Error::Internal(m) => Error::internal(m),
     }
@@ -325,6 +382,8 @@ impl collections::HostCollection for State {
         id: String,
     ) -> GuestResult<collections::Record> {
         self.tick()?;
+        // The host remembers the version of every record the call reads.
+        self.charge_kept(id.len() + READ_OVERHEAD)?;
         let h = self.handle_of(&c)?;
         Ok(self
             .api
@@ -342,6 +401,7 @@ impl collections::HostCollection for State {
         l: Vec<(String, String)>,
     ) -> GuestResult<collections::Record> {
         self.tick()?;
+        self.charge_write(&id, &data, &l)?;
         let h = self.handle_of(&c)?;
         let r = self
             .api
@@ -370,6 +430,7 @@ impl collections::HostCollection for State {
         expected_version: Option<i64>,
     ) -> GuestResult<collections::Record> {
         self.tick()?;
+        self.charge_write(&id, &data, &l)?;
         let h = self.handle_of(&c)?;
         let r = self
             .api
@@ -397,6 +458,7 @@ impl collections::HostCollection for State {
         expected_version: Option<i64>,
     ) -> GuestResult<()> {
         self.tick()?;
+        self.charge_write(&id, &[], &[])?;
         let h = self.handle_of(&c)?;
         Ok(self
             .api
@@ -474,5 +536,28 @@ impl log::Host for State {
             log::Level::Error => tracing::error!(handler = tag, "{message}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version mismatch and a lost race stay apart through `invoke`: a
+    /// guest that passes its callee's error on gives its caller the same code.
+    #[test]
+    fn every_error_kind_a_guest_can_see_comes_back_as_itself() {
+        for e in [
+            Error::not_found("a"),
+            Error::already_exists("b"),
+            Error::invalid("c"),
+            Error::permission_denied("d"),
+            Error::failed_precondition("e"),
+            Error::aborted("f"),
+            Error::resource_exhausted("g"),
+            Error::internal("h"),
+        ] {
+            assert_eq!(from_guest(to_guest(e.clone())), e);
+        }
     }
 }

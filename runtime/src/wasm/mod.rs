@@ -54,14 +54,89 @@ impl Default for Limits {
     }
 }
 
+/// The node's bounds on handler calls, whatever a registration asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maxima {
+    /// Longest per-call timeout.
+    pub timeout: Duration,
+    /// Largest per-call memory cap.
+    pub memory_bytes: usize,
+    /// Memory all calls may use together.
+    pub budget_bytes: usize,
+}
+
+impl Default for Maxima {
+    /// `limits::MAX_HANDLER_TIMEOUT` (60 s), `MAX_HANDLER_MEMORY_BYTES`
+    /// (256 MiB) and `HANDLER_MEMORY_BUDGET_BYTES` (2 GiB).
+    fn default() -> Self {
+        use crate::limits::*;
+        Maxima {
+            timeout: MAX_HANDLER_TIMEOUT,
+            memory_bytes: MAX_HANDLER_MEMORY_BYTES,
+            budget_bytes: HANDLER_MEMORY_BUDGET_BYTES,
+        }
+    }
+}
+
+impl Maxima {
+    /// The limits a call gets when its registration asks for none: the
+    /// defaults, lowered to the maximums.
+    pub fn default_limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            timeout: d.timeout.min(self.timeout),
+            memory_bytes: d.memory_bytes.min(self.memory_bytes),
+            ..d
+        }
+    }
+}
+
+/// Memory shared by every call of a sandbox: calls take from it as their
+/// linear memory grows or they buffer writes, and give it back when their
+/// store is dropped.
+#[derive(Debug)]
+pub struct Budget {
+    used: std::sync::atomic::AtomicUsize,
+    total: usize,
+}
+
+impl Budget {
+    fn new(total: usize) -> Self {
+        Budget {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            total,
+        }
+    }
+
+    /// Takes `n` bytes if they are free.
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.total)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Bytes in use now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// The wasmtime configuration: every component the node compiles or caches
-/// is built with exactly this, so cached artifacts stay compatible.
-pub fn engine_config(pooling: bool) -> Config {
+/// is built with this (the pool's sizes do not affect compiled code, so
+/// cached artifacts stay compatible across `--max-handler-memory`).
+fn engine_config(pooling: Option<&Maxima>) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    if pooling {
+    if let Some(maxima) = pooling {
         let mut p = PoolingAllocationConfig::new();
         // Slots for every running call, every instance made ahead, and the
         // used instance each background task tears down (see `Sandbox::after`).
@@ -71,7 +146,7 @@ pub fn engine_config(pooling: bool) -> Config {
         p.total_memories(slots * 2);
         p.total_tables(slots * 4);
         p.total_stacks(slots);
-        p.max_memory_size(Limits::default().memory_bytes.max(256 << 20));
+        p.max_memory_size(maxima.memory_bytes);
         // Reset a reused slot by memset (and, on kernels with PAGEMAP_SCAN,
         // only its dirty pages) instead of madvise: per-call madvise caused
         // TLB-shootdown IPIs and page faults that dominated small calls.
@@ -143,20 +218,22 @@ pub struct Sandbox {
     linker: Linker<State>,
     slots: Arc<tokio::sync::Semaphore>,
     pooling: bool,
+    maxima: Maxima,
+    budget: Arc<Budget>,
     /// Instances made ahead (or being made), against `MAX_WARM`.
     warm: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Sandbox {
     /// Builds the engine (pooling allocator when the machine allows, else on
-    /// demand) and starts the epoch ticker.
-    pub fn new() -> Result<Self> {
-        let (engine, pooling) = match Engine::new(&engine_config(true)) {
+    /// demand) and starts the epoch ticker. Calls are bounded by `maxima`.
+    pub fn new(maxima: Maxima) -> Result<Self> {
+        let (engine, pooling) = match Engine::new(&engine_config(Some(&maxima))) {
             Ok(e) => (e, true),
             Err(err) => {
                 tracing::warn!(error = %err, "pooling allocator unavailable; allocating instances on demand");
                 (
-                    Engine::new(&engine_config(false))
+                    Engine::new(&engine_config(None))
                         .map_err(|e| Error::internal(format!("wasm engine: {e}")))?,
                     false,
                 )
@@ -183,8 +260,20 @@ impl Sandbox {
             linker,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES as usize)),
             pooling,
+            maxima,
+            budget: Arc::new(Budget::new(maxima.budget_bytes)),
             warm: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         })
+    }
+
+    /// The node's bounds on handler calls.
+    pub fn maxima(&self) -> &Maxima {
+        &self.maxima
+    }
+
+    /// The memory shared by all calls.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// True when the pooling allocator is in use.
@@ -262,7 +351,10 @@ impl Sandbox {
         .filter(|w| w.store.data().memory_cap() == limits.memory_bytes);
         let (mut store, ready) = match warm {
             Some(w) => (w.store, Some(w.instance)),
-            None => (new_store(&self.engine, limits.memory_bytes), None),
+            None => (
+                new_store(&self.engine, limits.memory_bytes, &self.budget),
+                None,
+            ),
         };
         store.data_mut().begin(api, limits.max_host_calls, tag);
         let deadline = std::time::Instant::now() + limits.timeout;
@@ -316,9 +408,10 @@ impl Sandbox {
             return drop(used);
         };
         let (h, limits, engine) = (h.clone(), *limits, self.engine.clone());
+        let budget = self.budget.clone();
         tokio::spawn(async move {
             drop(used);
-            let mut store = new_store(&engine, limits.memory_bytes);
+            let mut store = new_store(&engine, limits.memory_bytes, &budget);
             arm(&mut store, std::time::Instant::now() + limits.timeout);
             let made = h.pre.instantiate_async(&mut store).await;
             let mut ahead = h.ahead.lock().expect("ahead lock");
@@ -340,8 +433,13 @@ impl Sandbox {
     fn trap_error(&self, store: &Store<State>, err: wasmtime::Error, limits: &Limits) -> Error {
         match (store.data().stop, err.downcast_ref::<wasmtime::Trap>()) {
             (Some(Stop::MemoryCap), _) => Error::resource_exhausted(format!(
-                "the handler needed more than {} MiB of memory",
-                limits.memory_bytes >> 20
+                "the handler needed more than its memory cap of {} MiB (linear memory plus buffered writes); register it with a larger memory_mib, at most --max-handler-memory ({} MiB)",
+                limits.memory_bytes >> 20,
+                self.maxima.memory_bytes >> 20
+            )),
+            (Some(Stop::MemoryBudget), _) => Error::resource_exhausted(format!(
+                "the node's handler memory budget (--handler-memory-budget, {} MiB) is taken by other calls; retry with backoff",
+                self.maxima.budget_bytes >> 20
             )),
             (Some(Stop::HostCallCap), _) => Error::resource_exhausted(format!(
                 "the handler made more than {} host calls in one invocation",
@@ -360,8 +458,8 @@ impl Sandbox {
 }
 
 /// A store for one call with a memory cap, not yet armed nor begun.
-fn new_store(engine: &Engine, memory_bytes: usize) -> Store<State> {
-    let mut store = Store::new(engine, State::new(memory_bytes));
+fn new_store(engine: &Engine, memory_bytes: usize, budget: &Arc<Budget>) -> Store<State> {
+    let mut store = Store::new(engine, State::new(memory_bytes, budget.clone()));
     store.limiter(|s| s);
     store
 }
@@ -411,7 +509,7 @@ mod tests {
     }
 
     fn sandbox_with(names: &[&str]) -> (Sandbox, Vec<Handler>) {
-        let sb = Sandbox::new().unwrap();
+        let sb = Sandbox::new(Maxima::default()).unwrap();
         let hs = names
             .iter()
             .map(|n| {
@@ -507,7 +605,9 @@ mod tests {
         );
         assert_eq!(
             sb.compatibility_hash(),
-            Sandbox::new().unwrap().compatibility_hash()
+            Sandbox::new(Maxima::default())
+                .unwrap()
+                .compatibility_hash()
         );
     }
 

@@ -4,6 +4,7 @@ mod cli;
 mod crud;
 mod docs;
 mod durability;
+mod handler_limits;
 mod handlers;
 mod hardening;
 mod mesh;
