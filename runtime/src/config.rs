@@ -40,6 +40,9 @@ pub struct Config {
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
+    /// Time a search or count may run inside SQLite before it is stopped
+    /// (DEADLINE_EXCEEDED). Default: `limits::QUERY_TIMEOUT` (10 s).
+    pub query_timeout: Duration,
     /// Longest timeout a handler registration may ask for. Default:
     /// `limits::MAX_HANDLER_TIMEOUT` (60 s).
     pub max_handler_timeout: Duration,
@@ -66,6 +69,7 @@ impl Default for Config {
             advertise: None,
             cluster_id: limits::DEFAULT_CLUSTER.to_string(),
             gossip_interval: limits::GOSSIP_INTERVAL,
+            query_timeout: limits::QUERY_TIMEOUT,
             max_handler_timeout: limits::MAX_HANDLER_TIMEOUT,
             max_handler_memory_bytes: limits::MAX_HANDLER_MEMORY_BYTES,
             handler_memory_budget_bytes: limits::HANDLER_MEMORY_BUDGET_BYTES,
@@ -102,6 +106,11 @@ impl Config {
                 "max_message_bytes is {}; give at least {MIN_MESSAGE_BYTES}",
                 self.max_message_bytes
             )));
+        }
+        if self.query_timeout.is_zero() {
+            return Err(Error::invalid(
+                "query_timeout (--query-timeout) is 0; give the time a query may run, e.g. 10s",
+            ));
         }
         if self.max_handler_timeout < MIN_HANDLER_TIMEOUT {
             return Err(Error::invalid(format!(

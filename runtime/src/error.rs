@@ -125,25 +125,48 @@ impl std::error::Error for Error {}
 /// Message prefix of errors SQLite raised as SQLITE_ERROR.
 pub const SQL_ERROR_PREFIX: &str = "storage (SQL error): ";
 
+/// SQLite's message for an error, without the statement's text (which some
+/// errors carry whole, and which can be huge), at most 200 bytes.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    let m = match e {
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        e => e.to_string(),
+    };
+    if m.len() <= 200 {
+        return m;
+    }
+    let mut end = 200;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &m[..end])
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        let msg = sqlite_message(&e);
         if let rusqlite::Error::SqliteFailure(f, _) = &e {
             match f.code {
                 rusqlite::ErrorCode::DiskFull => {
-                    return Error::resource_exhausted(format!("disk full: {e}"));
+                    return Error::resource_exhausted(format!("disk full: {msg}"));
+                }
+                // Only a query's progress handler interrupts a statement.
+                rusqlite::ErrorCode::OperationInterrupted => {
+                    return Error::deadline_exceeded("the query was stopped");
                 }
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                    return Error::unavailable(format!("storage busy, retry: {e}"));
+                    return Error::unavailable(format!("storage busy, retry: {msg}"));
                 }
                 // SQLITE_ERROR: the statement itself was refused (FTS5 reports
                 // query syntax errors this way).
                 rusqlite::ErrorCode::Unknown => {
-                    return Error::internal(format!("{SQL_ERROR_PREFIX}{e}"));
+                    return Error::internal(format!("{SQL_ERROR_PREFIX}{msg}"));
                 }
                 _ => {}
             }
         }
-        Error::internal(format!("storage: {e}"))
+        Error::internal(format!("storage: {msg}"))
     }
 }
 

@@ -65,6 +65,20 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Most values an `IN` filter may list. Over it: INVALID_ARGUMENT.
 pub const MAX_IN_VALUES: usize = 1000;
+/// Longest full-text query, in bytes. Over it: INVALID_ARGUMENT.
+pub const MAX_QUERY_TEXT_BYTES: usize = 1024;
+/// Most terms (words, phrases, operators) in a full-text query: each is a
+/// scan of the index. Over it: INVALID_ARGUMENT.
+pub const MAX_QUERY_TERMS: usize = 32;
+/// Most values one query binds (filters, `IN` lists, labels); SQLite
+/// refuses more than 32,766. Over it: INVALID_ARGUMENT.
+pub const MAX_QUERY_VALUES: usize = 4096;
+/// Time a search or count may run inside SQLite (it also stops when its
+/// caller goes away). Over it: DEADLINE_EXCEEDED.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most record bytes (payload and JSON) in one page: a page stops early
+/// (with a next-page token) rather than outgrow a reply.
+pub const MAX_PAGE_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 /// Most filters, and most label conditions, in one query (each is a join or
 /// a condition in one SQL statement). Over it: INVALID_ARGUMENT.
 pub const MAX_CONDITIONS: usize = 64;

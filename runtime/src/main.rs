@@ -45,6 +45,10 @@ enum Command {
         /// Nodes form a mesh only with nodes of the same cluster id.
         #[arg(long, env = "COLLECTOR_CLUSTER", default_value = limits::DEFAULT_CLUSTER)]
         cluster: String,
+        /// Time a search or count may run before it is stopped, e.g. 10s
+        /// [default: limits::QUERY_TIMEOUT, 10s].
+        #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
+        query_timeout: Option<std::time::Duration>,
         #[command(flatten)]
         handlers: HandlerMaxima,
     },
@@ -101,6 +105,7 @@ async fn main() -> std::process::ExitCode {
             join,
             advertise,
             cluster,
+            query_timeout,
             handlers,
         } => {
             let namespace = if cli.conn.namespace.is_empty() {
@@ -115,6 +120,7 @@ async fn main() -> std::process::ExitCode {
                 join: join.clone(),
                 advertise,
                 cluster_id: cluster,
+                query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 max_handler_timeout: handlers
                     .max_handler_timeout
                     .unwrap_or(limits::MAX_HANDLER_TIMEOUT),

@@ -144,6 +144,7 @@ impl Node {
         let options = Options {
             sync_full: config.sync_full,
             cache_bytes: config.record_cache_bytes,
+            query_timeout: config.query_timeout,
         };
         let system = catalog::open_system(&data_dir, options).await?;
         let registry = Arc::new(Registry::load(system.protos.clone()).await?);

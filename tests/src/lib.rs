@@ -139,7 +139,9 @@ impl Clients {
             .expect("connect");
         Clients {
             registry: CollectorRegistryClient::new(channel.clone()),
-            records: CollectionServiceClient::new(channel.clone()),
+            // Replies may carry records up to the node's 16 MiB message limit.
+            records: CollectionServiceClient::new(channel.clone())
+                .max_decoding_message_size(32 << 20),
             repo: CollectionRepoClient::new(channel.clone()),
             channel,
         }

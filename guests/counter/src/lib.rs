@@ -28,18 +28,12 @@ fn incr(name: &str) -> Result<Msg, Error> {
     match counters.get(name) {
         Ok(rec) => {
             let cur = decode(&rec.data)?;
-            let next = Msg {
-                text: name.to_string(),
-                n: cur.n + 1,
-            };
+            let next = Msg { text: name.to_string(), n: cur.n + 1 };
             counters.update(name, &next.encode_to_vec(), &rec.labels, Some(rec.version))?;
             Ok(next)
         }
         Err(Error::NotFound(_)) => {
-            let first = Msg {
-                text: name.to_string(),
-                n: 1,
-            };
+            let first = Msg { text: name.to_string(), n: 1 };
             counters.create(name, &first.encode_to_vec(), &[])?;
             Ok(first)
         }
@@ -55,9 +49,7 @@ impl Guest for Counter {
     fn handle(ctx: CallContext, input: Vec<u8>) -> Result<Vec<u8>, Error> {
         let req = decode(&input)?;
         if req.text.is_empty() {
-            return Err(Error::InvalidArgument(
-                "text names the counter; it is empty".into(),
-            ));
+            return Err(Error::InvalidArgument("text names the counter; it is empty".into()));
         }
         match ctx.method.as_str() {
             "Incr" => Ok(incr(&req.text)?.encode_to_vec()),
@@ -75,11 +67,7 @@ impl Guest for Counter {
                 for i in 0..10 {
                     sum += decode(&counters.get(&format!("{}{i}", req.text))?.data)?.n;
                 }
-                Ok(Msg {
-                    text: req.text,
-                    n: sum,
-                }
-                .encode_to_vec())
+                Ok(Msg { text: req.text, n: sum }.encode_to_vec())
             }
             "IncrThenFail" => {
                 incr(&req.text)?;
@@ -93,11 +81,7 @@ impl Guest for Counter {
                 let counters = Collection::open("counters")?;
                 match counters.get(&req.text) {
                     Ok(rec) => Ok(rec.data),
-                    Err(Error::NotFound(_)) => Ok(Msg {
-                        text: req.text,
-                        n: 0,
-                    }
-                    .encode_to_vec()),
+                    Err(Error::NotFound(_)) => Ok(Msg { text: req.text, n: 0 }.encode_to_vec()),
                     Err(e) => Err(e),
                 }
             }
@@ -110,37 +94,23 @@ impl Guest for Counter {
                 // Buffers `n` creates of 1 MiB each (ids `text`0, `text`1, …):
                 // the writes count against the call's memory cap.
                 let counters = Collection::open("counters")?;
-                let big = Msg {
-                    text: "x".repeat(1 << 20),
-                    n: 0,
-                }
-                .encode_to_vec();
+                let big = Msg { text: "x".repeat(1 << 20), n: 0 }.encode_to_vec();
                 for i in 0..req.n {
                     counters.create(&format!("{}{i}", req.text), &big, &[])?;
                 }
-                Ok(Msg {
-                    text: req.text,
-                    n: req.n,
-                }
-                .encode_to_vec())
+                Ok(Msg { text: req.text, n: req.n }.encode_to_vec())
             }
             "Hold" => {
                 // Holds `n` MiB of linear memory for half a second.
                 let held = vec![1u8; (req.n.max(0) as usize) << 20];
                 std::thread::sleep(std::time::Duration::from_millis(500));
-                Ok(Msg {
-                    text: req.text,
-                    n: std::hint::black_box(held).len() as i64,
-                }
-                .encode_to_vec())
+                Ok(Msg { text: req.text, n: std::hint::black_box(held).len() as i64 }.encode_to_vec())
             }
             "Sneak" => {
                 let secret = Collection::open("secret")?;
                 Ok(secret.get(&req.text)?.data)
             }
-            other => Err(Error::InvalidArgument(format!(
-                "counter has no method {other}"
-            ))),
+            other => Err(Error::InvalidArgument(format!("counter has no method {other}"))),
         }
     }
 }

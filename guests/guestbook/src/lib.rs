@@ -15,11 +15,7 @@ fn sign(_ctx: &Context, entry: Entry) -> Result<Entry> {
 
 fn latest(_ctx: &Context, req: Recent) -> Result<Entries> {
     let book = Collection::<Entry>::open("entries")?;
-    let page = book.search(
-        &Query::new()
-            .order_by_desc("_created")
-            .limit(req.limit.max(1)),
-    )?;
+    let page = book.search(&Query::new().order_by_desc("_created").limit(req.limit.max(1)))?;
     Ok(Entries {
         entries: page.docs.into_iter().map(|d| d.value).collect(),
     })

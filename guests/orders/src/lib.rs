@@ -24,10 +24,7 @@ fn orders() -> Result<Collection<Order>> {
 
 /// An order as replies show it: with its record id.
 fn with_id(doc: Doc<Order>) -> Order {
-    Order {
-        id: doc.id,
-        ..doc.value
-    }
+    Order { id: doc.id, ..doc.value }
 }
 
 fn require(field: &str, value: &str) -> Result<()> {

@@ -19,7 +19,11 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use crate::limits::{MAX_BATCH_OPS, POOLED_READERS, WRITE_QUEUE};
+use super::readers::Lane;
+use crate::error::ErrorKind;
+use crate::limits::{MAX_BATCH_OPS, POOLED_READERS, QUERY_TIMEOUT, WRITE_QUEUE};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 /// How a collection is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,8 @@ pub struct Options {
     pub sync_full: bool,
     /// Bytes of recently used records kept in memory (0 turns the cache off).
     pub cache_bytes: u64,
+    /// Time a search or count may run inside SQLite.
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -35,6 +41,7 @@ impl Default for Options {
         Options {
             sync_full: true,
             cache_bytes: crate::limits::RECORD_CACHE_BYTES,
+            query_timeout: QUERY_TIMEOUT,
         }
     }
 }
@@ -51,6 +58,7 @@ pub struct Collection {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<RecordCache>,
+    query_timeout: std::time::Duration,
 }
 
 impl Collection {
@@ -86,6 +94,7 @@ impl Collection {
             writer_thread: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
             cache,
+            query_timeout: options.query_timeout,
         }))
     }
 
@@ -161,29 +170,53 @@ impl Collection {
         self.readers.lock().expect("readers lock").clear();
     }
 
-    /// Runs `f` with a read connection on the reader threads.
+    /// Runs `f` with a read connection on the reader threads of `lane`. A
+    /// query lane read is stopped inside SQLite (progress handler) once it
+    /// has run `QUERY_TIMEOUT`, or as soon as its caller stops waiting; one
+    /// whose caller left while it queued does not start.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
+        lane: Lane,
         f: impl FnOnce(&Collection, &Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let this = self.clone();
         let (tx, rx) = oneshot::channel();
-        super::readers::submit(Box::new(move || {
-            let run = || {
-                let conn = this.readers.lock().expect("readers lock").pop();
-                let conn = match conn {
-                    Some(c) => c,
-                    None => open_reader(&this.path)?,
-                };
-                let out = f(&this, &conn);
-                let mut pool = this.readers.lock().expect("readers lock");
-                if pool.len() < POOLED_READERS {
-                    pool.push(conn);
+        let gone = Arc::new(AtomicBool::new(false));
+        let _left = CallerGone(gone.clone());
+        super::readers::submit(
+            lane,
+            Box::new(move || {
+                if gone.load(Ordering::Acquire) {
+                    return;
                 }
-                out
-            };
-            let _ = tx.send(run());
-        }))?;
+                let run = || {
+                    let conn = this.readers.lock().expect("readers lock").pop();
+                    let mut conn = match conn {
+                        Some(c) => c,
+                        None => open_reader(&this.path)?,
+                    };
+                    let timed = lane == Lane::Query;
+                    if timed {
+                        let until = Instant::now() + this.query_timeout;
+                        let gone = gone.clone();
+                        conn.progress_handler(
+                            PROGRESS_OPS,
+                            Some(move || gone.load(Ordering::Acquire) || Instant::now() >= until),
+                        )?;
+                    }
+                    let out = f(&this, &conn);
+                    if timed {
+                        conn.progress_handler(0, None::<fn() -> bool>)?;
+                    }
+                    let mut pool = this.readers.lock().expect("readers lock");
+                    if pool.len() < POOLED_READERS {
+                        pool.push(conn);
+                    }
+                    out.map_err(|e| interrupted(e, &gone, this.query_timeout))
+                };
+                let _ = tx.send(run());
+            }),
+        )?;
         rx.await
             .map_err(|_| Error::internal("a reader thread dropped the request"))?
     }
@@ -195,7 +228,7 @@ impl Collection {
         }
         let token = self.cache.before_read();
         let rec = self
-            .read(move |c, conn| {
+            .read(Lane::Point, move |c, conn| {
                 let mut st = conn.prepare_cached(
                     "SELECT id, data, json, labels, version, created, updated FROM records WHERE id = ?",
                 )?;
@@ -217,7 +250,7 @@ impl Collection {
     ) -> Result<(Page, Option<i64>)> {
         let plan = query::plan(&self.desc, &q)?;
         let has_text = !q.text.trim().is_empty();
-        self.read(move |_, conn| {
+        self.read(Lane::Query, move |_, conn| {
             let page = run_page(conn, &plan).map_err(|e| fts_error(e, has_text))?;
             let total = if with_total {
                 Some(run_count(conn, &plan).map_err(|e| fts_error(e, has_text))?)
@@ -258,13 +291,15 @@ impl Collection {
     pub async fn count(self: &Arc<Self>, q: Query) -> Result<i64> {
         let plan = query::plan(&self.desc, &q)?;
         let has_text = !q.text.trim().is_empty();
-        self.read(move |_, conn| run_count(conn, &plan).map_err(|e| fts_error(e, has_text)))
-            .await
+        self.read(Lane::Query, move |_, conn| {
+            run_count(conn, &plan).map_err(|e| fts_error(e, has_text))
+        })
+        .await
     }
 
     /// Record count and bytes on disk (database and WAL).
     pub async fn stats(self: &Arc<Self>) -> Result<(i64, i64)> {
-        self.read(|c, conn| {
+        self.read(Lane::Point, |c, conn| {
             let n: i64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
             let mut size = 0i64;
             for suffix in ["", "-wal"] {
@@ -280,7 +315,7 @@ impl Collection {
     /// The query plan SQLite picks for a query (for tests and diagnostics).
     pub async fn explain(self: &Arc<Self>, q: Query) -> Result<String> {
         let plan = query::plan(&self.desc, &q)?;
-        self.read(move |_, conn| {
+        self.read(Lane::Query, move |_, conn| {
             let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", plan.select))?;
             let rows = st
                 .query_map(rusqlite::params_from_iter(plan.select_params.iter()), |r| {
@@ -290,6 +325,32 @@ impl Collection {
         })
         .await
     }
+}
+
+/// SQLite VM steps between checks of a query's budget: a check costs a
+/// clock read; this many steps take well under a millisecond.
+const PROGRESS_OPS: i32 = 10_000;
+
+/// Tells a queued or running read that its caller stopped waiting.
+struct CallerGone(Arc<AtomicBool>);
+
+impl Drop for CallerGone {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A read the progress handler stopped, as the caller should see it.
+fn interrupted(e: Error, gone: &AtomicBool, budget: std::time::Duration) -> Error {
+    if e.kind != ErrorKind::DeadlineExceeded {
+        return e;
+    }
+    if gone.load(Ordering::Acquire) {
+        return Error::cancelled("the caller went away; the query was stopped");
+    }
+    Error::deadline_exceeded(format!(
+        "the query ran longer than its budget of {budget:?} (--query-timeout) and was stopped: narrow it (filters on indexed fields, fewer or more selective search terms)"
+    ))
 }
 
 #[cfg(test)]
@@ -316,6 +377,7 @@ mod tests {
             Options {
                 sync_full: false,
                 cache_bytes: 1 << 20,
+                ..Default::default()
             },
         )
         .unwrap()

@@ -440,13 +440,27 @@ pub fn plan(desc: &MessageDescriptor, q: &Query) -> Result<Plan> {
             q.labels.len()
         )));
     }
+    let text = q.text.trim();
+    if text.len() > crate::limits::MAX_QUERY_TEXT_BYTES {
+        return Err(Error::invalid(format!(
+            "the search text is {} bytes; the limit is {}",
+            text.len(),
+            crate::limits::MAX_QUERY_TEXT_BYTES
+        )));
+    }
+    let terms = text.split_whitespace().count();
+    if terms > crate::limits::MAX_QUERY_TERMS {
+        return Err(Error::invalid(format!(
+            "the search text has {terms} terms; the limit is {}: search for the most selective ones",
+            crate::limits::MAX_QUERY_TERMS
+        )));
+    }
     let page_size = match q.page_size {
         0 => DEFAULT_PAGE_SIZE,
         n => n.min(MAX_PAGE_SIZE),
     };
     let mut conds: Vec<String> = Vec::new();
     let mut params: Vec<Sql> = Vec::new();
-    let text = q.text.trim();
     // Ranking by relevance alone needs only the FTS index: the records table
     // is joined for the page's rows, not for every match.
     let fts_only =
@@ -473,6 +487,13 @@ pub fn plan(desc: &MessageDescriptor, q: &Query) -> Result<Plan> {
     for (k, v) in &q.labels {
         conds.push("r.rid IN (SELECT rid FROM labels WHERE key = ? AND value = ?)".to_string());
         params.extend([Sql::Text(k.clone()), Sql::Text(v.clone())]);
+    }
+    if params.len() > crate::limits::MAX_QUERY_VALUES {
+        return Err(Error::invalid(format!(
+            "the query binds {} values (filters, IN lists, labels); the limit is {}",
+            params.len(),
+            crate::limits::MAX_QUERY_VALUES
+        )));
     }
     let relevance = !text.is_empty() && q.order.is_none();
     let (key, desc_order) = match &q.order {

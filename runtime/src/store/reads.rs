@@ -4,6 +4,7 @@
 use super::query::Plan;
 use super::record::{Page, Record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::limits::MAX_PAGE_BYTES;
 use rusqlite::Connection;
 
 /// FTS5 reports query syntax errors as SQL errors: they are the caller's to fix.
@@ -39,8 +40,9 @@ pub(super) fn run_page(conn: &Connection, plan: &Plan) -> Result<Page> {
     let mut hits = Vec::new();
     let mut last: Option<(rusqlite::types::Value, i64)> = None;
     let mut more = false;
+    let mut bytes = 0;
     while let Some(row) = rows.next()? {
-        if hits.len() == plan.page_size as usize {
+        if hits.len() == plan.page_size as usize || bytes >= MAX_PAGE_BYTES {
             more = true;
             break;
         }
@@ -54,6 +56,13 @@ pub(super) fn run_page(conn: &Connection, plan: &Plan) -> Result<Page> {
             created_us: row.get(6)?,
             updated_us: row.get(7)?,
         };
+        // A page ends once it holds `MAX_PAGE_BYTES`, so the next record
+        // would make the reply too big: it starts the next page.
+        if !hits.is_empty() && bytes + rec.data.len() + rec.json.len() > MAX_PAGE_BYTES {
+            more = true;
+            break;
+        }
+        bytes += rec.data.len() + rec.json.len();
         let score: f64 = row.get(8)?;
         last = Some((row.get(9)?, rid));
         hits.push((rec, score));
