@@ -22,6 +22,17 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// Bytes of recently used records each collection keeps in memory (0 turns
 /// the cache off). Hot `Get`s then never touch SQLite.
 pub const RECORD_CACHE_BYTES: u64 = 16 << 20;
+/// Most connections one client address may hold open; more are closed as
+/// they arrive.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+/// Most concurrent calls (HTTP/2 streams) on one connection; more wait.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// A connection whose client sends nothing (no call, no ping, no
+/// acknowledgement) for this long is closed; longer than any call may run.
+pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A connection that has sent no bytes this long after it was accepted is
+/// closed.
+pub const CONNECTION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time between gossip rounds; failure detection scales with it (a silent
 /// member is dead after about `PHI_THRESHOLD` rounds).
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);

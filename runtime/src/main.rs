@@ -128,6 +128,9 @@ async fn main() -> std::process::ExitCode {
                 handler_memory_budget_bytes: handlers.handler_memory_budget.saturating_mul(1 << 20),
                 ..Config::default()
             };
+            // Each connection, collection and reader holds descriptors: a
+            // node gets as many as the system lets it have.
+            let open_files = rlimit::increase_nofile_limit(u64::MAX);
             let node = match Node::start(config).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -143,6 +146,10 @@ async fn main() -> std::process::ExitCode {
             println!("  node id    {}", node.node_id);
             println!("  data dir   {}", node.data_dir.display());
             println!("  namespace  {namespace}");
+            match open_files {
+                Ok(n) => println!("  open files {n} (soft limit raised to the hard limit)"),
+                Err(e) => println!("  open files limit unchanged: {e}"),
+            }
             let mesh = node.mesh().membership().config();
             println!(
                 "  mesh       gossip on {}/udp, cluster {:?}; a silent member is marked dead within {:?}",

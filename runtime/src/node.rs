@@ -232,10 +232,14 @@ impl Node {
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                .max_concurrent_streams(crate::limits::MAX_STREAMS_PER_CONNECTION)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = rx.await;
-                }),
+                .serve_with_incoming_shutdown(
+                    crate::connections::Connections::new(incoming),
+                    async {
+                        let _ = rx.await;
+                    },
+                ),
         );
         tracing::info!(%addr, %node_id, data_dir = %data_dir.display(), "node serving");
         Ok(NodeHandle {

@@ -279,3 +279,60 @@ async fn a_handler_cannot_store_a_record_over_the_size_limit() {
         .unwrap();
     assert_eq!(out, small);
 }
+
+/// 400 silent connections were once held open for 91 s, none closed. Now a
+/// client address gets at most 256, and a connection that sends nothing is
+/// closed after the handshake timeout, after which clients get in again.
+#[tokio::test]
+async fn silent_and_excess_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let n = TestNode::start().await;
+    let addr = n.handle.as_ref().unwrap().addr;
+    let max = collector::limits::MAX_CONNECTIONS_PER_CLIENT;
+    // The test's own client holds one connection already.
+    let mut held = Vec::new();
+    for _ in 0..max + 8 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Reads what the server sends (its HTTP/2 settings) until it closes.
+    async fn closed_within(s: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+        let mut b = [0u8; 256];
+        tokio::time::timeout(wait, async {
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+    // The excess ones are closed at once.
+    let mut closed = 0;
+    for s in held.iter_mut().rev().take(8) {
+        if closed_within(s, std::time::Duration::from_secs(5)).await {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 7,
+        "only {closed} of the excess connections were closed"
+    );
+    // The silent ones are closed after the handshake timeout.
+    let wait = collector::limits::CONNECTION_HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(5);
+    assert!(
+        closed_within(&mut held[0], wait).await,
+        "a silent connection stayed open"
+    );
+    drop(held);
+    // A new client gets answers.
+    let mut c = collector_tests::Clients::connect(addr).await;
+    c.repo
+        .search_collections(proto::SearchCollectionsRequest {
+            namespace: "deep".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
