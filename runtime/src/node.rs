@@ -233,6 +233,7 @@ impl Node {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(crate::limits::MAX_STREAMS_PER_CONNECTION)
+                .layer(api::edge::layer())
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     crate::connections::Connections::new(incoming),

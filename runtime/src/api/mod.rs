@@ -4,6 +4,7 @@ pub mod codec;
 pub mod collection;
 pub mod dispatcher;
 pub mod dynamic;
+pub mod edge;
 pub mod peers;
 pub mod reflection;
 pub mod registry;

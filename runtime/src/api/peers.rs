@@ -174,7 +174,7 @@ where
         _ = dead => return Err(Error::unavailable(format!(
             "node {address} was declared dead while the call was in flight; the call may or may not have run there and was not retried"
         ))),
-        _ = wait_until(deadline.map(|d| d - margin(d) / 2)) => return Err(Error::unavailable(format!(
+        _ = wait_until(deadline.map(|d| d - margin(d) / 2)) => return Err(Error::deadline_exceeded(format!(
             "node {address} did not answer within the caller's deadline (stopped or overloaded?); the call may or may not have run there"
         ))),
     };

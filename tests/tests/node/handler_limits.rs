@@ -226,3 +226,43 @@ async fn contending_calls_are_re_run_until_they_commit() {
     assert_eq!(ok, 160);
     assert_eq!(call(&n.clients, "Peek", "hits", 0).await.unwrap(), 160);
 }
+
+/// Past its deadline a call is DEADLINE_EXCEEDED on every path (tonic's own
+/// check once answered CANCELLED), and a stopped handler writes nothing.
+#[tokio::test]
+async fn a_call_past_its_deadline_is_deadline_exceeded() {
+    let mut n = TestNode::start().await;
+    setup(&mut n.clients).await;
+    register(&mut n.clients, 0, 0).await.unwrap();
+    let mut d = CollectiveDispatcherClient::new(n.clients.channel.clone());
+    for ms in [100, 300, 1000] {
+        let mut req = tonic::Request::new(proto::DispatchRequest {
+            namespace: "lim".into(),
+            service: "t.Counter".into(),
+            method: "IncrSlowly".into(),
+            input: Some(prost_types::Any {
+                type_url: "type.googleapis.com/t.Msg".into(),
+                value: Msg {
+                    text: "late".into(),
+                    n: 2000,
+                }
+                .encode_to_vec(),
+            }),
+            ..Default::default()
+        });
+        // tonic's client enforces the deadline too (reporting CANCELLED):
+        // the node answers a little before it, so its code arrives first.
+        req.set_timeout(Duration::from_millis(ms));
+        let e = d.dispatch(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{ms} ms: {e:?}");
+    }
+    let mut req = tonic::Request::new(proto::CountRequest {
+        namespace: "lim".into(),
+        collection: "counters".into(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(5));
+    n.clients.records.count(req).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(call(&n.clients, "Peek", "late", 0).await.unwrap(), 0);
+}

@@ -336,3 +336,37 @@ async fn silent_and_excess_connections_are_closed() {
         .await
         .unwrap();
 }
+
+/// A request over the message limit is RESOURCE_EXHAUSTED on built-in and
+/// registered methods alike (tonic says OUT_OF_RANGE).
+#[tokio::test]
+async fn a_request_over_the_message_limit_is_resource_exhausted() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    setup(c).await;
+    let big = Box {
+        inner: None,
+        name: "x".repeat(collector::limits::MAX_MESSAGE_BYTES + 1024),
+    };
+    let rec = |b: &Box| proto::Record {
+        data: Some(prost_types::Any {
+            type_url: BOX_URL.into(),
+            value: b.encode_to_vec(),
+        }),
+        ..Default::default()
+    };
+    let e = create(c, "boxes", rec(&big)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("message limit"), "{e:?}");
+    let e = c
+        .call_raw("deep", "/deep.Nobody/Call", big.encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Under the limit, the node answers as usual.
+    let small = Box {
+        inner: None,
+        name: "ok".into(),
+    };
+    create(c, "boxes", rec(&small)).await.unwrap();
+}

@@ -626,6 +626,15 @@ async fn a_peer_killed_mid_call_fails_fast_runs_nothing_twice_and_rejoins() {
         1
     );
 
+    // A forwarded call still running at its deadline is DEADLINE_EXCEEDED
+    // (it once came back UNAVAILABLE), and leaves nothing.
+    let mut req = tonic::Request::new(dispatch_req("IncrSlowly", "late", 2000, "counters"));
+    req.set_timeout(Duration::from_millis(400));
+    let e = dispatcher(&m.clients[1]).dispatch(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(peek(&m.clients[2], "late").await, 0);
+
     // A 3 s call on C, through B, with a 30 s deadline; C dies after 0.7 s.
     let mut d = dispatcher(&m.clients[1]);
     let call = tokio::spawn(async move {
