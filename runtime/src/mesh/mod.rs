@@ -314,6 +314,14 @@ impl Mesh {
                 peer.node_id, want.sha256
             )));
         }
+        // Its registration changed since the view was gossiped: not the
+        // version wanted (a later round names the new one).
+        if f.info.registered_at_us != want.registered_at_us {
+            return Err(Error::unavailable(format!(
+                "node {} now has the registration of {} from {} µs, not {}; retry",
+                peer.node_id, want.service, f.info.registered_at_us, want.registered_at_us
+            )));
+        }
         let ns = Namespace::new(&want.namespace)?;
         self.registry
             .register(

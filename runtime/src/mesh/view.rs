@@ -177,7 +177,10 @@ impl View {
             .max_by(|a, b| a.rank().cmp(&b.rank()))
     }
 
-    /// Reachable members other than this node that have `version`.
+    /// Reachable members other than this node that have `version`: the same
+    /// component *and* registration time, since a node holding an older
+    /// registration of the same bytes has that registration's grants and
+    /// limits, not the newer ones.
     pub fn holders<'a>(&'a self, version: &'a HandlerVersion) -> impl Iterator<Item = &'a Member> {
         self.members.values().filter(move |m| {
             m.node_id != self.self_id
@@ -187,6 +190,7 @@ impl View {
                         && h.namespace == version.namespace
                         && h.service == version.service
                         && h.sha256 == version.sha256
+                        && h.registered_at_us == version.registered_at_us
                 })
         })
     }
@@ -300,6 +304,17 @@ mod tests {
         assert_eq!(newest.sha256, "new");
         let holders: Vec<_> = v.holders(&newest).map(|m| m.node_id.clone()).collect();
         assert_eq!(holders, vec!["b"], "dead members and self are not sources");
+
+        // The same bytes registered again later (new grants or limits): a
+        // node with only the older registration is no source of the newer.
+        let mut d = member("d", MemberState::Alive, &[]);
+        d.handlers.push(h("new", 5, false));
+        v.members.insert("d".into(), d);
+        let newest = v.newest("ns", "t.S").unwrap().clone();
+        assert_eq!((newest.sha256.as_str(), newest.registered_at_us), ("new", 5));
+        let holders: Vec<_> = v.holders(&newest).map(|m| m.node_id.clone()).collect();
+        assert_eq!(holders, vec!["d"]);
+        v.members.remove("d");
 
         // An unregistration after the newest version supersedes it.
         v.members.get_mut("b").unwrap().handlers = vec![h("", 3, true)];
