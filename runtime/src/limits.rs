@@ -166,6 +166,9 @@ pub const DEAD_MEMBER_RETENTION: Duration = Duration::from_secs(3600);
 /// Times a call may be forwarded between nodes: one, so no loop can form
 /// whatever the views say.
 pub const MAX_HOPS: u32 = 1;
+/// How long a collection remembers that a handler call (by request id)
+/// applied its writes there, so a retry of the call skips them.
+pub const APPLIED_CALLS_RETAIN: Duration = Duration::from_secs(24 * 3600);
 /// How long a finished call's outcome answers retries of its request id.
 pub const REQUEST_LOG_RETAIN: Duration = Duration::from_secs(600);
 /// Most finished outcomes the request log keeps (only named calls and

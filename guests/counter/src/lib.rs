@@ -7,7 +7,8 @@
 //! interrupt in tests), PeekTen (sums counters `text`0 … `text`9: ten reads,
 //! for the benchmark), Calls (how many calls this instance has served: always
 //! 1, since every call gets a fresh instance; it needs no collection), Bulk
-//! (buffers `n` 1 MiB creates), Hold (holds `n` MiB for half a second).
+//! (buffers `n` 1 MiB creates), Hold (holds `n` MiB for half a second),
+//! Both (increments in `counters` and `other`, then waits `n` ms).
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
 
 use collector::runtime::collections::Collection;
@@ -99,6 +100,26 @@ impl Guest for Counter {
                     counters.create(&format!("{}{i}", req.text), &big, &[])?;
                 }
                 Ok(Msg { text: req.text, n: req.n }.encode_to_vec())
+            }
+            "Both" => {
+                // Increments `text` in `counters` and in `other`, then waits
+                // `n` ms: two collections' commits, to break in between.
+                let first = incr(&req.text)?;
+                let other = Collection::open("other")?;
+                match other.get(&req.text) {
+                    Ok(rec) => {
+                        let n = decode(&rec.data)?.n + 1;
+                        let next = Msg { text: req.text.clone(), n }.encode_to_vec();
+                        other.update(&req.text, &next, &[], Some(rec.version))?;
+                    }
+                    Err(Error::NotFound(_)) => {
+                        let next = Msg { text: req.text.clone(), n: 1 }.encode_to_vec();
+                        other.create(&req.text, &next, &[])?;
+                    }
+                    Err(e) => return Err(e),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(req.n.max(0) as u64));
+                Ok(first.encode_to_vec())
             }
             "Hold" => {
                 // Holds `n` MiB of linear memory for half a second.

@@ -109,6 +109,7 @@ pub fn call_options(m: &tonic::metadata::MetadataMap) -> CallOptions {
             .and_then(parse_grpc_timeout)
             .map(|d| Instant::now() + d),
         cancel: Default::default(),
+        request_id: None,
     }
 }
 

@@ -59,6 +59,9 @@ pub struct CallOptions {
     pub deadline: Option<Instant>,
     /// Stops the call when its callers go away.
     pub cancel: Cancel,
+    /// The client's request id, if it gave one: each collection records it
+    /// with the call's writes, so a retry of the call applies them once.
+    pub request_id: Option<String>,
 }
 
 /// One call of a registered method.

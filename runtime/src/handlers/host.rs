@@ -91,21 +91,30 @@ impl CollectionsHost {
             let fail = |error: Error, applied: &[String]| {
                 let mut error = error;
                 if !applied.is_empty() {
-                    error.message = format!(
-                        "{}; its writes to {} were applied, so check them before retrying",
+                    // Partly applied: ABORTED, so a retry with the same
+                    // request id runs again and skips what was applied.
+                    error = Error::aborted(format!(
+                        "{}; its writes to {} were applied (a retry with the same request id applies the rest, without them; without one, check them before retrying)",
                         error.message,
                         applied.join(", ")
-                    );
+                    ));
                 }
                 CommitError {
                     retryable: false,
                     error,
                 }
             };
-            let outcome = match o.coll.batch(o.pending).await {
+            let call = self.options.request_id.clone();
+            let outcome = match o.coll.batch_of_call(o.pending, call).await {
                 Ok(outcome) => outcome,
                 Err(e) => return Err(fail(e, &applied)),
             };
+            if outcome.replayed {
+                // An earlier run of this call (same request id) applied its
+                // writes here: this run's are dropped.
+                applied.push(o.coll.name.to_string());
+                continue;
+            }
             if !outcome.committed {
                 let why = outcome
                     .results
@@ -421,6 +430,8 @@ impl HostApi for CollectionsHost {
                 metadata: Vec::new(),
                 options: CallOptions {
                     depth: self.options.depth.saturating_add(1),
+                    // The invoked call's writes are its own, not this call's.
+                    request_id: None,
                     ..self.options.clone()
                 },
             };

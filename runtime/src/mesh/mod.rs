@@ -353,6 +353,7 @@ impl Mesh {
                     .run_once(id, fp, move |cancel| {
                         let mut inv = inv;
                         inv.options.cancel = cancel;
+                        inv.options.request_id = Some(id.to_string());
                         async move { services.call(inv).await }
                     })
                     .await

@@ -157,9 +157,13 @@ impl RequestLog {
         if !matches!(inner.slots.get(id), Some(Slot::Running(..))) {
             return;
         }
+        // Forgotten, so a retry runs afresh: a cancelled call (nothing was
+        // applied) and an aborted one (its writes lost a race, or only some
+        // collections' committed: those skip the re-run's writes, see
+        // `store::Collection::batch_of_call`).
         if outcome
             .as_ref()
-            .is_err_and(|e| e.kind == ErrorKind::Cancelled)
+            .is_err_and(|e| matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Aborted))
         {
             inner.slots.remove(id);
         } else {
@@ -211,8 +215,8 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument);
-        // Errors are outcomes too.
-        let fail = async { Err(Error::aborted("no")) };
+        // Errors are outcomes too (but an aborted call may run again).
+        let fail = async { Err(Error::not_found("no")) };
         assert!(log.run_once("r3", 1, |_| fail).await.is_err());
         let ok = async { Ok(vec![]) };
         assert!(log.run_once("r3", 1, |_| ok).await.is_err());

@@ -311,7 +311,10 @@ mod tests {
         d.handlers.push(h("new", 5, false));
         v.members.insert("d".into(), d);
         let newest = v.newest("ns", "t.S").unwrap().clone();
-        assert_eq!((newest.sha256.as_str(), newest.registered_at_us), ("new", 5));
+        assert_eq!(
+            (newest.sha256.as_str(), newest.registered_at_us),
+            ("new", 5)
+        );
         let holders: Vec<_> = v.holders(&newest).map(|m| m.node_id.clone()).collect();
         assert_eq!(holders, vec!["d"]);
         v.members.remove("d");

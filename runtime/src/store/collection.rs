@@ -138,6 +138,17 @@ impl Collection {
 
     /// Applies every op in one transaction, or none of them.
     pub async fn batch(&self, ops: Vec<WriteOp>) -> Result<BatchOutcome> {
+        self.batch_of_call(ops, None).await
+    }
+
+    /// `batch` for a handler call with request id `call`: recorded in the
+    /// same transaction, so a re-run of the call applies its batch here at
+    /// most once (the outcome says `replayed`).
+    pub async fn batch_of_call(
+        &self,
+        ops: Vec<WriteOp>,
+        call: Option<String>,
+    ) -> Result<BatchOutcome> {
         if ops.len() > MAX_BATCH_OPS {
             return Err(Error::invalid(format!(
                 "{} ops in one batch; the limit is {MAX_BATCH_OPS}",
@@ -145,7 +156,7 @@ impl Collection {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Batch(ops, tx))?;
+        self.send(Job::Batch(ops, call, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }

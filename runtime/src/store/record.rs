@@ -175,6 +175,9 @@ pub struct BatchOutcome {
     pub committed: bool,
     /// One result per op: its outcome, or why it (or the batch) failed.
     pub results: Vec<Result<Written>>,
+    /// True if the call the batch belongs to had applied its batch here
+    /// already: nothing was applied now (`results` is empty).
+    pub replayed: bool,
 }
 
 /// Checks labels against the limits.

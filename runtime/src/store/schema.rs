@@ -6,6 +6,9 @@
 //! filters and indexes), the labels as JSON, the version and the created and
 //! updated times; `labels` repeats the labels for label filters, and
 //! `records_fts` is a contentless FTS5 index over the JSON's text values.
+//! `applied_calls` names the handler calls (by request id) whose writes a
+//! batch applied, in that batch's transaction, so a re-run of the call
+//! skips this collection (kept `APPLIED_CALLS_RETAIN`).
 
 use super::query;
 use crate::error::Result;
@@ -35,6 +38,11 @@ CREATE TABLE IF NOT EXISTS labels(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS labels_kv ON labels(key, value, rid);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(body, content='', contentless_delete=1);
+CREATE TABLE IF NOT EXISTS applied_calls(
+  call TEXT PRIMARY KEY,
+  at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS applied_calls_at ON applied_calls(at);
 ";
 
 pub(super) fn open_writer(path: &Path, sync_full: bool) -> Result<Connection> {

@@ -24,7 +24,12 @@ use crate::limits::GROUP_MAX;
 /// What callers queue for the writer.
 pub(super) enum Job {
     One(WriteOp, oneshot::Sender<Result<Written>>),
-    Batch(Vec<WriteOp>, oneshot::Sender<Result<BatchOutcome>>),
+    /// The ops, and the handler call they belong to, if it has a request id.
+    Batch(
+        Vec<WriteOp>,
+        Option<String>,
+        oneshot::Sender<Result<BatchOutcome>>,
+    ),
     Index(Vec<String>, oneshot::Sender<Result<()>>),
 }
 
@@ -90,9 +95,16 @@ fn commit_group(
                         return Err(e);
                     }
                 }
-                Job::Batch(ops, reply) => {
+                Job::Batch(ops, call, reply) => {
                     let mut results: Vec<Result<Written>> = Vec::with_capacity(ops.len());
+                    let mut replayed = false;
                     let r = in_savepoint(&mut tx, |sp| {
+                        if let Some(call) = &call
+                            && !mark_applied(sp, call)?
+                        {
+                            replayed = true;
+                            return Ok(());
+                        }
                         for (i, op) in ops.iter().enumerate() {
                             match apply(sp, desc, op) {
                                 Ok(w) => results.push(Ok(w)),
@@ -105,6 +117,15 @@ fn commit_group(
                         Ok(())
                     });
                     let committed = r.is_ok();
+                    if replayed {
+                        let outcome = BatchOutcome {
+                            committed,
+                            results: Vec::new(),
+                            replayed,
+                        };
+                        replies.push(Reply::Batch(reply, outcome));
+                        continue;
+                    }
                     if committed {
                         for (op, w) in ops.iter().zip(&results) {
                             if let Ok(w) = w {
@@ -123,7 +144,14 @@ fn commit_group(
                             })
                             .collect()
                     };
-                    replies.push(Reply::Batch(reply, BatchOutcome { committed, results }));
+                    replies.push(Reply::Batch(
+                        reply,
+                        BatchOutcome {
+                            committed,
+                            results,
+                            replayed,
+                        },
+                    ));
                 }
                 Job::Index(paths, reply) => {
                     let r = in_savepoint(&mut tx, |sp| create_indexes(sp, desc, &paths));
@@ -144,7 +172,7 @@ fn commit_group(
         for job in jobs {
             match job {
                 Job::One(_, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Batch(_, tx) => drop(tx.send(Err(e.clone()))),
+                Job::Batch(_, _, tx) => drop(tx.send(Err(e.clone()))),
                 Job::Index(_, tx) => drop(tx.send(Err(e.clone()))),
             }
         }
@@ -162,6 +190,23 @@ fn commit_group(
     if let Err(e) = outcome {
         tracing::error!(error = %e, "commit failed; the group's writes were rolled back");
     }
+}
+
+/// Records that `call`'s writes are applied here (in the batch's own
+/// transaction); false if an earlier run of the call did so already. Also
+/// forgets a few calls older than `APPLIED_CALLS_RETAIN`, so the table
+/// stays small without a sweeper.
+fn mark_applied(tx: &Connection, call: &str) -> Result<bool> {
+    let now = crate::util::now_us();
+    let cutoff = now - crate::limits::APPLIED_CALLS_RETAIN.as_micros() as i64;
+    tx.prepare_cached(
+        "DELETE FROM applied_calls WHERE call IN (SELECT call FROM applied_calls WHERE at < ? LIMIT 8)",
+    )?
+    .execute([cutoff])?;
+    let added = tx
+        .prepare_cached("INSERT OR IGNORE INTO applied_calls(call, at) VALUES (?, ?)")?
+        .execute(rusqlite::params![call, now])?;
+    Ok(added == 1)
 }
 
 fn in_savepoint<T>(

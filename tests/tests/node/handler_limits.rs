@@ -2,7 +2,7 @@
 //! allows, a call's buffered writes count against its memory, all calls
 //! share one memory budget, a call whose callers all went away stops, and
 //! calls that lose an optimistic-concurrency race are re-run until they
-//! commit.
+//! commit, and a retried call applies each collection's writes once.
 
 use collector::proto::{self, collective_dispatcher_client::CollectiveDispatcherClient};
 use collector_tests::{Clients, Msg, TestNode, guest};
@@ -14,7 +14,7 @@ const COUNTER_PROTO: &str = r#"syntax = "proto3"; package t;
 message Msg { string text = 1; int64 n = 2; }
 service Counter {
   rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc IncrSlowly(Msg) returns (Msg);
-  rpc Bulk(Msg) returns (Msg); rpc Hold(Msg) returns (Msg);
+  rpc Bulk(Msg) returns (Msg); rpc Hold(Msg) returns (Msg); rpc Both(Msg) returns (Msg);
 }"#;
 
 /// Declares t.Counter in namespace `lim` and creates its `counters` collection.
@@ -30,10 +30,16 @@ async fn setup(c: &mut Clients) {
         })
         .await
         .unwrap();
+    for name in ["counters", "other"] {
+        create_collection(c, name).await;
+    }
+}
+
+async fn create_collection(c: &mut Clients, name: &str) {
     c.repo
         .create_collection(proto::CreateCollectionRequest {
             namespace: "lim".into(),
-            name: "counters".into(),
+            name: name.into(),
             message_type: "t.Msg".into(),
             ..Default::default()
         })
@@ -52,10 +58,12 @@ async fn register(
             namespace: "lim".into(),
             service: "t.Counter".into(),
             component: guest("counter"),
-            grants: vec![proto::Grant {
-                collection: "counters".into(),
-                read_only: false,
-            }],
+            grants: ["counters", "other"]
+                .map(|c| proto::Grant {
+                    collection: c.into(),
+                    read_only: false,
+                })
+                .into(),
             limits: Some(proto::HandlerLimits {
                 timeout_ms,
                 memory_mib,
@@ -265,4 +273,85 @@ async fn a_call_past_its_deadline_is_deadline_exceeded() {
     n.clients.records.count(req).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(call(&n.clients, "Peek", "late", 0).await.unwrap(), 0);
+}
+
+fn dispatch_req(method: &str, text: &str, n: i64, request_id: &str) -> proto::DispatchRequest {
+    proto::DispatchRequest {
+        namespace: "lim".into(),
+        service: "t.Counter".into(),
+        method: method.into(),
+        input: Some(prost_types::Any {
+            type_url: "type.googleapis.com/t.Msg".into(),
+            value: Msg {
+                text: text.into(),
+                n,
+            }
+            .encode_to_vec(),
+        }),
+        request_id: request_id.into(),
+        ..Default::default()
+    }
+}
+
+/// A call whose writes to its first collection committed and to its
+/// second did not once said "retry", and the retry applied the first
+/// collection's writes twice. Now the error is ABORTED naming what was
+/// applied, and a retry with the same request id applies only the rest.
+#[tokio::test]
+async fn a_retried_call_applies_each_collections_writes_once() {
+    let mut n = TestNode::start().await;
+    setup(&mut n.clients).await;
+    register(&mut n.clients, 0, 0).await.unwrap();
+    let mut d = CollectiveDispatcherClient::new(n.clients.channel.clone());
+    let req = dispatch_req("Both", "x", 800, "both-1");
+    let mut d2 = d.clone();
+    let first = tokio::spawn({
+        let req = req.clone();
+        async move { d2.dispatch(req).await }
+    });
+    // While the handler waits, its second collection is replaced: that
+    // batch fails after the first one committed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n.clients
+        .repo
+        .delete_collection(proto::DeleteCollectionRequest {
+            namespace: "lim".into(),
+            name: "other".into(),
+        })
+        .await
+        .unwrap();
+    create_collection(&mut n.clients, "other").await;
+    let e = first.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(
+        e.message().contains("writes to counters were applied"),
+        "{e:?}"
+    );
+    assert_eq!(call(&n.clients, "Peek", "x", 0).await.unwrap(), 1);
+
+    d.dispatch(req).await.unwrap();
+    assert_eq!(
+        call(&n.clients, "Peek", "x", 0).await.unwrap(),
+        1,
+        "the retry did not apply the first collection's writes again"
+    );
+    let other = n
+        .clients
+        .records
+        .get(proto::GetRequest {
+            namespace: "lim".into(),
+            collection: "other".into(),
+            id: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        Msg::decode(other.data.unwrap().value.as_slice()).unwrap().n,
+        1
+    );
+    // Without a request id nothing is remembered: each call applies anew.
+    call(&n.clients, "Incr", "x", 0).await.unwrap();
+    assert_eq!(call(&n.clients, "Peek", "x", 0).await.unwrap(), 2);
 }
