@@ -130,6 +130,21 @@ pub const MAX_HANDLER_MEMORY_BYTES: usize = 256 << 20;
 /// calls cannot exhaust the machine. Over it: the call that needs more is
 /// RESOURCE_EXHAUSTED naming the budget ("retry with backoff").
 pub const HANDLER_MEMORY_BUDGET_BYTES: usize = 2 << 30;
+/// Largest component a registration may upload. Over it: INVALID_ARGUMENT,
+/// before anything is compiled.
+pub const MAX_COMPONENT_BYTES: usize = 12 << 20;
+/// Components compiled at once on a node; other registrations wait.
+pub const MAX_COMPILES: usize = 1;
+/// How long a registration waits for its component to compile (and for a
+/// turn to). Over it: DEADLINE_EXCEEDED; a compile under way still ends
+/// and is cached.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most .proto source bytes (or encoded descriptor-set bytes) one
+/// RegisterProto may send: compiling costs memory in proportion. Over it:
+/// INVALID_ARGUMENT.
+pub const MAX_PROTO_BYTES: usize = 1 << 20;
+/// Most .proto files one RegisterProto may send. Over it: INVALID_ARGUMENT.
+pub const MAX_PROTO_FILES: usize = 256;
 /// Times the node re-runs a handler call whose writes lost an
 /// optimistic-concurrency race (on a fresh instance, its writes being
 /// buffered), before the call is ABORTED.

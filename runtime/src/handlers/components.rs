@@ -72,4 +72,44 @@ impl Components {
     pub fn compiled_count(&self) -> u64 {
         self.compiled.load(Ordering::Relaxed)
     }
+
+    /// The directory components and their compiled forms live in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The suffix compiled forms of this engine carry.
+    pub fn cache_key(&self) -> String {
+        self.compiled_cache.suffix()
+    }
+}
+
+/// Deletes from `dir` every component and compiled form whose sha256 is not
+/// in `keep`, and compiled forms of other engines (`suffix` is this one's).
+/// Returns how many files it deleted. Blocks.
+pub fn sweep(
+    dir: &std::path::Path,
+    keep: &std::collections::HashSet<String>,
+    suffix: &str,
+) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let used = if let Some(sha) = name.strip_suffix(".wasm") {
+            keep.contains(sha)
+        } else if let Some(rest) = name.strip_suffix(suffix) {
+            keep.contains(rest)
+        } else {
+            // Compiled forms of another engine, and temporary files left by a
+            // crash mid-write; anything else is not ours to touch.
+            !(name.ends_with(".cwasm") || name.contains(".tmp"))
+        };
+        if !used && std::fs::remove_file(entry.path()).is_ok() {
+            deleted += 1;
+        }
+    }
+    deleted
 }

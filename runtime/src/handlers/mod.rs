@@ -108,6 +108,8 @@ pub struct Handlers {
     changes: watch::Sender<u64>,
     invoker: OnceLock<Weak<dyn Invoker>>,
     node_id: String,
+    /// Compiles running at once (`limits::MAX_COMPILES`).
+    compiles: Arc<tokio::sync::Semaphore>,
 }
 
 /// A registration's limits, lowered to the node's maximums (a binding
@@ -226,6 +228,7 @@ impl Handlers {
             changes: watch::channel(0).0,
             invoker: OnceLock::new(),
             node_id,
+            compiles: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_COMPILES)),
         });
         let mut infos = Vec::new();
         me.store
@@ -335,6 +338,14 @@ impl Handlers {
                 "component is empty: send the .wasm bytes of a wasm32-wasip2 component",
             ));
         }
+        if component.len() > crate::limits::MAX_COMPONENT_BYTES {
+            return Err(Error::invalid(format!(
+                "the component is {} bytes; the limit is {} (MAX_COMPONENT_BYTES): build it with --release and strip debug info",
+                component.len(),
+                crate::limits::MAX_COMPONENT_BYTES
+            )));
+        }
+        crate::wasm::precheck(&component)?;
         let _guard = self.register_lock.lock().await;
         let key = (spec.namespace.clone(), spec.service.clone());
         // A registration here supersedes everything this node knows of.
@@ -360,14 +371,33 @@ impl Handlers {
         let sha = sha256(&component);
         let this = self.clone();
         let sha_ = sha.clone();
-        let handler = blocking("compile", move || {
-            let handler = this
-                .components
-                .handler(&this.sandbox, &sha_, Some(&component))?;
-            this.components.keep(&sha_, &component)?;
-            Ok(handler)
-        })
-        .await?;
+        // The permit goes with the compile: one that outlives the caller's
+        // wait still counts against the bound until it ends.
+        let compile = async move {
+            let permit = this
+                .compiles
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::internal("the compile pool closed"))?;
+            blocking("compile", move || {
+                let _permit = permit;
+                let handler = this
+                    .components
+                    .handler(&this.sandbox, &sha_, Some(&component))?;
+                this.components.keep(&sha_, &component)?;
+                Ok(handler)
+            })
+            .await
+        };
+        let handler = tokio::time::timeout(crate::limits::COMPILE_TIMEOUT, compile)
+            .await
+            .map_err(|_| {
+                Error::deadline_exceeded(format!(
+                    "compiling the component (or waiting for other compiles) took longer than {:?}",
+                    crate::limits::COMPILE_TIMEOUT
+                ))
+            })??;
         let bound = BoundService {
             limits: limits_of(&spec, self.sandbox.maxima()),
             spec: spec.clone(),
@@ -387,6 +417,7 @@ impl Handlers {
             .insert(key, Arc::new(bound));
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(namespace = %spec.namespace, service = %spec.service, sha256 = %info.sha256, "service registered");
+        self.collect_garbage().await;
         Ok(info)
     }
 
@@ -598,7 +629,32 @@ impl Handlers {
         self.removed.write().expect("services lock").insert(key, at);
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(namespace = %ns, service, "service unregistered");
+        self.collect_garbage().await;
         Ok(())
+    }
+
+    /// Deletes stored components (and compiled forms) no binding refers to
+    /// any more. Called with `register_lock` held, so no registration can
+    /// be between storing a component and binding it.
+    async fn collect_garbage(&self) {
+        let keep: std::collections::HashSet<String> = self
+            .table
+            .read()
+            .expect("services lock")
+            .values()
+            .map(|b| b.sha256.clone())
+            .collect();
+        let components = self.components.dir().to_path_buf();
+        let cache = self.components.cache_key();
+        let swept = blocking("garbage", move || {
+            Ok(components::sweep(&components, &keep, &cache))
+        })
+        .await;
+        match swept {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "deleted components no service uses"),
+            Err(e) => tracing::warn!(error = %e.message, "deleting unused components failed"),
+        }
     }
 }
 

@@ -100,6 +100,64 @@ impl protox::file::FileResolver for MemResolver {
     }
 }
 
+/// Refuses a registration of more files or bytes than the node compiles.
+fn check_size(files: usize, bytes: usize) -> Result<()> {
+    use crate::limits::{MAX_PROTO_BYTES, MAX_PROTO_FILES};
+    if files > MAX_PROTO_FILES {
+        return Err(Error::invalid(format!(
+            "{files} files in one registration; the limit is {MAX_PROTO_FILES}: register them in several calls"
+        )));
+    }
+    if bytes > MAX_PROTO_BYTES {
+        return Err(Error::invalid(format!(
+            "the registration is {bytes} bytes; the limit is {MAX_PROTO_BYTES} (MAX_PROTO_BYTES): split the files over several calls"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a descriptor set whose files depend on themselves, directly or
+/// through others (a cycle `protoc` would never produce).
+fn check_self_imports(set: &FileDescriptorSet) -> Result<()> {
+    let deps: BTreeMap<&str, &[String]> = set
+        .file
+        .iter()
+        .map(|f| (f.name(), f.dependency.as_slice()))
+        .collect();
+    // Depth-first over the set's own files; 1 = on the path, 2 = done.
+    fn visit<'a>(
+        f: &'a str,
+        deps: &BTreeMap<&'a str, &'a [String]>,
+        state: &mut BTreeMap<&'a str, u8>,
+    ) -> Option<&'a str> {
+        match state.get(f) {
+            Some(1) => return Some(f),
+            Some(_) => return None,
+            None => {}
+        }
+        state.insert(f, 1);
+        for d in deps.get(f).copied().unwrap_or_default() {
+            if let Some((name, _)) = deps.get_key_value(d.as_str())
+                && let Some(cycle) = visit(name, deps, state)
+            {
+                return Some(cycle);
+            }
+        }
+        state.insert(f, 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for f in deps.keys() {
+        if let Some(at) = visit(f, &deps, &mut state) {
+            return Err(Error::invalid(format!(
+                "file_set: {:?} depends on itself (an import cycle)",
+                crate::names::clip(at)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles .proto sources that may import `existing` files and the
 /// well-known types. Every file's errors are reported, not just the first.
 pub fn compile_sources(
@@ -337,7 +395,16 @@ impl Registry {
                 if sources.is_empty() {
                     return Err(Error::invalid("give .proto sources or a file_set"));
                 }
-                let compiled = compile_sources(&sources, &existing)?;
+                check_size(
+                    sources.len(),
+                    sources.iter().map(|(n, s)| n.len() + s.len()).sum(),
+                )?;
+                // protox is CPU work: off the executor.
+                let (sources_, existing_) = (sources.clone(), existing.clone());
+                let compiled =
+                    tokio::task::spawn_blocking(move || compile_sources(&sources_, &existing_))
+                        .await
+                        .map_err(|e| Error::internal(format!("proto compile task: {e}")))??;
                 let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
                 // The request's own files plus anything they import that the namespace lacks.
                 let files = compiled
@@ -351,6 +418,8 @@ impl Registry {
                 if set.file.is_empty() {
                     return Err(Error::invalid("file_set has no files"));
                 }
+                check_size(set.file.len(), prost::Message::encoded_len(&set))?;
+                check_self_imports(&set)?;
                 let names = set
                     .file
                     .iter()

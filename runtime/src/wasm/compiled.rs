@@ -30,7 +30,12 @@ impl CompiledCache {
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{:016x}.cwasm", self.key))
+        self.dir.join(format!("{sha256}{}", self.suffix()))
+    }
+
+    /// What follows the sha256 in the name of this engine's compiled forms.
+    pub fn suffix(&self) -> String {
+        format!("-{:016x}.cwasm", self.key)
     }
 
     /// The cached compiled form of component `sha256`, if there is a usable

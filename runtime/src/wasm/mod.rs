@@ -284,6 +284,7 @@ impl Sandbox {
     /// Compiles and validates component bytes from a client: it must parse as
     /// a component, import only what the node links, and export `handle`.
     pub fn compile(&self, wasm: &[u8]) -> Result<Handler> {
+        precheck(wasm)?;
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| Error::invalid(format!("not a valid WebAssembly component: {e:#}")))?;
         self.prepare(component)
@@ -455,6 +456,63 @@ impl Sandbox {
             _ => Error::internal(format!("the handler failed: {}", err.root_cause())),
         }
     }
+}
+
+/// Reads a component's outline without compiling it, and refuses what
+/// could never run here: not a component, an import from outside the
+/// handler world and WASI, or no `handle` export. Linear in the size and
+/// far cheaper than compiling, so junk costs the node no compile.
+pub fn precheck(wasm: &[u8]) -> Result<()> {
+    use wasmparser::{Parser, Payload};
+    if !Parser::is_component(wasm) {
+        return Err(Error::invalid(if Parser::is_core_wasm(wasm) {
+            "this is a core WebAssembly module, not a component: build for wasm32-wasip2 (or run `wasm-tools component new`)"
+        } else {
+            "not a WebAssembly component: send the .wasm bytes of a wasm32-wasip2 component"
+        }));
+    }
+    let bad = |e: wasmparser::BinaryReaderError| {
+        Error::invalid(format!("not a valid WebAssembly component: {e}"))
+    };
+    // Nested modules and components each start with a header and end with
+    // `End`; only the outermost component's imports and exports count.
+    let mut depth = 0usize;
+    let mut handle = false;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(bad)? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 1 => {
+                for import in imports {
+                    let import = import.map_err(bad)?;
+                    let name = import.name.name;
+                    // A type import (`use types.{error}`) names a type of an
+                    // imported interface; everything else must be provided.
+                    let provided = name.starts_with("wasi:")
+                        || name.starts_with("collector:runtime/")
+                        || matches!(import.ty, wasmparser::ComponentTypeRef::Type(_));
+                    if !provided {
+                        return Err(Error::invalid(format!(
+                            "the component imports {:?}, which this node does not provide (handlers may import the collector:runtime handler world and WASI 0.2)",
+                            crate::names::clip(name)
+                        )));
+                    }
+                }
+            }
+            Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    handle |= export.map_err(bad)?.name.name == "handle";
+                }
+            }
+            _ => {}
+        }
+    }
+    if !handle {
+        return Err(Error::invalid(
+            "the component does not export the handler world's `handle`",
+        ));
+    }
+    Ok(())
 }
 
 /// A store for one call with a memory cap, not yet armed nor begun.

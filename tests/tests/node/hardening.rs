@@ -370,3 +370,152 @@ async fn a_request_over_the_message_limit_is_resource_exhausted() {
     };
     create(c, "boxes", rec(&small)).await.unwrap();
 }
+
+/// RegisterProto of a 6.5 MiB source once peaked at 4.8 GB: sources and
+/// descriptor sets are bounded in bytes and files, and a set whose files
+/// import themselves is refused.
+#[tokio::test]
+async fn registrations_are_bounded_before_they_are_compiled() {
+    let mut n = TestNode::start().await;
+    let c = &mut n.clients;
+    let big = format!(
+        "syntax = \"proto3\"; package big; message M {{ string a = 1; }}\n// {}",
+        "x".repeat(collector::limits::MAX_PROTO_BYTES)
+    );
+    let e = register_proto(c, "big.proto", big).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("MAX_PROTO_BYTES"), "{e:?}");
+    let many = (0..=collector::limits::MAX_PROTO_FILES)
+        .map(|i| proto::ProtoSource {
+            name: format!("f{i}.proto"),
+            content: format!("syntax = \"proto3\"; package p{i};"),
+        })
+        .collect();
+    let e = c
+        .registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "deep".into(),
+            sources: many,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // a.proto imports b.proto, which imports a.proto.
+    let file = |name: &str, dep: &str| prost_types::FileDescriptorProto {
+        name: Some(name.into()),
+        package: Some("cyc".into()),
+        dependency: vec![dep.into()],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    let e = c
+        .registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "deep".into(),
+            file_set: Some(prost_types::FileDescriptorSet {
+                file: vec![file("a.proto", "b.proto"), file("b.proto", "a.proto")],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("depends on itself"), "{e:?}");
+    let e = c
+        .registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "deep".into(),
+            file_set: Some(prost_types::FileDescriptorSet {
+                file: vec![file("self.proto", "self.proto")],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // The node still registers ordinary files.
+    setup(c).await;
+}
+
+const ECHO_PROTO: &str = r#"syntax = "proto3"; package gc;
+message Msg { string text = 1; int64 n = 2; }
+service Echo { rpc Say(Msg) returns (Msg); }"#;
+
+async fn register_echo(c: &mut Clients, component: Vec<u8>) -> Result<(), tonic::Status> {
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: "deep".into(),
+            service: "gc.Echo".into(),
+            component,
+            grants: vec![],
+            limits: None,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Components are checked before they are compiled, and components no
+/// version uses any more are deleted (20 re-registrations of a 15 MiB
+/// component once left 300 MB behind).
+#[tokio::test]
+async fn components_are_checked_before_compiling_and_unused_ones_deleted() {
+    let mut n = TestNode::start().await;
+    register_proto(&mut n.clients, "gc.proto", ECHO_PROTO.into())
+        .await
+        .unwrap();
+    let c = &mut n.clients;
+    // An empty but valid component (header only): no `handle`.
+    let empty = vec![0, b'a', b's', b'm', 0x0d, 0, 0x01, 0];
+    let core = vec![0, b'a', b's', b'm', 1, 0, 0, 0];
+    let huge = {
+        let mut v = empty.clone();
+        v.resize(collector::limits::MAX_COMPONENT_BYTES + 1, 0);
+        v
+    };
+    for (bad, says) in [
+        (empty, "handle"),
+        (core, "core WebAssembly module"),
+        (huge, "MAX_COMPONENT_BYTES"),
+    ] {
+        let e = register_echo(c, bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(says), "{e:?}");
+    }
+    assert_eq!(
+        n.handle.as_ref().unwrap().components_compiled(),
+        0,
+        "nothing was compiled for them"
+    );
+    let stored = |n: &TestNode| {
+        let mut names: Vec<String> = std::fs::read_dir(n.dir.path().join("components"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let echo = collector_tests::guest("echo");
+    let other = collector_tests::guest("chatty");
+    register_echo(&mut n.clients, echo.clone()).await.unwrap();
+    let first = stored(&n);
+    assert_eq!(
+        first.len(),
+        2,
+        "the component and its compiled form: {first:?}"
+    );
+    for _ in 0..3 {
+        register_echo(&mut n.clients, other.clone()).await.unwrap();
+        register_echo(&mut n.clients, echo.clone()).await.unwrap();
+    }
+    assert_eq!(stored(&n), first, "only the version in use is kept");
+    n.clients
+        .registry
+        .unregister_service(proto::UnregisterServiceRequest {
+            namespace: "deep".into(),
+            service: "gc.Echo".into(),
+        })
+        .await
+        .unwrap();
+    assert!(stored(&n).is_empty(), "{:?}", stored(&n));
+}
