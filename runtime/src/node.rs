@@ -221,6 +221,24 @@ impl Node {
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
                 .await;
         }
+        // While gossip is stopped the node is out of the mesh: health says
+        // so (overall and per service) until the membership restarts it.
+        {
+            let mut up = mesh.membership().up();
+            let reporter = health_reporter.clone();
+            tokio::spawn(async move {
+                while up.changed().await.is_ok() {
+                    let status = if *up.borrow_and_update() {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    for name in std::iter::once(&"").chain(SERVICES) {
+                        reporter.set_service_status(*name, status).await;
+                    }
+                }
+            });
+        }
         // Registered methods are served on their own paths by the fallback.
         let routes = tonic::service::Routes::from(
             routes

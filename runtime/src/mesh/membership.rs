@@ -50,13 +50,27 @@ impl MembershipConfig {
 }
 
 /// This node's membership: the gossip server and the view built from it.
+/// A supervisor restarts the gossip server if it ever stops (a malformed
+/// datagram once tripped an assertion inside chitchat and ended its task,
+/// leaving the node answering gRPC but out of the mesh): it logs why,
+/// reports `up() == false` (health says NOT_SERVING) until gossip runs
+/// again, and republishes what this node had published.
 pub struct Membership {
+    /// The running gossip server (None once shut down).
     handle: tokio::sync::Mutex<Option<ChitchatHandle>>,
-    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    /// Its state; replaced with the server on a restart.
+    chitchat: std::sync::RwLock<Arc<tokio::sync::Mutex<chitchat::Chitchat>>>,
     view: watch::Sender<Arc<View>>,
-    refresher: tokio::task::JoinHandle<()>,
+    up: watch::Sender<bool>,
+    /// The key/values last published (republished after a restart).
+    published: std::sync::Mutex<BTreeMap<String, String>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stopping: std::sync::atomic::AtomicBool,
     config: MembershipConfig,
 }
+
+/// Pause before restarting a gossip server that stopped.
+const RESTART_BACKOFF: Duration = Duration::from_millis(200);
 
 fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
     let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
@@ -106,80 +120,159 @@ fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
     }
 }
 
+/// Starts a gossip server for `config` as incarnation `generation`,
+/// publishing `published` besides the node's address and start time.
+async fn launch(
+    config: &MembershipConfig,
+    generation: u64,
+    published: &BTreeMap<String, String>,
+) -> Result<ChitchatHandle> {
+    let interval = config.gossip_interval;
+    let cc_config = ChitchatConfig {
+        chitchat_id: ChitchatId::new(config.node_id.clone(), generation, config.address),
+        cluster_id: config.cluster_id.clone(),
+        gossip_interval: interval,
+        listen_addr: config.gossip_listen,
+        seed_nodes: config.seeds.clone(),
+        failure_detector_config: FailureDetectorConfig {
+            phi_threshold: PHI_THRESHOLD,
+            sampling_window_size: 100,
+            max_interval: interval * 4,
+            initial_interval: interval,
+            dead_node_grace_period: crate::limits::DEAD_MEMBER_RETENTION,
+        },
+        marked_for_deletion_grace_period: crate::limits::DEAD_MEMBER_RETENTION,
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V1,
+    };
+    let mut initial = vec![
+        (keys::ADDRESS.to_string(), config.address.to_string()),
+        (keys::STARTED.to_string(), config.started_us.to_string()),
+    ];
+    initial.extend(published.iter().map(|(k, v)| (k.clone(), v.clone())));
+    chitchat::spawn_chitchat(cc_config, initial, &UdpTransport)
+        .await
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot gossip on {}/udp: {e:#}; the mesh uses the gRPC port number over UDP, so it must be free too",
+                config.gossip_listen
+            ))
+        })
+}
+
 impl Membership {
     /// Binds the gossip socket and starts gossiping with the seeds.
     pub async fn start(config: MembershipConfig) -> Result<Arc<Self>> {
-        let chitchat_id = ChitchatId::new(
-            config.node_id.clone(),
-            config.started_us.max(0) as u64,
-            config.address,
-        );
-        let interval = config.gossip_interval;
-        let cc_config = ChitchatConfig {
-            chitchat_id,
-            cluster_id: config.cluster_id.clone(),
-            gossip_interval: interval,
-            listen_addr: config.gossip_listen,
-            seed_nodes: config.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: PHI_THRESHOLD,
-                sampling_window_size: 100,
-                max_interval: interval * 4,
-                initial_interval: interval,
-                dead_node_grace_period: crate::limits::DEAD_MEMBER_RETENTION,
-            },
-            marked_for_deletion_grace_period: crate::limits::DEAD_MEMBER_RETENTION,
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V1,
-        };
-        let initial = vec![
-            (keys::ADDRESS.to_string(), config.address.to_string()),
-            (keys::STARTED.to_string(), config.started_us.to_string()),
-        ];
-        let handle = chitchat::spawn_chitchat(cc_config, initial, &UdpTransport)
-            .await
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "cannot gossip on {}/udp: {e:#}; the mesh uses the gRPC port number over UDP, so it must be free too",
-                    config.gossip_listen
-                ))
-            })?;
+        let handle = launch(&config, config.started_us.max(0) as u64, &BTreeMap::new()).await?;
         let chitchat = handle.chitchat();
         let first = build_view(&*chitchat.lock().await, &config.node_id);
-        let (view, _) = watch::channel(Arc::new(first));
-        let refresher = {
-            let (chitchat, view, self_id) =
-                (chitchat.clone(), view.clone(), config.node_id.clone());
-            let mut live = chitchat.lock().await.live_nodes_watcher();
-            tokio::spawn(async move {
-                loop {
-                    // Live-set and key changes wake us at once; the timer
-                    // catches members turning dead quietly.
-                    tokio::select! {
-                        r = live.changed() => if r.is_err() { break },
-                        _ = tokio::time::sleep(interval) => {}
-                    }
-                    let next = build_view(&*chitchat.lock().await, &self_id);
-                    view.send_if_modified(|cur| {
-                        if cur.members != next.members {
-                            *cur = Arc::new(next);
-                            true
-                        } else {
-                            false
-                        }
-                    });
-                }
-            })
-        };
-        tracing::info!(node_id = %config.node_id, gossip = %config.gossip_listen, seeds = ?config.seeds, "mesh membership started");
-        Ok(Arc::new(Membership {
+        let me = Arc::new(Membership {
             handle: tokio::sync::Mutex::new(Some(handle)),
-            chitchat,
-            view,
-            refresher,
+            chitchat: std::sync::RwLock::new(chitchat),
+            view: watch::channel(Arc::new(first)).0,
+            up: watch::channel(true).0,
+            published: Default::default(),
+            tasks: Default::default(),
+            stopping: Default::default(),
             config,
-        }))
+        });
+        let refresher = tokio::spawn(Self::refresh(Arc::downgrade(&me)));
+        let supervisor = tokio::spawn(Self::supervise(Arc::downgrade(&me)));
+        me.tasks
+            .lock()
+            .expect("tasks lock")
+            .extend([refresher, supervisor]);
+        tracing::info!(node_id = %me.config.node_id, gossip = %me.config.gossip_listen, seeds = ?me.config.seeds, "mesh membership started");
+        Ok(me)
+    }
+
+    fn current(&self) -> Arc<tokio::sync::Mutex<chitchat::Chitchat>> {
+        self.chitchat.read().expect("chitchat lock").clone()
+    }
+
+    /// Keeps the view current: live-set and key changes wake it at once; a
+    /// timer catches members turning dead quietly.
+    async fn refresh(me: std::sync::Weak<Self>) {
+        let mut watching: Option<(Arc<tokio::sync::Mutex<chitchat::Chitchat>>, _)> = None;
+        loop {
+            let Some(this) = me.upgrade() else { return };
+            let cc = this.current();
+            let interval = this.config.gossip_interval;
+            if !watching.as_ref().is_some_and(|(w, _)| Arc::ptr_eq(w, &cc)) {
+                let live = cc.lock().await.live_nodes_watcher();
+                watching = Some((cc.clone(), live));
+            }
+            let next = build_view(&*cc.lock().await, &this.config.node_id);
+            this.view.send_if_modified(|cur| {
+                if cur.members != next.members {
+                    *cur = Arc::new(next);
+                    true
+                } else {
+                    false
+                }
+            });
+            drop(this);
+            let live = &mut watching.as_mut().expect("set above").1;
+            tokio::select! {
+                r = live.changed() => if r.is_err() {
+                    tokio::time::sleep(interval).await;
+                },
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Restarts the gossip server whenever it stops, until shutdown.
+    async fn supervise(me: std::sync::Weak<Self>) {
+        loop {
+            let watcher = {
+                let Some(this) = me.upgrade() else { return };
+                let guard = this.handle.lock().await;
+                match guard.as_ref() {
+                    Some(h) => h.termination_watcher(),
+                    None => return,
+                }
+            };
+            let ended = watcher.await;
+            let Some(this) = me.upgrade() else { return };
+            if this.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let why = match ended {
+                Ok(()) => "it exited".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            tracing::error!(reason = %why, "gossip stopped: this node is out of the mesh (health NOT_SERVING) until it restarts");
+            this.up.send_replace(false);
+            loop {
+                tokio::time::sleep(RESTART_BACKOFF).await;
+                if this.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                let published = this.published.lock().expect("published lock").clone();
+                // A new incarnation: peers drop the old one's state, which
+                // may be what the bad datagram corrupted.
+                let generation = crate::util::now_us().max(0) as u64;
+                match launch(&this.config, generation, &published).await {
+                    Ok(h) => {
+                        *this.chitchat.write().expect("chitchat lock") = h.chitchat();
+                        *this.handle.lock().await = Some(h);
+                        this.up.send_replace(true);
+                        tracing::warn!("gossip restarted");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e.message, "restarting gossip failed; retrying")
+                    }
+                }
+            }
+        }
+    }
+
+    /// False while gossip is stopped (the node is then out of the mesh).
+    pub fn up(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
     }
 
     /// The mesh as this node sees it now.
@@ -205,8 +298,10 @@ impl Membership {
             .map(keys::collection)
             .chain(handlers.iter().map(keys::handler))
             .collect();
+        *self.published.lock().expect("published lock") = wanted.clone();
+        let chitchat = self.current();
         let next = {
-            let mut cc = self.chitchat.lock().await;
+            let mut cc = chitchat.lock().await;
             let state = cc.self_node_state();
             let stale: Vec<String> = state
                 .key_values()
@@ -272,7 +367,11 @@ impl Membership {
 
     /// Leaves the mesh (peers then see this node go dead).
     pub async fn shutdown(&self) {
-        self.refresher.abort();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
         if let Some(h) = self.handle.lock().await.take() {
             let _ = h.shutdown().await;
         }
