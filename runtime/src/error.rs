@@ -151,6 +151,13 @@ impl From<rusqlite::Error> for Error {
                 rusqlite::ErrorCode::DiskFull => {
                     return Error::resource_exhausted(format!("disk full: {msg}"));
                 }
+                // SQLite cannot say why; running out of descriptors is the
+                // one cause a client can do anything about (retry later).
+                rusqlite::ErrorCode::CannotOpen => {
+                    return Error::unavailable(format!(
+                        "storage could not open a file ({msg}); if the node is out of file descriptors, retry later"
+                    ));
+                }
                 // Only a query's progress handler interrupts a statement.
                 rusqlite::ErrorCode::OperationInterrupted => {
                     return Error::deadline_exceeded("the query was stopped");
@@ -170,8 +177,38 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// Out of file descriptors (EMFILE: the process's limit; ENFILE: the
+/// system's) or disk space: the node's resources, not a bug.
+fn exhausted_io(e: &std::io::Error) -> Option<Error> {
+    match e.raw_os_error() {
+        Some(24) | Some(23) => Some(Error::unavailable(format!(
+            "the node ran out of file descriptors ({e}); retry later, or raise its open-files limit"
+        ))),
+        Some(28) => Some(Error::resource_exhausted(format!("disk full: {e}"))),
+        _ => None,
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::internal(format!("i/o: {e}"))
+        exhausted_io(&e).unwrap_or_else(|| Error::internal(format!("i/o: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Running out of descriptors or disk is the node's state, not a bug:
+    /// never INTERNAL.
+    #[test]
+    fn exhausted_resources_are_not_internal_errors() {
+        let kind = |errno| Error::from(std::io::Error::from_raw_os_error(errno)).kind;
+        assert_eq!(kind(24), ErrorKind::Unavailable);
+        assert_eq!(kind(23), ErrorKind::Unavailable);
+        assert_eq!(kind(28), ErrorKind::ResourceExhausted);
+        assert_eq!(kind(5), ErrorKind::Internal);
+        let open = rusqlite::Connection::open("/nonexistent-dir/x/y.db").unwrap_err();
+        assert_eq!(Error::from(open).kind, ErrorKind::Unavailable);
     }
 }
