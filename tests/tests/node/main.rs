@@ -7,6 +7,7 @@ mod durability;
 mod handler_limits;
 mod handlers;
 mod hardening;
+mod hostile;
 mod mesh;
 mod orders;
 mod query;
