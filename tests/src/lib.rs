@@ -315,8 +315,23 @@ impl ProcessNode {
 
     /// Runs `BIN serve` listening on `listen`, joining the mesh of `join`.
     pub fn start_with(bin: &str, dir: &Path, listen: &str, join: &[String]) -> Self {
+        Self::spawn(std::process::Command::new(bin), dir, listen, join)
+    }
+
+    /// [`ProcessNode::start`] with the process's open-files limit (soft and
+    /// hard, so the node cannot raise it) set to `max_files`.
+    pub fn start_with_max_files(bin: &str, dir: &Path, max_files: u32) -> Self {
+        let mut sh = std::process::Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -n {max_files} && exec \"$0\" \"$@\""),
+            bin,
+        ]);
+        Self::spawn(sh, dir, "127.0.0.1:0", &[])
+    }
+
+    fn spawn(mut cmd: std::process::Command, dir: &Path, listen: &str, join: &[String]) -> Self {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(bin);
         cmd.args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir);
         if !join.is_empty() {

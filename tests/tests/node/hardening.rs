@@ -519,3 +519,75 @@ async fn components_are_checked_before_compiling_and_unused_ones_deleted() {
         .unwrap();
     assert!(stored(&n).is_empty(), "{:?}", stored(&n));
 }
+
+/// A node out of file descriptors says so (UNAVAILABLE, naming what ran
+/// out), never INTERNAL, keeps its accepted clients, and recovers once
+/// descriptors are free again.
+#[tokio::test]
+async fn a_node_out_of_file_descriptors_answers_unavailable_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = collector_tests::ProcessNode::start_with_max_files(
+        env!("CARGO_BIN_EXE_collector-node"),
+        dir.path(),
+        96,
+    );
+    let mut c = Clients::connect(node.addr).await;
+    register_proto(&mut c, "deep.proto", DEEP_PROTO.into())
+        .await
+        .unwrap();
+    // Connections take the descriptors that are left (the kernel queues the
+    // rest until the node can accept them again).
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        held.push(tokio::net::TcpStream::connect(node.addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut refused = None;
+    for i in 0..20 {
+        match c
+            .repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "deep".into(),
+                name: format!("starved{i}"),
+                message_type: "deep.Box".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => continue,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("a node with 96 descriptors ran out");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("file descriptors"),
+        "says what ran out: {e:?}"
+    );
+    drop(held);
+    // Descriptors free again: the node creates collections and accepts new
+    // clients.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if c.repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "deep".into(),
+                name: "fed".into(),
+                message_type: "deep.Box".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the node recovered");
+    let mut fresh = Clients::connect(node.addr).await;
+    create_collection(&mut fresh, "after", "deep.Box").await;
+}
