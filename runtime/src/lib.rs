@@ -44,7 +44,6 @@
 
 pub mod api;
 pub mod config;
-pub mod connections;
 pub mod error;
 pub mod guests;
 pub mod handlers;

@@ -254,7 +254,7 @@ impl Node {
                 .layer(api::edge::layer())
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    crate::connections::Connections::new(incoming),
+                    api::connections::Connections::new(incoming),
                     async {
                         let _ = rx.await;
                     },

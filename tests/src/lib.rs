@@ -236,6 +236,20 @@ impl Clients {
         Ok(O::decode(out.as_slice()).expect("reply decodes as the output message"))
     }
 
+    /// How many records collection `coll` of namespace `ns` holds.
+    pub async fn count(&mut self, ns: &str, coll: &str) -> i64 {
+        self.records
+            .count(proto::CountRequest {
+                namespace: ns.into(),
+                collection: coll.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("Count")
+            .into_inner()
+            .count
+    }
+
     /// Runs a search.
     pub async fn search(
         &mut self,

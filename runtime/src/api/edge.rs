@@ -17,14 +17,14 @@ use std::time::Duration;
 use tonic::codegen::{Service, http};
 
 /// The layer for `tonic::transport::Server::layer`.
-pub fn layer<S>() -> impl tower_layer::Layer<S, Service = Deadline<S>> + Clone {
-    tower_layer::layer_fn(Deadline)
+pub fn layer<S>() -> impl tower_layer::Layer<S, Service = Edge<S>> + Clone {
+    tower_layer::layer_fn(Edge)
 }
 
 /// A service whose calls end with DEADLINE_EXCEEDED at their deadline, and
 /// whose over-size requests are RESOURCE_EXHAUSTED.
 #[derive(Debug, Clone)]
-pub struct Deadline<S>(S);
+pub struct Edge<S>(S);
 
 /// How much sooner than tonic this layer ends a call: enough that its timer
 /// (1 ms resolution) always fires first.
@@ -32,7 +32,7 @@ fn margin(timeout: Duration) -> Duration {
     (timeout / 20).clamp(Duration::from_millis(2), Duration::from_millis(50))
 }
 
-impl<S, B, R> Service<http::Request<B>> for Deadline<S>
+impl<S, B, R> Service<http::Request<B>> for Edge<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,

@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod collection;
+pub mod connections;
 pub mod dispatcher;
 pub mod dynamic;
 pub mod edge;

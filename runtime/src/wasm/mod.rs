@@ -284,7 +284,6 @@ impl Sandbox {
     /// Compiles and validates component bytes from a client: it must parse as
     /// a component, import only what the node links, and export `handle`.
     pub fn compile(&self, wasm: &[u8]) -> Result<Handler> {
-        precheck(wasm)?;
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| Error::invalid(format!("not a valid WebAssembly component: {e:#}")))?;
         self.prepare(component)
@@ -458,8 +457,9 @@ impl Sandbox {
     }
 }
 
-/// Reads a component's outline without compiling it, and refuses what
-/// could never run here: not a component, an import from outside the
+/// Reads a component's outline without compiling it (registrations call
+/// it before they wait for a compile slot), and refuses what could never
+/// run here: not a component, an import from outside the
 /// handler world and WASI, or no `handle` export. Linear in the size and
 /// far cheaper than compiling, so junk costs the node no compile.
 pub fn precheck(wasm: &[u8]) -> Result<()> {

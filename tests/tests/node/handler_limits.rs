@@ -87,19 +87,6 @@ async fn call(c: &Clients, method: &str, text: &str, n: i64) -> Result<i64, toni
     Ok(out.n)
 }
 
-async fn count(c: &mut Clients) -> i64 {
-    c.records
-        .count(proto::CountRequest {
-            namespace: "lim".into(),
-            collection: "counters".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count
-}
-
 #[tokio::test]
 async fn registrations_beyond_the_node_maximums_are_refused() {
     let mut n = TestNode::start_with(|c| {
@@ -133,9 +120,13 @@ async fn buffered_writes_count_against_the_memory_cap() {
     let e = call(c, "Bulk", "big", 1000).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("memory cap of 16 MiB"), "{e:?}");
-    assert_eq!(count(c).await, 0, "a stopped call applies nothing");
+    assert_eq!(
+        c.count("lim", "counters").await,
+        0,
+        "a stopped call applies nothing"
+    );
     assert_eq!(call(c, "Bulk", "ok", 2).await.unwrap(), 2);
-    assert_eq!(count(c).await, 2);
+    assert_eq!(c.count("lim", "counters").await, 2);
 }
 
 #[tokio::test]
@@ -158,6 +149,24 @@ async fn all_calls_share_the_nodes_memory_budget() {
     assert_eq!(call(&n.clients, "Hold", "c", 24).await.unwrap(), 24 << 20);
 }
 
+fn dispatch_req(method: &str, text: &str, n: i64, request_id: &str) -> proto::DispatchRequest {
+    proto::DispatchRequest {
+        namespace: "lim".into(),
+        service: "t.Counter".into(),
+        method: method.into(),
+        input: Some(prost_types::Any {
+            type_url: "type.googleapis.com/t.Msg".into(),
+            value: Msg {
+                text: text.into(),
+                n,
+            }
+            .encode_to_vec(),
+        }),
+        request_id: request_id.into(),
+        ..Default::default()
+    }
+}
+
 /// A Dispatch with a request id runs on its own task (so a retry can join
 /// it); it once kept running after its client went away.
 #[tokio::test]
@@ -166,21 +175,7 @@ async fn a_named_dispatch_stops_when_its_client_goes_away() {
     setup(&mut n.clients).await;
     register(&mut n.clients, 0, 0).await.unwrap();
     let mut d = CollectiveDispatcherClient::new(n.clients.channel.clone());
-    let req = proto::DispatchRequest {
-        namespace: "lim".into(),
-        service: "t.Counter".into(),
-        method: "IncrSlowly".into(),
-        input: Some(prost_types::Any {
-            type_url: "type.googleapis.com/t.Msg".into(),
-            value: Msg {
-                text: "slow".into(),
-                n: 1500,
-            }
-            .encode_to_vec(),
-        }),
-        request_id: "walk-away".into(),
-        ..Default::default()
-    };
+    let req = dispatch_req("IncrSlowly", "slow", 1500, "walk-away");
     // No deadline: the client just stops waiting.
     let gone = tokio::time::timeout(Duration::from_millis(300), d.dispatch(req.clone())).await;
     assert!(gone.is_err(), "the client gave up first");
@@ -191,14 +186,7 @@ async fn a_named_dispatch_stops_when_its_client_goes_away() {
         "the abandoned call was stopped before it wrote"
     );
     // Its id is free again: a retry runs it.
-    let mut req = req;
-    if let Some(any) = req.input.as_mut() {
-        any.value = Msg {
-            text: "slow".into(),
-            n: 1,
-        }
-        .encode_to_vec();
-    }
+    let req = dispatch_req("IncrSlowly", "slow", 1, "walk-away");
     let out = d.dispatch(req).await.unwrap().into_inner();
     assert_eq!(
         Msg::decode(out.output.unwrap().value.as_slice()).unwrap().n,
@@ -244,20 +232,7 @@ async fn a_call_past_its_deadline_is_deadline_exceeded() {
     register(&mut n.clients, 0, 0).await.unwrap();
     let mut d = CollectiveDispatcherClient::new(n.clients.channel.clone());
     for ms in [100, 300, 1000] {
-        let mut req = tonic::Request::new(proto::DispatchRequest {
-            namespace: "lim".into(),
-            service: "t.Counter".into(),
-            method: "IncrSlowly".into(),
-            input: Some(prost_types::Any {
-                type_url: "type.googleapis.com/t.Msg".into(),
-                value: Msg {
-                    text: "late".into(),
-                    n: 2000,
-                }
-                .encode_to_vec(),
-            }),
-            ..Default::default()
-        });
+        let mut req = tonic::Request::new(dispatch_req("IncrSlowly", "late", 2000, ""));
         // tonic's client enforces the deadline too (reporting CANCELLED):
         // the node answers a little before it, so its code arrives first.
         req.set_timeout(Duration::from_millis(ms));
@@ -273,24 +248,6 @@ async fn a_call_past_its_deadline_is_deadline_exceeded() {
     n.clients.records.count(req).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(call(&n.clients, "Peek", "late", 0).await.unwrap(), 0);
-}
-
-fn dispatch_req(method: &str, text: &str, n: i64, request_id: &str) -> proto::DispatchRequest {
-    proto::DispatchRequest {
-        namespace: "lim".into(),
-        service: "t.Counter".into(),
-        method: method.into(),
-        input: Some(prost_types::Any {
-            type_url: "type.googleapis.com/t.Msg".into(),
-            value: Msg {
-                text: text.into(),
-                n,
-            }
-            .encode_to_vec(),
-        }),
-        request_id: request_id.into(),
-        ..Default::default()
-    }
 }
 
 /// A call whose writes to its first collection committed and to its
