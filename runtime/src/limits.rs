@@ -37,6 +37,19 @@ pub const CONNECTION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// member is dead after about `PHI_THRESHOLD` rounds).
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Mesh members a node tracks at most: a digest of that many still fits one
+/// datagram with room for a delta. Enforced inside chitchat, vendored with a
+/// patch (`runtime/vendor/chitchat/PATCH.md`), because it decodes datagrams
+/// before the node sees them.
+pub const MAX_MESH_MEMBERS: usize = chitchat::MAX_NODES;
+/// New members one gossip digest may add; a larger mesh is learnt over a few
+/// rounds.
+pub const MAX_NEW_MEMBERS_PER_DIGEST: usize = chitchat::MAX_NEW_NODES_PER_DIGEST;
+
+/// The most one compressed gossip stream may inflate to; a datagram that
+/// inflates past it is dropped unread.
+pub const MAX_GOSSIP_INFLATED_BYTES: usize = chitchat::MAX_DECOMPRESSED_STREAM_BYTES;
+
 // ---- Names and records ----
 
 /// Most bytes of client input an error message repeats (`names::clip`): a

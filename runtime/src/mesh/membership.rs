@@ -275,6 +275,12 @@ impl Membership {
         self.up.subscribe()
     }
 
+    /// How many members gossip tracks, this node and dead or unnamed ones
+    /// included (at most `MAX_MESH_MEMBERS`).
+    pub async fn tracked(&self) -> usize {
+        self.current().lock().await.node_states().len()
+    }
+
     /// The mesh as this node sees it now.
     pub fn view(&self) -> Arc<View> {
         self.view.borrow().clone()

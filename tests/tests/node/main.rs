@@ -4,6 +4,7 @@ mod cli;
 mod crud;
 mod docs;
 mod durability;
+mod gossip;
 mod handler_limits;
 mod handlers;
 mod hardening;

@@ -4,7 +4,7 @@
 //! are killed when a test ends.
 
 use collector::proto::{self, collective_dispatcher_client::CollectiveDispatcherClient};
-use collector_tests::{Clients, Msg, ProcessNode, TestNode};
+use collector_tests::{Clients, Msg, ProcessNode};
 use prost::Message;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ fn dispatcher(c: &Clients) -> CollectiveDispatcherClient<tonic::transport::Chann
     CollectiveDispatcherClient::new(c.channel.clone())
 }
 
-async fn peers(c: &Clients) -> Vec<proto::Peer> {
+pub(crate) async fn peers(c: &Clients) -> Vec<proto::Peer> {
     dispatcher(c)
         .list_peers(proto::ListPeersRequest {})
         .await
@@ -53,7 +53,7 @@ async fn peers(c: &Clients) -> Vec<proto::Peer> {
 }
 
 /// Polls ListPeers on `c` until `ok` holds, for at most `within`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     c: &Clients,
     what: &str,
     within: Duration,
@@ -73,13 +73,13 @@ async fn wait_for(
     }
 }
 
-fn state_of(ps: &[proto::Peer], id: &str) -> Option<proto::PeerState> {
+pub(crate) fn state_of(ps: &[proto::Peer], id: &str) -> Option<proto::PeerState> {
     ps.iter()
         .find(|p| p.node_id == id)
         .and_then(|p| proto::PeerState::try_from(p.state).ok())
 }
 
-fn all_up(ps: &[proto::Peer], n: usize) -> bool {
+pub(crate) fn all_up(ps: &[proto::Peer], n: usize) -> bool {
     ps.len() == n
         && ps.iter().all(|p| {
             matches!(
@@ -832,112 +832,4 @@ async fn a_forwarded_call_is_never_forwarded_again() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
-}
-
-/// A chitchat datagram by hand (wire format of chitchat 0.13, protocol V0).
-mod datagram {
-    fn str(b: &mut Vec<u8>, s: &str) {
-        b.extend((s.len() as u16).to_le_bytes());
-        b.extend(s.as_bytes());
-    }
-    fn id(b: &mut Vec<u8>, node: &str) {
-        str(b, node);
-        b.extend(1u64.to_le_bytes()); // generation
-        b.push(4); // IPv4
-        b.extend([127, 0, 0, 1]);
-        b.extend(9u16.to_le_bytes());
-    }
-    fn header(kind: u8) -> Vec<u8> {
-        let mut b = 45_139u16.to_le_bytes().to_vec();
-        b.extend([0, kind]);
-        b
-    }
-    /// A SYN whose digest names `node`, so the receiver starts tracking it.
-    pub fn syn(node: &str, cluster: &str) -> Vec<u8> {
-        let mut b = header(0);
-        b.extend(1u16.to_le_bytes());
-        id(&mut b, node);
-        b.extend(1u64.to_le_bytes()); // heartbeat
-        b.extend(0u64.to_le_bytes()); // last gc version
-        b.extend(0u64.to_le_bytes()); // max version
-        str(&mut b, cluster);
-        b
-    }
-    /// An ACK whose delta for `node` carries a key at version 5 but says its
-    /// max version is 1: chitchat asserts on it while applying.
-    pub fn bad_ack(node: &str) -> Vec<u8> {
-        let mut ops = vec![0];
-        id(&mut ops, node);
-        ops.extend(0u64.to_le_bytes());
-        ops.extend(0u64.to_le_bytes());
-        ops.push(1);
-        str(&mut ops, "k");
-        str(&mut ops, "v");
-        ops.extend(5u64.to_le_bytes());
-        ops.push(0);
-        ops.push(2);
-        ops.extend(1u64.to_le_bytes());
-        let mut b = header(2);
-        b.push(2); // an uncompressed block
-        b.extend((ops.len() as u16).to_le_bytes());
-        b.extend(ops);
-        b.push(0); // no more blocks
-        b
-    }
-}
-
-/// One malformed datagram once killed a node's gossip for good: it kept
-/// answering gRPC while its peers marked it dead. Now the gossip server is
-/// restarted, and the node is back in its peers' views.
-#[tokio::test]
-async fn a_malformed_datagram_cannot_take_a_node_out_of_the_mesh() {
-    let a = TestNode::start().await;
-    let a_addr = a.handle.as_ref().unwrap().addr;
-    let b = TestNode::start_with(|c| c.join = vec![a_addr.to_string()]).await;
-    let b_handle = b.handle.as_ref().unwrap();
-    let (b_addr, b_id) = (b_handle.addr, b_handle.node_id.clone());
-    wait_for(&a.clients, "B joins", Duration::from_secs(10), |ps| {
-        all_up(ps, 2)
-    })
-    .await;
-
-    let mut up = b_handle.mesh().membership().up();
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(
-        &datagram::syn("intruder", collector::limits::DEFAULT_CLUSTER),
-        b_addr,
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    sock.send_to(&datagram::bad_ack("intruder"), b_addr)
-        .await
-        .unwrap();
-    // Gossip stopped (health said NOT_SERVING meanwhile) and came back.
-    tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| !*u))
-        .await
-        .expect("the datagram stopped gossip, and the node noticed")
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u))
-        .await
-        .expect("gossip restarted")
-        .unwrap();
-    // A sees B's new incarnation alive, and B sees A.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    wait_for(
-        &a.clients,
-        "B is alive to A again",
-        Duration::from_secs(10),
-        |ps| {
-            ps.iter().any(|p| {
-                p.node_id == b_id
-                    && proto::PeerState::try_from(p.state) == Ok(proto::PeerState::Alive)
-            })
-        },
-    )
-    .await;
-    wait_for(&b.clients, "B sees A", Duration::from_secs(10), |ps| {
-        all_up(ps, 2)
-    })
-    .await;
 }

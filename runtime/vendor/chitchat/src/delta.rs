@@ -145,7 +145,7 @@ impl Deserializable for DeltaOp {
 }
 
 impl DeltaOp {
-    fn as_ref(&self) -> DeltaOpRef {
+    fn as_ref(&self) -> DeltaOpRef<'_> {
         match self {
             DeltaOp::Node {
                 chitchat_id,

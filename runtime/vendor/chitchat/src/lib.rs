@@ -24,7 +24,7 @@ use delta::Delta;
 use failure_detector::FailureDetector;
 pub use failure_detector::FailureDetectorConfig;
 pub use listener::ListenerHandle;
-pub use serialize::{Deserializable, Serializable};
+pub use serialize::{Deserializable, MAX_DECOMPRESSED_STREAM_BYTES, Serializable};
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 use tracing::{error, info, warn};
@@ -63,6 +63,14 @@ pub fn setup_tracing_for_tests() {
 /// An Ethernet frame size of 1400B would limit us to 20 nodes
 /// or so.
 pub(crate) const MAX_UDP_DATAGRAM_PAYLOAD_SIZE: usize = 65_507;
+
+/// The most nodes one cluster state holds (Collector's patch). A digest of
+/// this many nodes still fits one datagram with room for a delta.
+pub const MAX_NODES: usize = 256;
+
+/// The most nodes new to the cluster state that one digest may introduce
+/// (Collector's patch): a larger cluster is learnt over a few rounds.
+pub const MAX_NEW_NODES_PER_DIGEST: usize = 64;
 
 /// Number of bytes left for a delta payload in a single reply datagram, once
 /// the message header and `reserved_len` bytes (e.g. a digest carried in the
@@ -129,9 +137,33 @@ impl Chitchat {
 
     /// Digest contains important information about the list of members in
     /// the cluster.
+    ///
+    /// Collector's patch: a digest introduces at most
+    /// [`MAX_NEW_NODES_PER_DIGEST`] nodes the cluster state does not hold yet,
+    /// and never past [`MAX_NODES`] in all. 60,000 made-up ids in one digest
+    /// once grew every digest of the node past a datagram, and partitioned it.
     fn report_heartbeats_in_digest(&mut self, digest: &Digest) {
+        let mut new_nodes = 0;
+        let mut skipped = 0;
         for (chitchat_id, node_digest) in &digest.node_digests {
+            if self.cluster_state.node_state(chitchat_id).is_none() {
+                if new_nodes == MAX_NEW_NODES_PER_DIGEST
+                    || self.cluster_state.num_nodes() >= MAX_NODES
+                {
+                    skipped += 1;
+                    continue;
+                }
+                new_nodes += 1;
+            }
             self.report_heartbeat(chitchat_id, node_digest.heartbeat);
+        }
+        if skipped > 0 {
+            warn!(
+                skipped,
+                known = self.cluster_state.num_nodes(),
+                "digest names more new nodes than a node takes at once (at most \
+                 {MAX_NEW_NODES_PER_DIGEST} per digest, {MAX_NODES} in all): the rest are ignored"
+            );
         }
     }
 
@@ -498,7 +530,7 @@ pub struct KeyChangeEvent<'a> {
 }
 
 impl KeyChangeEvent<'_> {
-    fn strip_key_prefix(&self, prefix: &str) -> Option<KeyChangeEvent> {
+    fn strip_key_prefix(&self, prefix: &str) -> Option<KeyChangeEvent<'_>> {
         let key_without_prefix = self.key.strip_prefix(prefix)?;
         Some(KeyChangeEvent {
             key: key_without_prefix,

@@ -404,6 +404,14 @@ impl CompressedStreamWriter {
     }
 }
 
+/// The most bytes one compressed stream may inflate to (Collector's patch).
+///
+/// A stream travels in one datagram of at most 64 KiB, but each of its
+/// blocks may inflate to 64 KiB: a 32 KB datagram of compressed repeats once
+/// inflated to gigabytes. A real delta or digest, built within the datagram
+/// budget from blocks of at most 16 KiB, stays far below this.
+pub const MAX_DECOMPRESSED_STREAM_BYTES: usize = 4 << 20;
+
 pub fn deserialize_stream<D: Deserializable>(buf: &mut &[u8]) -> anyhow::Result<Vec<D>> {
     let mut decompressed_data = Vec::new();
     let mut decompressed_buffer = vec![0; u16::MAX as usize];
@@ -421,6 +429,7 @@ pub fn deserialize_stream<D: Deserializable>(buf: &mut &[u8]) -> anyhow::Result<
                 )
                 .context("failed to decompress block")?;
                 buf.advance(len);
+                check_stream_len(decompressed_data.len() + uncompressed_len)?;
                 decompressed_data.extend_from_slice(&decompressed_buffer[..uncompressed_len]);
             }
             BlockType::Uncompressed => {
@@ -428,6 +437,7 @@ pub fn deserialize_stream<D: Deserializable>(buf: &mut &[u8]) -> anyhow::Result<
                 let block_bytes = buf.get(..len).context(
                     "failed to download compressed stream (uncompressed block): buffer too short",
                 )?;
+                check_stream_len(decompressed_data.len() + len)?;
                 decompressed_data.extend_from_slice(block_bytes);
                 buf.advance(len);
             }
@@ -443,6 +453,15 @@ pub fn deserialize_stream<D: Deserializable>(buf: &mut &[u8]) -> anyhow::Result<
         items.push(item);
     }
     Ok(items)
+}
+
+fn check_stream_len(len: usize) -> anyhow::Result<()> {
+    if len > MAX_DECOMPRESSED_STREAM_BYTES {
+        anyhow::bail!(
+            "compressed stream inflates past {MAX_DECOMPRESSED_STREAM_BYTES} bytes: rejected"
+        );
+    }
+    Ok(())
 }
 
 #[repr(u8)]

@@ -14,7 +14,7 @@ use rand::prelude::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::delta::{Delta, DeltaSerializer, NodeDelta};
 use crate::digest::{Digest, NodeDigest};
@@ -142,6 +142,23 @@ impl NodeState {
     // Assess whether the delta can be applied or not.
     #[must_use]
     fn check_delta_status(&self, node_delta: &NodeDelta) -> DeltaStatus {
+        // Collector's patch: a delta whose key-values are newer than the max
+        // version it claims would break the node's monotonic versions (this
+        // tripped the assertions below and ended the gossip task). No honest
+        // peer sends one, so it is rejected before anything is applied.
+        if let Some(kv) = node_delta
+            .key_values
+            .iter()
+            .find(|kv| kv.version > node_delta.max_version)
+        {
+            warn!(
+                node=?node_delta.chitchat_id,
+                max_version=node_delta.max_version,
+                key_version=kv.version,
+                "received a delta whose key-values are newer than its max version, ignoring it"
+            );
+            return DeltaStatus::Reject;
+        }
         if node_delta.from_version_excluded > self.max_version {
             // This delta is coming from the future.
             // We probably experienced a reset and this delta is not usable for us anymore.
@@ -234,8 +251,10 @@ impl NodeState {
             self.set_versioned_value(key_value_mutation.key, new_versioned_value);
         }
 
-        assert!(node_delta.max_version >= self.max_version);
-        self.max_version = node_delta.max_version;
+        // Collector's patch: was an assertion. `check_delta_status` makes it
+        // hold; should it ever not, versions must still never go back.
+        debug_assert!(node_delta.max_version >= self.max_version);
+        self.max_version = self.max_version.max(node_delta.max_version);
         delta_status
     }
 
@@ -574,6 +593,10 @@ impl ClusterState {
         self.node_states.get_mut(chitchat_id)
     }
 
+    pub(crate) fn num_nodes(&self) -> usize {
+        self.node_states.len()
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = &ChitchatId> {
         self.node_states.keys()
     }
@@ -600,10 +623,14 @@ impl ClusterState {
                 let monotonic_property_before = node_state.monotonic_property();
                 let delta_status = node_state.apply_delta(node_delta, now);
                 let monotonic_property_after = node_state.monotonic_property();
-                assert!(
-                    monotonic_property_after >= monotonic_property_before,
-                    "after {monotonic_property_after:?}, before {monotonic_property_before:?}"
-                );
+                // Collector's patch: was an assertion, which ended the gossip
+                // task; what a peer sends must never do that.
+                if monotonic_property_after < monotonic_property_before {
+                    error!(
+                        "delta moved a node's versions back: after \
+                         {monotonic_property_after:?}, before {monotonic_property_before:?}"
+                    );
+                }
                 contains_reset |= delta_status == DeltaStatus::ApplyAfterReset;
             }
         }
