@@ -8,6 +8,7 @@ use crate::descriptor::{FileDescriptorInner, FileIndex};
 /// An error that may occur while creating a [`DescriptorPool`][crate::DescriptorPool].
 pub struct DescriptorError {
     errors: Box<[DescriptorErrorKind]>,
+    omitted: usize,
     #[cfg(feature = "miette")]
     source: Option<miette::NamedSource<String>>,
 }
@@ -166,13 +167,28 @@ pub(super) struct Label {
 }
 
 impl DescriptorError {
-    pub(super) fn new(errors: Vec<DescriptorErrorKind>) -> DescriptorError {
+    pub(super) fn new(mut errors: Vec<DescriptorErrorKind>) -> DescriptorError {
         debug_assert!(!errors.is_empty());
+        // Collector's patch: keep the first MAX_ERRORS. Attaching source code
+        // to an error scans the source for each label, so tens of thousands
+        // of errors (one per use of an undefined name) took minutes.
+        let omitted = errors.len().saturating_sub(Self::MAX_ERRORS);
+        errors.truncate(Self::MAX_ERRORS);
         DescriptorError {
+            omitted,
             errors: errors.into(),
             #[cfg(feature = "miette")]
             source: None,
         }
+    }
+
+    /// Most errors one `DescriptorError` carries (Collector's patch).
+    pub const MAX_ERRORS: usize = 100;
+
+    /// Errors found beyond [`MAX_ERRORS`][Self::MAX_ERRORS] and left out
+    /// (Collector's patch).
+    pub fn omitted(&self) -> usize {
+        self.omitted
     }
 
     /// The primary file in which this error occurred.
@@ -779,12 +795,12 @@ impl Label {
         file: FileIndex,
         path: Box<[i32]>,
     ) -> Self {
-        let file = &files[file as usize].raw;
+        let inner = &files[file as usize];
+        let file = &inner.raw;
 
-        let span = file
-            .source_code_info
-            .as_ref()
-            .and_then(|s| s.location.iter().find(|l| *l.path == *path))
+        let span = inner
+            .location_at(&path)
+            .and_then(|i| file.source_code_info.as_ref().map(|s| &s.location[i]))
             .and_then(|l| match *l.span {
                 [start_line, start_col, end_col] => {
                     Some([start_line, start_col, start_line, end_col])

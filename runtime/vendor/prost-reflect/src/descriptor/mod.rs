@@ -15,7 +15,7 @@ use std::{
     convert::TryInto,
     fmt,
     ops::Range,
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use crate::{descriptor::types::FileDescriptorProto, Value};
@@ -185,6 +185,26 @@ struct FileDescriptorInner {
     prost: prost_types::FileDescriptorProto,
     dependencies: Vec<FileIndex>,
     transitive_dependencies: HashSet<FileIndex>,
+    /// Collector's patch: `raw`'s source locations by path (the first of
+    /// each), built on the first error label and cleared when a path
+    /// changes. Finding a label's span was a scan of every location, so a
+    /// file with many errors took quadratic time to report them.
+    spans: OnceLock<HashMap<Box<[i32]>, usize>>,
+}
+
+impl FileDescriptorInner {
+    /// The index in `raw.source_code_info` of the first location at `path`.
+    fn location_at(&self, path: &[i32]) -> Option<usize> {
+        let locations = &self.raw.source_code_info.as_ref()?.location;
+        let spans = self.spans.get_or_init(|| {
+            let mut spans = HashMap::with_capacity(locations.len());
+            for (i, l) in locations.iter().enumerate() {
+                spans.entry(l.path.clone().into_boxed_slice()).or_insert(i);
+            }
+            spans
+        });
+        spans.get(path).copied()
+    }
 }
 
 /// A protobuf message definition.

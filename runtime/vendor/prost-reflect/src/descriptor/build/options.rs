@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use prost::{bytes::Bytes, Message};
 
@@ -51,12 +51,29 @@ impl DescriptorPool {
             set_file_option(file, &path, &encoded);
         }
 
+        // Collector's patch: one pass over each file's locations, looking
+        // each path's prefixes up in a map, instead of one pass over all of
+        // a file's locations per option, which was quadratic (a 1 MiB .proto
+        // of 10,000 messages with options took 12 s to build). No `from` is
+        // a prefix of another (each ends in an uninterpreted option's index),
+        // so a location matches at most one, as before.
+        let mut rewrites: HashMap<FileIndex, HashMap<Box<[i32]>, Box<[i32]>>> = HashMap::new();
         for (file, from, to) in visitor.locations {
-            let file = &mut inner.files[file as usize].raw;
+            rewrites.entry(file).or_default().insert(from, to);
+        }
+        for (file, rewrites) in rewrites {
+            let file = &mut inner.files[file as usize];
+            file.spans = Default::default();
+            let file = &mut file.raw;
             if let Some(source_code_info) = &mut file.source_code_info {
                 for location in &mut source_code_info.location {
-                    if location.path.starts_with(&from) {
-                        location.path.splice(..from.len(), to.iter().copied());
+                    let matched = (1..=location.path.len()).find_map(|len| {
+                        rewrites
+                            .get_key_value(&location.path[..len])
+                            .map(|(from, to)| (from.len(), to))
+                    });
+                    if let Some((len, to)) = matched {
+                        location.path.splice(..len, to.iter().copied());
                     }
                 }
             }
