@@ -56,6 +56,13 @@ pub const MAX_GOSSIP_INFLATED_BYTES: usize = chitchat::MAX_DECOMPRESSED_STREAM_B
 /// long echo can push a status past clients' 8–16 KiB metadata limits, and
 /// they then report the wrong error.
 pub const MAX_ECHO: usize = 100;
+/// Longest status message the node sends; longer ones are cut (in
+/// `api::status`, where every error becomes a status). The message travels
+/// percent-encoded in a header, so 2 KiB stays under 8 KiB whatever it holds.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
+/// Most problems one error message lists (compile errors of a .proto, say);
+/// it ends with how many more there were.
+pub const MAX_LISTED_ERRORS: usize = 20;
 
 /// Deepest nesting accepted anywhere: messages within messages (binary,
 /// JSON, and the contents of `google.protobuf.Any`, which JSON rendering

@@ -383,6 +383,18 @@ impl ProcessNode {
         self.child.wait().unwrap();
     }
 
+    /// The process's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kb * 1024
+    }
+
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`, …).
     pub fn signal(&self, name: &str) {
         let ok = std::process::Command::new("kill")

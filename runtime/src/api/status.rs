@@ -9,8 +9,25 @@ impl From<Error> for Status {
         if code == Code::Internal {
             tracing::error!(error = %e.message, "internal error");
         }
-        Status::new(code, e.message)
+        Status::new(code, clip_message(e.message))
     }
+}
+
+/// Cuts a message to `limits::MAX_STATUS_MESSAGE_BYTES`, on a character
+/// boundary, saying how much was left out.
+fn clip_message(mut m: String) -> String {
+    let max = crate::limits::MAX_STATUS_MESSAGE_BYTES;
+    if m.len() <= max {
+        return m;
+    }
+    let total = m.len();
+    let mut end = max - 40;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    m.truncate(end);
+    m.push_str(&format!("… ({} more bytes)", total - end));
+    m
 }
 
 /// A peer's answer → a domain error, so a forwarded call fails with the code

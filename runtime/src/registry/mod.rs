@@ -62,30 +62,79 @@ pub struct Registry {
     register_lock: tokio::sync::Mutex<()>,
 }
 
-/// One error line per diagnostic, with file:line:column where known.
-fn describe(err: &dyn Diagnostic, fallback_file: Option<&str>, out: &mut Vec<String>) {
-    let mut at = String::new();
-    if let (Some(src), Some(label)) = (err.source_code(), err.labels().and_then(|mut l| l.next())) {
-        if let Ok(contents) = src.read_span(label.inner(), 0, 0) {
-            let name = contents
-                .name()
-                .map(str::to_string)
-                .or(fallback_file.map(str::to_string))
-                .unwrap_or_default();
-            at = format!(
-                "{}:{}:{}: ",
-                name,
-                contents.line() + 1,
-                contents.column() + 1
-            );
-        }
-    } else if let Some(f) = fallback_file {
-        at = format!("{f}: ");
+/// The problems found with a registration, one line each. Only the first
+/// `limits::MAX_LISTED_ERRORS` are kept and formatted (finding a line and
+/// column scans the source, so formatting them all was quadratic); the
+/// rest are counted.
+#[derive(Default)]
+struct Problems {
+    lines: Vec<String>,
+    more: usize,
+}
+
+impl Problems {
+    fn full(&self) -> bool {
+        self.lines.len() >= crate::limits::MAX_LISTED_ERRORS
     }
-    let related: Vec<&dyn Diagnostic> = err.related().map(|r| r.collect()).unwrap_or_default();
-    out.push(format!("{at}{err}"));
-    for r in related {
-        describe(r, fallback_file, out);
+
+    fn push(&mut self, line: String) {
+        if self.full() {
+            self.more += 1;
+        } else {
+            self.lines.push(line);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// One error line per diagnostic, with file:line:column where known.
+    fn describe(&mut self, err: &dyn Diagnostic, fallback_file: Option<&str>) {
+        if self.full() {
+            self.more += 1;
+        } else {
+            let mut at = String::new();
+            if let (Some(src), Some(label)) =
+                (err.source_code(), err.labels().and_then(|mut l| l.next()))
+            {
+                if let Ok(contents) = src.read_span(label.inner(), 0, 0) {
+                    let name = contents
+                        .name()
+                        .map(str::to_string)
+                        .or(fallback_file.map(str::to_string))
+                        .unwrap_or_default();
+                    at = format!(
+                        "{}:{}:{}: ",
+                        name,
+                        contents.line() + 1,
+                        contents.column() + 1
+                    );
+                }
+            } else if let Some(f) = fallback_file {
+                at = format!("{f}: ");
+            }
+            self.lines.push(format!("{at}{err}"));
+        }
+        if let Some(related) = err.related() {
+            for r in related {
+                self.describe(r, fallback_file);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.lines.join("\n"))?;
+        match self.more {
+            0 => Ok(()),
+            // prost-reflect (patched) reports at most this many per check.
+            n if self.lines.len() + n == prost_reflect::DescriptorError::MAX_ERRORS => {
+                write!(f, "\n… and {n} or more besides")
+            }
+            n => write!(f, "\n… and {n} more"),
+        }
     }
 }
 
@@ -164,7 +213,7 @@ pub fn compile_sources(
     sources: &[(String, String)],
     existing: &[FileDescriptorProto],
 ) -> Result<DescriptorPool> {
-    let mut errors = Vec::new();
+    let mut errors = Problems::default();
     let mut map = BTreeMap::new();
     for (name, src) in sources {
         if name.is_empty()
@@ -184,7 +233,7 @@ pub fn compile_sources(
         }
     }
     if !errors.is_empty() {
-        return Err(Error::invalid(errors.join("\n")));
+        return Err(Error::invalid(errors.to_string()));
     }
     let mut chain = protox::file::ChainFileResolver::new();
     chain.add(MemResolver(map));
@@ -195,16 +244,15 @@ pub fn compile_sources(
     ));
     chain.add(protox::file::GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
-    compiler.include_imports(true).include_source_info(true);
+    compiler.include_imports(true).include_source_info(false);
     for (name, _) in sources {
         if let Err(e) = compiler.open_file(name) {
-            describe(&e, Some(name), &mut errors);
+            errors.describe(&e, Some(name));
         }
     }
     if !errors.is_empty() {
         return Err(Error::invalid(format!(
-            "the .proto files do not compile:\n{}",
-            errors.join("\n")
+            "the .proto files do not compile:\n{errors}"
         )));
     }
     Ok(compiler.descriptor_pool())
@@ -272,12 +320,22 @@ fn check_nesting(src: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// A file's content without source info, so source and compiled uploads of
-/// the same file compare equal.
+/// A file as the node keeps it: without source info (positions and
+/// comments), like protoc's default output. Source info is most of a
+/// compiled file's size, and a file with it costs several times more to
+/// store and load; stored this way, a source and a compiled upload of the
+/// same file are equal.
+fn without_source_info(f: &FileDescriptorProto) -> FileDescriptorProto {
+    FileDescriptorProto {
+        source_code_info: None,
+        ..f.clone()
+    }
+}
+
+/// A file's content as compared for "already registered": without source
+/// info, which files stored before it was dropped still carry.
 fn normalized(f: &FileDescriptorProto) -> Vec<u8> {
-    let mut f = f.clone();
-    f.source_code_info = None;
-    f.encode_to_vec()
+    without_source_info(f).encode_to_vec()
 }
 
 fn summary(f: &prost_reflect::FileDescriptor) -> FileSummary {
@@ -307,6 +365,131 @@ fn is_builtin(name: &str) -> bool {
     name.starts_with("google/protobuf/")
 }
 
+/// What a registration will store and make visible, once persisted.
+struct Prepared {
+    out: ProtoRegistration,
+    pool: DescriptorPool,
+    new_files: Vec<String>,
+    ops: Vec<WriteOp>,
+}
+
+/// Validates a registration against the namespace's `current` types and
+/// builds the records that persist it. Blocking: compiles and builds pools.
+fn prepare(
+    ns: &Namespace,
+    current: &DescriptorPool,
+    input: ProtoInput,
+    record_desc: &MessageDescriptor,
+) -> Result<Prepared> {
+    let existing: Vec<FileDescriptorProto> = current
+        .files()
+        .filter(|f| !is_builtin(f.name()))
+        .map(|f| f.file_descriptor_proto().clone())
+        .collect();
+    let (request_files, mut candidates): (Vec<String>, Vec<FileDescriptorProto>) = match input {
+        ProtoInput::Sources(sources) => {
+            if sources.is_empty() {
+                return Err(Error::invalid("give .proto sources or a file_set"));
+            }
+            check_size(
+                sources.len(),
+                sources.iter().map(|(n, s)| n.len() + s.len()).sum(),
+            )?;
+            let compiled = compile_sources(&sources, &existing)?;
+            let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+            // The request's own files plus anything they import that the namespace lacks.
+            let files = compiled
+                .files()
+                .filter(|f| !is_builtin(f.name()))
+                .map(|f| without_source_info(f.file_descriptor_proto()))
+                .collect();
+            (names, files)
+        }
+        ProtoInput::FileSet(set) => {
+            if set.file.is_empty() {
+                return Err(Error::invalid("file_set has no files"));
+            }
+            check_size(set.file.len(), prost::Message::encoded_len(&set))?;
+            check_self_imports(&set)?;
+            let names = set
+                .file
+                .iter()
+                .filter(|f| !is_builtin(f.name()))
+                .map(|f| f.name().to_string())
+                .collect();
+            (
+                names,
+                set.file
+                    .into_iter()
+                    .filter(|f| !is_builtin(f.name()))
+                    .map(|f| without_source_info(&f))
+                    .collect(),
+            )
+        }
+    };
+    // Identical files are no-ops; a different file under a taken name conflicts.
+    let mut errors = Problems::default();
+    let mut conflict = false;
+    candidates.retain(|f| match current.get_file_by_name(f.name()) {
+            Some(old) if normalized(old.file_descriptor_proto()) == normalized(f) => false,
+            Some(_) => {
+                conflict = true;
+                errors.push(format!("{}: a different file with this name is already registered in namespace {ns}; register it under a new name (types are immutable)", f.name()));
+                false
+            }
+            None => true,
+        });
+    let mut pool = current.clone();
+    if errors.is_empty()
+        && !candidates.is_empty()
+        && let Err(e) = pool.add_file_descriptor_protos(candidates.clone())
+    {
+        errors.describe(&e, None);
+        conflict |= errors.lines.iter().any(|l| l.contains("already defined"));
+    }
+    if !errors.is_empty() {
+        let kind = if conflict {
+            ErrorKind::AlreadyExists
+        } else {
+            ErrorKind::InvalidArgument
+        };
+        return Err(Error {
+            kind,
+            message: format!("registration refused, nothing was registered:\n{errors}"),
+        });
+    }
+    let mut out = ProtoRegistration::default();
+    for name in &request_files {
+        if let Some(f) = pool.get_file_by_name(name) {
+            out.message_types.extend(all_messages(&f));
+            out.services
+                .extend(f.services().map(|s| s.full_name().to_string()));
+        }
+    }
+    let mut ops = Vec::new();
+    for f in &candidates {
+        let stored = crate::proto::ProtoFileRecord {
+            namespace: ns.to_string(),
+            name: f.name().to_string(),
+            file: f.encode_to_vec(),
+        };
+        let msg = DynamicMessage::decode(record_desc.clone(), stored.encode_to_vec().as_slice())
+            .map_err(|e| Error::internal(format!("encoding a stored proto: {e}")))?;
+        let id = crate::names::RecordId::new(&format!("{ns}/{}", f.name()))?;
+        ops.push(WriteOp::Create {
+            id: Some(id),
+            payload: codec::encode(&msg)?,
+            labels: Labels::new(),
+        });
+    }
+    Ok(Prepared {
+        new_files: candidates.iter().map(|f| f.name().to_string()).collect(),
+        out,
+        pool,
+        ops,
+    })
+}
+
 impl Registry {
     /// Loads every namespace's files from `system/protos`.
     pub async fn load(store: Arc<Collection>) -> Result<Self> {
@@ -317,8 +500,11 @@ impl Registry {
                     .transcode_to()
                     .map_err(|e| Error::internal(format!("system/protos {:?}: {e}", rec.id)))?;
                 let ns = Namespace::new(&stored.namespace)?;
-                let file = stored.file.ok_or_else(|| {
-                    Error::internal(format!("system/protos {:?} has no file", rec.id))
+                let file = FileDescriptorProto::decode(stored.file.as_slice()).map_err(|e| {
+                    Error::internal(format!(
+                        "system/protos {:?}: the file does not decode: {e}",
+                        rec.id
+                    ))
                 })?;
                 files.entry(ns).or_default().push((rec.created_us, file));
                 Ok(())
@@ -383,128 +569,27 @@ impl Registry {
     /// Registers files in `ns`, all or nothing.
     pub async fn register(&self, ns: &Namespace, input: ProtoInput) -> Result<ProtoRegistration> {
         ns.writable()?;
+        // One registration at a time, node-wide: this also bounds the memory
+        // that compiling and checking registrations can take at once.
         let _guard = self.register_lock.lock().await;
         let current = self.pool(ns);
-        let existing: Vec<FileDescriptorProto> = current
-            .files()
-            .filter(|f| !is_builtin(f.name()))
-            .map(|f| f.file_descriptor_proto().clone())
-            .collect();
-        let (request_files, mut candidates): (Vec<String>, Vec<FileDescriptorProto>) = match input {
-            ProtoInput::Sources(sources) => {
-                if sources.is_empty() {
-                    return Err(Error::invalid("give .proto sources or a file_set"));
-                }
-                check_size(
-                    sources.len(),
-                    sources.iter().map(|(n, s)| n.len() + s.len()).sum(),
-                )?;
-                // protox is CPU work: off the executor.
-                let (sources_, existing_) = (sources.clone(), existing.clone());
-                let compiled =
-                    tokio::task::spawn_blocking(move || compile_sources(&sources_, &existing_))
-                        .await
-                        .map_err(|e| Error::internal(format!("proto compile task: {e}")))??;
-                let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
-                // The request's own files plus anything they import that the namespace lacks.
-                let files = compiled
-                    .files()
-                    .filter(|f| !is_builtin(f.name()))
-                    .map(|f| f.file_descriptor_proto().clone())
-                    .collect();
-                (names, files)
-            }
-            ProtoInput::FileSet(set) => {
-                if set.file.is_empty() {
-                    return Err(Error::invalid("file_set has no files"));
-                }
-                check_size(set.file.len(), prost::Message::encoded_len(&set))?;
-                check_self_imports(&set)?;
-                let names = set
-                    .file
-                    .iter()
-                    .filter(|f| !is_builtin(f.name()))
-                    .map(|f| f.name().to_string())
-                    .collect();
-                (
-                    names,
-                    set.file
-                        .into_iter()
-                        .filter(|f| !is_builtin(f.name()))
-                        .collect(),
-                )
-            }
-        };
-        // Identical files are no-ops; a different file under a taken name conflicts.
-        let mut errors = Vec::new();
-        let mut conflict = false;
-        candidates.retain(|f| match current.get_file_by_name(f.name()) {
-            Some(old) if normalized(old.file_descriptor_proto()) == normalized(f) => false,
-            Some(_) => {
-                conflict = true;
-                errors.push(format!("{}: a different file with this name is already registered in namespace {ns}; register it under a new name (types are immutable)", f.name()));
-                false
-            }
-            None => true,
-        });
-        let mut pool = current.clone();
-        if errors.is_empty()
-            && !candidates.is_empty()
-            && let Err(e) = pool.add_file_descriptor_protos(candidates.clone())
-        {
-            let mut lines = Vec::new();
-            describe(&e, None, &mut lines);
-            for l in lines {
-                if l.contains("already defined") {
-                    conflict = true;
-                }
-                errors.push(l);
-            }
-        }
-        if !errors.is_empty() {
-            let kind = if conflict {
-                ErrorKind::AlreadyExists
-            } else {
-                ErrorKind::InvalidArgument
-            };
-            return Err(Error {
-                kind,
-                message: format!(
-                    "registration refused, nothing was registered:\n{}",
-                    errors.join("\n")
-                ),
-            });
-        }
-        let mut out = ProtoRegistration::default();
-        for name in &request_files {
-            if let Some(f) = pool.get_file_by_name(name) {
-                out.message_types.extend(all_messages(&f));
-                out.services
-                    .extend(f.services().map(|s| s.full_name().to_string()));
-            }
-        }
-        if candidates.is_empty() {
+        let record_desc = self.store.descriptor().clone();
+        let ns_ = ns.clone();
+        // Compiling, building the pool and encoding are CPU work: off the executor.
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&ns_, &current, input, &record_desc))
+                .await
+                .map_err(|e| Error::internal(format!("proto registration task: {e}")))??;
+        let Prepared {
+            mut out,
+            pool,
+            new_files,
+            ops,
+        } = prepared;
+        if new_files.is_empty() {
             return Ok(out);
         }
         // Persist first: a crash after this point finds the files on restart.
-        let record_desc = self.store.descriptor().clone();
-        let mut ops = Vec::new();
-        for f in &candidates {
-            let stored = crate::proto::ProtoFileRecord {
-                namespace: ns.to_string(),
-                name: f.name().to_string(),
-                file: Some(f.clone()),
-            };
-            let msg =
-                DynamicMessage::decode(record_desc.clone(), stored.encode_to_vec().as_slice())
-                    .map_err(|e| Error::internal(format!("encoding a stored proto: {e}")))?;
-            let id = crate::names::RecordId::new(&format!("{ns}/{}", f.name()))?;
-            ops.push(WriteOp::Create {
-                id: Some(id),
-                payload: codec::encode(&msg)?,
-                labels: Labels::new(),
-            });
-        }
         let outcome = self.store.batch(ops).await?;
         if !outcome.committed {
             let first = outcome
@@ -523,7 +608,7 @@ impl Registry {
                 .iter()
                 .all(|r| matches!(r, Ok(Written::Stored(_))))
         );
-        out.new_files = candidates.iter().map(|f| f.name().to_string()).collect();
+        out.new_files = new_files;
         self.spaces
             .write()
             .expect("registry lock")
@@ -603,4 +688,36 @@ pub fn with_deps(file: &prost_reflect::FileDescriptor) -> Vec<FileDescriptorProt
         stack.extend(f.dependencies());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The source locations of options are rewritten from the option as
+    /// written (`uninterpreted_option`, field 999) to the field it set: the
+    /// step of prost-reflect that Collector's patch made linear.
+    #[test]
+    fn option_locations_point_at_the_options_they_set() {
+        let src = "syntax = \"proto3\"; package t;\n\
+                   message M { option deprecated = true; int32 a = 1 [deprecated = true]; }\n\
+                   message N { int32 b = 1 [deprecated = true]; }\n";
+        let pool = super::compile_sources(&[("t.proto".into(), src.into())], &[]).unwrap();
+        let file = pool.get_file_by_name("t.proto").unwrap();
+        let info = file
+            .file_descriptor_proto()
+            .source_code_info
+            .clone()
+            .unwrap();
+        let paths: Vec<Vec<i32>> = info.location.into_iter().map(|l| l.path).collect();
+        // message 0 → options (7) → deprecated (3); message i → field 0 → options (8) → deprecated (3).
+        for want in [
+            vec![4, 0, 7, 3],
+            vec![4, 0, 2, 0, 8, 3],
+            vec![4, 1, 2, 0, 8, 3],
+        ] {
+            assert!(paths.contains(&want), "{want:?} in {paths:?}");
+        }
+        assert!(!paths.iter().any(|p| p.contains(&999)), "{paths:?}");
+        let m = pool.get_message_by_name("t.M").unwrap();
+        assert!(m.descriptor_proto().options.as_ref().unwrap().deprecated());
+    }
 }

@@ -64,17 +64,6 @@ async fn answers_syn(sock: &tokio::net::UdpSocket, to: std::net::SocketAddr) {
     }
 }
 
-/// The peak resident memory of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb * 1024
-}
-
 /// One malformed datagram once killed a node's gossip for good: it kept
 /// answering gRPC while its peers marked it dead. Now the delta is rejected
 /// before it is applied: gossip never stops, the peers never lose the node.
@@ -115,7 +104,7 @@ async fn a_compressed_datagram_cannot_inflate_a_node() {
     let node = ProcessNode::start(BIN, dir.path());
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     answers_syn(&sock, node.addr).await;
-    let before = peak_rss(node.child.id());
+    let before = node.peak_rss();
     let bomb = datagram::inflating_ack();
     assert!(bomb.len() <= 65_507, "{} bytes", bomb.len());
     for _ in 0..8 {
@@ -124,7 +113,7 @@ async fn a_compressed_datagram_cannot_inflate_a_node() {
     }
     // Unbounded, the peak grew by 455 MiB here; each now stops at 4 MiB.
     answers_syn(&sock, node.addr).await;
-    let grown = peak_rss(node.child.id()).saturating_sub(before);
+    let grown = node.peak_rss().saturating_sub(before);
     assert!(grown < 64 << 20, "peak memory grew by {} MiB", grown >> 20);
 }
 

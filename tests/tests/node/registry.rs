@@ -256,3 +256,164 @@ async fn a_service_that_is_not_registered_is_not_found_and_an_empty_name_is_inva
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().len() < 400, "{} bytes", e.message().len());
 }
+
+/// A .proto of about `MAX_PROTO_BYTES`, `line(i)` repeated.
+fn dense_proto(head: &str, line: impl Fn(usize) -> String) -> String {
+    let mut s = format!("syntax = \"proto3\"; package p;\n{head}");
+    let mut i = 0;
+    while s.len() < collector::limits::MAX_PROTO_BYTES - 200 {
+        s.push_str(&line(i));
+        i += 1;
+    }
+    s
+}
+
+/// A descriptor set of about `MAX_PROTO_BYTES`: messages whose options are
+/// still uninterpreted, with a source location for each.
+fn dense_file_set() -> prost_types::FileDescriptorSet {
+    use prost_types::{source_code_info::Location, uninterpreted_option::NamePart};
+    let mut f = prost_types::FileDescriptorProto {
+        name: Some("dense_set.proto".into()),
+        package: Some("q".into()),
+        syntax: Some("proto3".into()),
+        source_code_info: Some(Default::default()),
+        ..Default::default()
+    };
+    // Sizes summed as they grow: encoding the whole file each time is quadratic.
+    let (mut i, mut size) = (0, 0);
+    while size < collector::limits::MAX_PROTO_BYTES - 4096 {
+        let m = prost_types::DescriptorProto {
+            name: Some(format!("M{i}")),
+            options: Some(prost_types::MessageOptions {
+                uninterpreted_option: vec![prost_types::UninterpretedOption {
+                    name: vec![NamePart {
+                        name_part: "deprecated".into(),
+                        is_extension: false,
+                    }],
+                    identifier_value: Some("true".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        size += m.encoded_len() + 4;
+        f.message_type.push(m);
+        for path in [vec![4, i], vec![4, i, 7, 999, 0]] {
+            let l = Location {
+                path,
+                span: vec![i, 0, 10],
+                ..Default::default()
+            };
+            size += l.encoded_len() + 4;
+            f.source_code_info.as_mut().unwrap().location.push(l);
+        }
+        i += 1;
+    }
+    assert!(f.encoded_len() <= collector::limits::MAX_PROTO_BYTES);
+    prost_types::FileDescriptorSet { file: vec![f] }
+}
+
+/// Registrations at the size limit, in the shapes that cost most: many tiny
+/// definitions (memory), many options (compiling them was quadratic: 12 s),
+/// many errors (reporting them was quadratic: minutes, and the message
+/// outgrew clients' header limits, so they reported INTERNAL). Each must be
+/// answered well inside a deadline, with a short message, and together they
+/// must not take more than a few hundred MB (the first alone took 650 MB).
+#[tokio::test]
+async fn registrations_at_the_size_limit_compile_in_bounded_time_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let node =
+        collector_tests::ProcessNode::start(env!("CARGO_BIN_EXE_collector-node"), dir.path());
+    let mut r = collector_tests::Clients::connect(node.addr).await.registry;
+    let before = node.peak_rss();
+    let shapes = [
+        (
+            "messages",
+            dense_proto("", |i| format!("message M{i} {{ int32 a = 1; }}\n")),
+            Code::Ok,
+        ),
+        (
+            "options",
+            dense_proto("", |i| {
+                format!(
+                    "message O{i} {{ option deprecated = true; int32 a = 1 [deprecated = true]; }}\n"
+                )
+            }),
+            Code::Ok,
+        ),
+        (
+            "enum values",
+            dense_proto("enum E { E0 = 0;\n", |i| {
+                format!("E{} = {};\n", i + 1, i + 1)
+            }) + "}\n",
+            Code::Ok,
+        ),
+        (
+            "undefined names",
+            dense_proto("", |i| format!("message U{i} {{ Nope a = 1; }}\n")),
+            Code::InvalidArgument,
+        ),
+        (
+            "syntax errors",
+            dense_proto("", |i| format!("message S{i} {{ int32 = ; }}\n")),
+            Code::InvalidArgument,
+        ),
+    ];
+    for (k, (shape, source, want)) in shapes.into_iter().enumerate() {
+        let mut req = tonic::Request::new(proto::RegisterProtoRequest {
+            namespace: format!("dense{k}"),
+            sources: vec![src("dense.proto", &source)],
+            ..Default::default()
+        });
+        req.set_timeout(std::time::Duration::from_secs(10));
+        let got = r.register_proto(req).await;
+        let code = got.as_ref().map_or_else(|e| e.code(), |_| Code::Ok);
+        assert_eq!(code, want, "{shape}: {got:?}");
+        if let Err(e) = got {
+            let m = e.message();
+            assert!(
+                m.len() <= collector::limits::MAX_STATUS_MESSAGE_BYTES,
+                "{shape}: {} bytes",
+                m.len()
+            );
+            assert!(
+                m.contains("more"),
+                "{shape}: says how many it left out: {m}"
+            );
+        }
+    }
+    let set = dense_file_set();
+    let mut req = tonic::Request::new(proto::RegisterProtoRequest {
+        namespace: "denseset".into(),
+        file_set: Some(set),
+        ..Default::default()
+    });
+    req.set_timeout(std::time::Duration::from_secs(10));
+    r.register_proto(req)
+        .await
+        .expect("the descriptor set registers");
+    let grown = node.peak_rss().saturating_sub(before);
+    assert!(
+        // The registered types stay in memory (~40 MB each here), and one
+        // compile at a time takes up to ~220 MB more.
+        grown < 512 << 20,
+        "registrations grew the node by {} MiB",
+        grown >> 20
+    );
+
+    // What was registered is all there, and the options were applied.
+    let files = r
+        .get_proto(proto::GetProtoRequest {
+            namespace: "dense1".into(),
+            target: Some(proto::get_proto_request::Target::FileName(
+                "dense.proto".into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .files;
+    let options = files[0].message_type[7].options.clone().unwrap_or_default();
+    assert_eq!(options.deprecated, Some(true), "{options:?}");
+}
