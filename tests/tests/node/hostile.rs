@@ -1,8 +1,8 @@
 //! One node under every kind of abuse at once: while hostile clients send
-//! deep, huge and expensive requests, run guests that spin and hog, hold
-//! silent connections and throw garbage datagrams at the gossip port, a
-//! well-behaved client in another namespace keeps getting answers, and the
-//! node stays healthy.
+//! deep, huge and expensive requests and registrations, run guests that
+//! spin and hog, hold silent connections and throw garbage datagrams at the
+//! gossip port, a well-behaved client in another namespace keeps getting
+//! answers, and the node stays healthy.
 
 use collector::proto;
 use collector_tests::{Clients, TestNode, guest};
@@ -203,6 +203,39 @@ async fn a_node_under_every_kind_of_abuse_keeps_serving_a_calm_client() {
                             namespace: "evil".into(),
                             collection: "ms".into(),
                             query: q,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        });
+    }
+    // Registrations at and over the size limit, dense with errors.
+    {
+        let c = Clients::connect(addr).await;
+        let mut dense = String::from("syntax = \"proto3\"; package e;\n");
+        let mut i = 0;
+        while dense.len() < collector::limits::MAX_PROTO_BYTES - 100 {
+            dense.push_str(&format!("message U{i} {{ Nope a = 1; }}\n"));
+            i += 1;
+        }
+        let over = dense.repeat(2);
+        hostile.spawn(async move {
+            let mut k = 0;
+            abuse(until, &[Code::InvalidArgument], || {
+                let mut c = c.clone();
+                k += 1;
+                let content = if k % 2 == 0 { &dense } else { &over }.clone();
+                async move {
+                    c.registry
+                        .register_proto(proto::RegisterProtoRequest {
+                            namespace: "evil".into(),
+                            sources: vec![proto::ProtoSource {
+                                name: "dense.proto".into(),
+                                content,
+                            }],
                             ..Default::default()
                         })
                         .await
