@@ -136,7 +136,8 @@ async fn acknowledged_writes_survive_kill_9() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_cleanly_and_a_second_node_cannot_share_the_data_dir() {
+async fn sigterm_stops_cleanly_leaving_whole_db_files_and_a_second_node_cannot_share_the_data_dir()
+{
     let bin = env!("CARGO_BIN_EXE_collector-node");
     let dir = tempfile::tempdir().unwrap();
     let mut node = ProcessNode::start(bin, dir.path());
@@ -146,6 +147,18 @@ async fn sigterm_stops_cleanly_and_a_second_node_cannot_share_the_data_dir() {
     c.put("shop", "orders", "before-term", &Order::new("kept", 1))
         .await
         .unwrap();
+    // Reads open reader connections, which stay pooled until the stop.
+    for _ in 0..4 {
+        c.records
+            .get(proto::GetRequest {
+                namespace: "shop".into(),
+                collection: "orders".into(),
+                id: "missing".into(),
+                include_json: false,
+            })
+            .await
+            .unwrap_err();
+    }
 
     // A second node on the same data dir refuses to start, saying why.
     let mut second = std::process::Command::new(bin)
@@ -189,6 +202,21 @@ async fn sigterm_stops_cleanly_and_a_second_node_cannot_share_the_data_dir() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
+    // After a clean stop each collection's .db file is complete on its own:
+    // copied without its -wal file, it holds the records.
+    let copy = tempfile::tempdir().unwrap();
+    let db = copy.path().join("orders.db");
+    std::fs::copy(dir.path().join("collections/shop/orders.db"), &db).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let ids: Vec<String> = conn
+        .prepare("SELECT id FROM records")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, ["before-term"]);
+    drop(conn);
     let node = ProcessNode::start(bin, dir.path());
     let mut c = Clients::connect(node.addr).await;
     c.records
