@@ -3,7 +3,8 @@
 //! # Layers
 //! Arrows point down and one way:
 //! `node` (wiring) → `api` (tonic adapters) → `mesh` → `handlers` →
-//! (`registry`, `wasm`, `store`) → `names`, `limits`, `util`, `error`.
+//! (`registry`, `wasm`, `store`) → `names`, `limits`, `util`, `error`;
+//! `api` also reads `node_info`.
 //! `registry` persists through `store`; `store` resolves types through its
 //! own `store::Types` trait, which `node` wires to the registry. `wasm`
 //! reaches collections only through `wasm::HostApi`, which `handlers`
@@ -51,6 +52,7 @@ pub mod limits;
 pub mod mesh;
 pub mod names;
 pub mod node;
+pub mod node_info;
 pub mod registry;
 pub mod store;
 pub mod util;

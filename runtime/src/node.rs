@@ -187,6 +187,7 @@ impl Node {
             default_namespace,
             node_id: node_id.clone(),
             address: mesh.address(),
+            info: crate::node_info::NodeInfo::starting(data_dir.clone()),
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();

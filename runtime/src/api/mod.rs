@@ -53,6 +53,8 @@ pub struct ApiState {
     pub node_id: String,
     /// host:port clients reach this node at.
     pub address: String,
+    /// Version, start time and data dir.
+    pub info: crate::node_info::NodeInfo,
 }
 
 impl ApiState {

@@ -270,6 +270,27 @@ impl CollectionRepo for RepoApi {
         }))
     }
 
+    async fn meta(
+        &self,
+        _req: Request<proto::MetaRequest>,
+    ) -> Result<Response<proto::MetaResponse>, Status> {
+        let info = self.0.info.clone();
+        let dir = info.data_dir.clone();
+        // Walking the data dir is file work: off the executor.
+        let bytes = tokio::task::spawn_blocking(move || crate::node_info::dir_bytes(&dir))
+            .await
+            .map_err(|e| Error::internal(format!("data dir walk: {e}")))?;
+        Ok(Response::new(proto::MetaResponse {
+            version: info.version.to_string(),
+            node_id: self.0.node_id.clone(),
+            address: self.0.address.clone(),
+            started_at: Some(timestamp(info.started_us)),
+            uptime_seconds: info.uptime_seconds(),
+            data_dir_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+            collections: self.0.catalog.owned().len() as i64,
+        }))
+    }
+
     async fn search_collections(
         &self,
         req: Request<proto::SearchCollectionsRequest>,

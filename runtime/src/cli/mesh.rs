@@ -1,9 +1,23 @@
-//! `collector peers` and `collector connect`.
+//! `collector info`, `collector peers` and `collector connect`.
 
 use super::output::peer_json;
 use super::{Clients, Outcome};
 use collector::proto;
 use serde_json::Value as Json;
+
+/// The node the CLI talks to.
+pub async fn info(c: &mut Clients) -> Outcome {
+    let r = c.repo.meta(proto::MetaRequest {}).await?.into_inner();
+    Ok(serde_json::json!({
+        "version": r.version,
+        "node_id": r.node_id,
+        "address": r.address,
+        "started_at": r.started_at.map(|t| t.to_string()),
+        "uptime_seconds": r.uptime_seconds,
+        "data_dir_bytes": r.data_dir_bytes,
+        "collections": r.collections,
+    }))
+}
 
 /// The members of the mesh as the node sees them.
 pub async fn peers(c: &Clients) -> Outcome {

@@ -76,6 +76,8 @@ pub enum ClientCmd {
     /// --collection, or --target, or a node that has the service); prints
     /// the output and which node ran it.
     Dispatch(services::Dispatch),
+    /// The node: version, id, address, uptime, data dir size, collections.
+    Info,
     /// The members of the mesh as the node sees them.
     Peers,
     /// Make the node join the mesh of another node (host:port).
@@ -135,6 +137,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
         ClientCmd::Register(a) => services::register(&mut c, a).await,
         ClientCmd::Call(a) => services::call(&mut c, a).await,
         ClientCmd::Dispatch(a) => services::dispatch(&mut c, a).await,
+        ClientCmd::Info => mesh::info(&mut c).await,
         ClientCmd::Peers => mesh::peers(&c).await,
         ClientCmd::Connect { address } => mesh::connect(&c, address).await,
     }?;

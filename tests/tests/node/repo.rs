@@ -322,3 +322,50 @@ async fn system_namespace_is_readable_but_not_writable() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 }
+
+/// Meta says which node answers, since when, and how much its data dir
+/// holds: the size follows what is written.
+#[tokio::test]
+async fn meta_says_which_node_this_is_and_how_big_its_data_is() {
+    let mut n = TestNode::start().await;
+    let node_id = n.handle.as_ref().unwrap().node_id.clone();
+    let meta = |n: &TestNode| {
+        let mut repo = n.clients.repo.clone();
+        async move { repo.meta(proto::MetaRequest {}).await.unwrap().into_inner() }
+    };
+    let first = meta(&n).await;
+    assert_eq!(first.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(first.node_id, node_id);
+    assert_eq!(first.collections, 0);
+    assert!(first.data_dir_bytes > 0, "the catalogue is on disk");
+    let started = first.started_at.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        started.seconds <= now && started.seconds > now - 600,
+        "{started:?}"
+    );
+    assert!(first.uptime_seconds >= 0.0 && first.uptime_seconds < 600.0);
+
+    let c = &mut n.clients;
+    c.register_shop("shop").await;
+    c.create_orders("shop", "orders", &[]).await;
+    let mut big = Order::new("big", 1);
+    big.title = "x".repeat(1 << 20);
+    for i in 0..4 {
+        c.put("shop", "orders", &format!("big-{i}"), &big)
+            .await
+            .unwrap();
+    }
+    let later = meta(&n).await;
+    assert_eq!(later.collections, 1);
+    assert!(
+        later.data_dir_bytes >= first.data_dir_bytes + (4 << 20),
+        "{} then {}",
+        first.data_dir_bytes,
+        later.data_dir_bytes
+    );
+    assert!(later.uptime_seconds >= first.uptime_seconds);
+}
