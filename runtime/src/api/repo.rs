@@ -183,6 +183,35 @@ impl CollectionRepo for RepoApi {
         Ok(Response::new(info))
     }
 
+    async fn update_collection(
+        &self,
+        req: Request<proto::UpdateCollectionRequest>,
+    ) -> Result<Response<proto::CollectionInfo>, Status> {
+        if let Decision::Forward(peer) =
+            self.locate(&req, &req.get_ref().namespace, &req.get_ref().name)?
+        {
+            return self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    self.client(ch).update_collection(r).await
+                })
+                .await;
+        }
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.into_inner();
+        let name = collection_name(&r.name)?;
+        let change = crate::store::CollectionUpdate {
+            description: r.description,
+            set_labels: r.set_labels.into_iter().collect(),
+            remove_labels: r.remove_labels,
+            add_indexes: r.add_indexes,
+            drop_indexes: r.drop_indexes,
+        };
+        let meta = self.0.catalog.update(&ns, &name, change).await?;
+        Ok(Response::new(self.info(meta)))
+    }
+
     async fn discover(
         &self,
         req: Request<proto::DiscoverRequest>,

@@ -1,5 +1,5 @@
-//! `collector collections …`: create, list, route, describe and delete
-//! collections.
+//! `collector collections …`: create, list, route, describe, update and
+//! delete collections.
 
 use super::output::{info_json, parse_label};
 use super::{Clients, Outcome};
@@ -41,6 +41,26 @@ pub enum CollectionsCmd {
     Get {
         /// The collection.
         name: String,
+    },
+    /// Change a collection's description, labels or indexes.
+    Update {
+        /// The collection.
+        name: String,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Label KEY=VALUE to add or replace (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Label key to remove (repeatable).
+        #[arg(long = "remove-label")]
+        remove_labels: Vec<String>,
+        /// Field path to index (repeatable).
+        #[arg(long = "add-index")]
+        add_indexes: Vec<String>,
+        /// Indexed field path to drop (repeatable).
+        #[arg(long = "drop-index")]
+        drop_indexes: Vec<String>,
     },
     /// Delete a collection and all its records.
     Delete {
@@ -114,6 +134,27 @@ pub async fn run(c: &mut Clients, cmd: CollectionsCmd) -> Outcome {
                 .get_collection(proto::GetCollectionRequest {
                     namespace: ns,
                     name,
+                })
+                .await?
+                .into_inner(),
+        )),
+        CollectionsCmd::Update {
+            name,
+            description,
+            labels,
+            remove_labels,
+            add_indexes,
+            drop_indexes,
+        } => Ok(info_json(
+            c.repo
+                .update_collection(proto::UpdateCollectionRequest {
+                    namespace: ns,
+                    name,
+                    description,
+                    set_labels: labels.into_iter().collect(),
+                    remove_labels,
+                    add_indexes,
+                    drop_indexes,
                 })
                 .await?
                 .into_inner(),

@@ -57,6 +57,22 @@ impl CollectionMeta {
     }
 }
 
+/// A change to a collection's description (`UpdateCollection`); what is
+/// None or empty is left as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CollectionUpdate {
+    /// A new description.
+    pub description: Option<String>,
+    /// Labels to set (added or replaced).
+    pub set_labels: Labels,
+    /// Label keys to remove.
+    pub remove_labels: Vec<String>,
+    /// Field paths to index.
+    pub add_indexes: Vec<String>,
+    /// Indexed field paths to stop indexing.
+    pub drop_indexes: Vec<String>,
+}
+
 /// The name of the catalogue collection in `system`.
 pub const COLLECTIONS: &str = "collections";
 /// The name of the registered-types collection in `system`.
@@ -364,6 +380,86 @@ impl Catalog {
         );
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(namespace = %meta.namespace, collection = %meta.name, r#type = %meta.message_type, "collection created");
+        Ok(meta)
+    }
+
+    /// Changes a collection's description, labels and indexes. Indexes are
+    /// changed first, in one writer transaction; the description is stored
+    /// after (a crash between the two leaves the new indexes with the old
+    /// list, and the list is what the node opens with).
+    pub async fn update(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        change: CollectionUpdate,
+    ) -> Result<CollectionMeta> {
+        ns.writable()?;
+        let _ddl = self.ddl.lock().await;
+        let mut meta = self.meta(ns, name)?;
+        let coll = self.get(ns, name)?;
+        if let Some(d) = change.description {
+            meta.description = d;
+        }
+        for k in &change.remove_labels {
+            meta.labels.remove(k);
+        }
+        meta.labels.extend(change.set_labels);
+        super::record::check_labels(&meta.labels)?;
+        for p in &change.drop_indexes {
+            if !meta.indexes.contains(p) {
+                return Err(Error::invalid(format!(
+                    "drop_indexes: {:?} is not indexed (indexes: {})",
+                    crate::names::clip(p),
+                    meta.indexes.join(", ")
+                )));
+            }
+        }
+        meta.indexes.retain(|p| !change.drop_indexes.contains(p));
+        let desc = coll.descriptor().clone();
+        let mut add = Vec::new();
+        for p in change.add_indexes {
+            super::query::order_expr(&desc, &p)
+                .map_err(|e| e.context(format!("add_indexes {:?}", crate::names::clip(&p))))?;
+            if !meta.indexes.contains(&p) {
+                meta.indexes.push(p.clone());
+                add.push(p);
+            }
+        }
+        if meta.indexes.len() > MAX_INDEXES {
+            return Err(Error::invalid(format!(
+                "{} indexes; the limit is {MAX_INDEXES}",
+                meta.indexes.len()
+            )));
+        }
+        meta.indexes.sort();
+        if !add.is_empty() || !change.drop_indexes.is_empty() {
+            coll.change_indexes(add, change.drop_indexes).await?;
+        }
+        let info = meta_to_proto(&meta);
+        let msg = DynamicMessage::decode(
+            self.system.descriptor().clone(),
+            info.encode_to_vec().as_slice(),
+        )
+        .map_err(|e| Error::internal(format!("encoding collection info: {e}")))?;
+        self.system
+            .write(WriteOp::Update {
+                id: RecordId::new(&format!("{ns}/{name}"))?,
+                data: Some(msg),
+                labels: Labels::new(),
+                mask: super::record::Mask::full(),
+                expected_version: None,
+            })
+            .await?;
+        if let Some(e) = self
+            .entries
+            .write()
+            .expect("catalog lock")
+            .get_mut(&(ns.clone(), name.clone()))
+        {
+            e.meta = meta.clone();
+        }
+        self.changes.send_modify(|n| *n += 1);
+        tracing::info!(namespace = %ns, collection = %name, "collection updated");
         Ok(meta)
     }
 

@@ -161,10 +161,11 @@ impl Collection {
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }
 
-    /// Adds expression indexes on field paths.
-    pub async fn add_indexes(&self, paths: Vec<String>) -> Result<()> {
+    /// Drops the expression indexes on `drop` and adds them on `add` (field
+    /// paths), in one transaction of the writer.
+    pub async fn change_indexes(&self, add: Vec<String>, drop: Vec<String>) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Index(paths, tx))?;
+        self.send(Job::Index(add, drop, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))??;
         // Pooled readers keep the schema they planned with; new ones see the index.
@@ -449,7 +450,7 @@ mod tests {
             .unwrap();
         assert!(p.contains("SCAN"), "an unindexed path scans: {p}");
         // Indexes can be added later too.
-        c.add_indexes(vec!["name".into()]).await.unwrap();
+        c.change_indexes(vec!["name".into()], vec![]).await.unwrap();
         let p = c
             .explain(plan(vec![eq("name", Scalar::Str("x".into()))], None))
             .await

@@ -74,6 +74,14 @@ fn index_name(path: &str) -> String {
     format!("idx_{}", path.replace('.', "__"))
 }
 
+/// Drops the indexes on `paths` (those that exist).
+pub(super) fn drop_indexes(conn: &Connection, paths: &[String]) -> Result<()> {
+    for p in paths {
+        conn.execute_batch(&format!("DROP INDEX IF EXISTS {}", index_name(p)))?;
+    }
+    Ok(())
+}
+
 pub(super) fn create_indexes(
     conn: &Connection,
     desc: &MessageDescriptor,

@@ -9,7 +9,7 @@ use super::codec;
 use super::record::{
     BatchOutcome, Labels, MaskPart, Record, WriteOp, Written, check_labels, check_version,
 };
-use super::schema::create_indexes;
+use super::schema::{create_indexes, drop_indexes};
 use crate::error::{Error, Result};
 use crate::names::RecordId;
 use crate::util::now_us;
@@ -30,7 +30,8 @@ pub(super) enum Job {
         Option<String>,
         oneshot::Sender<Result<BatchOutcome>>,
     ),
-    Index(Vec<String>, oneshot::Sender<Result<()>>),
+    /// Index paths to add and to drop.
+    Index(Vec<String>, Vec<String>, oneshot::Sender<Result<()>>),
 }
 
 pub(super) fn writer_loop(
@@ -178,8 +179,11 @@ fn commit_group(
                         },
                     ));
                 }
-                Job::Index(paths, reply) => {
-                    let r = in_savepoint(&mut tx, |sp| create_indexes(sp, desc, &paths));
+                Job::Index(add, drop, reply) => {
+                    let r = in_savepoint(&mut tx, |sp| {
+                        drop_indexes(sp, &drop)?;
+                        create_indexes(sp, desc, &add)
+                    });
                     replies.push(Reply::Index(reply, r));
                 }
             }
@@ -198,7 +202,7 @@ fn commit_group(
             match job {
                 Job::One(_, tx) => drop(tx.send(Err(e.clone()))),
                 Job::Batch(_, _, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Index(_, tx) => drop(tx.send(Err(e.clone()))),
+                Job::Index(_, _, tx) => drop(tx.send(Err(e.clone()))),
             }
         }
     }

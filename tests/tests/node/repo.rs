@@ -369,3 +369,147 @@ async fn meta_says_which_node_this_is_and_how_big_its_data_is() {
     );
     assert!(later.uptime_seconds >= first.uptime_seconds);
 }
+
+/// UpdateCollection changes the description, labels and indexes; the
+/// change is stored (it survives a restart), shows in Discover, and the
+/// indexes change in the collection's file.
+#[tokio::test]
+async fn update_collection_changes_description_labels_and_indexes() {
+    let mut n = TestNode::start().await;
+    n.clients.register_shop("shop").await;
+    n.clients
+        .create_orders("shop", "orders", &["quantity"])
+        .await;
+    n.clients
+        .put("shop", "orders", "o1", &Order::new("lamp", 2))
+        .await
+        .unwrap();
+    let update = |n: &TestNode, u: proto::UpdateCollectionRequest| {
+        let mut repo = n.clients.repo.clone();
+        async move {
+            repo.update_collection(proto::UpdateCollectionRequest {
+                namespace: "shop".into(),
+                name: if u.name.is_empty() {
+                    "orders".into()
+                } else {
+                    u.name.clone()
+                },
+                ..u
+            })
+            .await
+        }
+    };
+    let info = update(
+        &n,
+        proto::UpdateCollectionRequest {
+            description: Some("orders of the shop".into()),
+            set_labels: [("team".to_string(), "blue".to_string())].into(),
+            add_indexes: vec!["customer.address.city".into()],
+            drop_indexes: vec!["quantity".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(info.description, "orders of the shop");
+    assert_eq!(info.labels.get("team").map(String::as_str), Some("blue"));
+    assert_eq!(info.indexes, ["customer.address.city"]);
+
+    // The collection's file has the new index and not the old one.
+    let db = n.dir.path().join("collections/shop/orders.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["idx_customer__address__city"]);
+    drop(conn);
+
+    // Discover finds it by its new label; a label can be removed again.
+    let found = n
+        .clients
+        .repo
+        .discover(proto::DiscoverRequest {
+            namespace: "shop".into(),
+            labels: [("team".to_string(), "blue".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collections;
+    assert_eq!(found.len(), 1, "{found:?}");
+
+    // Refusals: a path that is no field, a drop of what is not indexed, a
+    // missing collection, the system namespace.
+    for (u, code) in [
+        (
+            proto::UpdateCollectionRequest {
+                add_indexes: vec!["nope".into()],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            proto::UpdateCollectionRequest {
+                drop_indexes: vec!["price".into()],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            proto::UpdateCollectionRequest {
+                name: "missing".into(),
+                ..Default::default()
+            },
+            Code::NotFound,
+        ),
+    ] {
+        let e = update(&n, u).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+    let e = n
+        .clients
+        .repo
+        .update_collection(proto::UpdateCollectionRequest {
+            namespace: "system".into(),
+            name: "collections".into(),
+            description: Some("mine".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Stored: after a restart the change is still there, and queries work.
+    n.restart().await;
+    let info = n
+        .clients
+        .repo
+        .get_collection(proto::GetCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.description, "orders of the shop");
+    assert_eq!(info.indexes, ["customer.address.city"]);
+    assert_eq!(info.record_count, 1);
+    let info = update(
+        &n,
+        proto::UpdateCollectionRequest {
+            remove_labels: vec!["team".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(info.labels.is_empty(), "{:?}", info.labels);
+    assert_eq!(info.description, "orders of the shop", "unset leaves it");
+}
