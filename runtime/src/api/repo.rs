@@ -68,6 +68,24 @@ impl RepoApi {
     }
 }
 
+/// Returns early with the owner's answer when the collection the request
+/// names (`namespace`, `name`) lives on another node (like CollectionService's
+/// `here_or_relay!`).
+macro_rules! relay_to_owner {
+    ($self:ident, $req:ident, $method:ident) => {
+        let r = $req.get_ref();
+        if let Decision::Forward(peer) = $self.locate(&$req, &r.namespace, &r.name)? {
+            return $self
+                .0
+                .peers
+                .relay(&peer, $req, |ch, r| async move {
+                    $self.client(ch).$method(r).await
+                })
+                .await;
+        }
+    };
+}
+
 /// A collection's description with its owner.
 fn info(m: CollectionMeta, node_id: String, node_address: String) -> proto::CollectionInfo {
     proto::CollectionInfo {
@@ -139,17 +157,7 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::DeleteCollectionRequest>,
     ) -> Result<Response<proto::DeleteCollectionResponse>, Status> {
-        if let Decision::Forward(peer) =
-            self.locate(&req, &req.get_ref().namespace, &req.get_ref().name)?
-        {
-            return self
-                .0
-                .peers
-                .relay(&peer, req, |ch, r| async move {
-                    self.client(ch).delete_collection(r).await
-                })
-                .await;
-        }
+        relay_to_owner!(self, req, delete_collection);
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         self.0
             .catalog
@@ -162,17 +170,7 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::GetCollectionRequest>,
     ) -> Result<Response<proto::CollectionInfo>, Status> {
-        if let Decision::Forward(peer) =
-            self.locate(&req, &req.get_ref().namespace, &req.get_ref().name)?
-        {
-            return self
-                .0
-                .peers
-                .relay(&peer, req, |ch, r| async move {
-                    self.client(ch).get_collection(r).await
-                })
-                .await;
-        }
+        relay_to_owner!(self, req, get_collection);
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let name = collection_name(&req.get_ref().name)?;
         let meta = self.0.catalog.meta(&ns, &name)?;
@@ -187,17 +185,7 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::UpdateCollectionRequest>,
     ) -> Result<Response<proto::CollectionInfo>, Status> {
-        if let Decision::Forward(peer) =
-            self.locate(&req, &req.get_ref().namespace, &req.get_ref().name)?
-        {
-            return self
-                .0
-                .peers
-                .relay(&peer, req, |ch, r| async move {
-                    self.client(ch).update_collection(r).await
-                })
-                .await;
-        }
+        relay_to_owner!(self, req, update_collection);
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let r = req.into_inner();
         let name = collection_name(&r.name)?;
@@ -316,7 +304,7 @@ impl CollectionRepo for RepoApi {
             started_at: Some(timestamp(info.started_us)),
             uptime_seconds: info.uptime_seconds(),
             data_dir_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-            collections: self.0.catalog.owned().len() as i64,
+            collections: self.0.catalog.count() as i64,
         }))
     }
 

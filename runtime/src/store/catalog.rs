@@ -283,6 +283,16 @@ impl Catalog {
             .collect()
     }
 
+    /// How many client collections this node holds (`system` left out).
+    pub fn count(&self) -> usize {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .keys()
+            .filter(|k| !k.0.is_system())
+            .count()
+    }
+
     /// An open collection, for reading.
     pub fn get(&self, ns: &Namespace, name: &CollectionName) -> Result<Arc<Collection>> {
         self.entries
