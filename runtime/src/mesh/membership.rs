@@ -75,17 +75,10 @@ const RESTART_BACKOFF: Duration = Duration::from_millis(200);
 fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
     let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
     let me = cc.self_chitchat_id();
-    let mut members: BTreeMap<String, (u64, Member)> = BTreeMap::new();
+    let mut incarnations = Vec::new();
     for (id, state) in cc.node_states() {
-        // A restarted node has a new generation; older ones linger as dead
-        // until the grace period ends, and the newest incarnation speaks.
-        if members
-            .get(&*id.node_id)
-            .is_some_and(|(g, _)| *g > id.generation_id)
-        {
-            continue;
-        }
         let Some(address) = state.get(keys::ADDRESS) else {
+            // Known from a digest only: its key/values have not arrived yet.
             continue;
         };
         let mut m = Member {
@@ -112,12 +105,36 @@ fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
                 m.handlers.extend(keys::parse_handler(rest, v));
             }
         }
-        members.insert(m.node_id.clone(), (id.generation_id, m));
+        incarnations.push((id.generation_id, m));
     }
     View {
-        members: members.into_iter().map(|(k, (_, m))| (k, m)).collect(),
+        members: speaking(incarnations),
         self_id: self_id.to_string(),
     }
+}
+
+/// One member per node id, out of all the incarnations (generations) the
+/// gossip state holds: the newest one confirmed alive speaks; if none is,
+/// the newest, as dead.
+///
+/// A restarted node's new incarnation is known a round or two before the
+/// failure detector has the two heartbeats it needs to call it alive, while
+/// the old one is still alive until it has been silent long enough. Letting
+/// the newest speak regardless showed a node that had just come back as
+/// dead for that moment (calls for its data failed UNAVAILABLE right after
+/// every view had shown it alive).
+fn speaking(incarnations: Vec<(u64, Member)>) -> BTreeMap<String, Member> {
+    let mut chosen: BTreeMap<String, (u64, Member)> = BTreeMap::new();
+    for (generation, m) in incarnations {
+        let better = match chosen.get(&m.node_id) {
+            None => true,
+            Some((g, cur)) => (m.reachable(), generation) > (cur.reachable(), *g),
+        };
+        if better {
+            chosen.insert(m.node_id.clone(), (generation, m));
+        }
+    }
+    chosen.into_iter().map(|(k, (_, m))| (k, m)).collect()
 }
 
 /// Starts a gossip server for `config` as incarnation `generation`,
@@ -381,5 +398,71 @@ impl Membership {
         if let Some(h) = self.handle.lock().await.take() {
             let _ = h.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incarnation(generation: u64, state: MemberState, address: &str) -> (u64, Member) {
+        (
+            generation,
+            Member {
+                node_id: "c".into(),
+                address: address.into(),
+                state,
+                started_us: generation as i64,
+                collections: Vec::new(),
+                handlers: Vec::new(),
+            },
+        )
+    }
+
+    fn speaker(incarnations: Vec<(u64, Member)>) -> (MemberState, String) {
+        let m = speaking(incarnations).remove("c").expect("c is listed");
+        (m.state, m.address)
+    }
+
+    #[test]
+    fn the_newest_live_incarnation_speaks() {
+        use MemberState::{Alive, Dead};
+        // Back after a restart, both confirmed: the new one.
+        assert_eq!(
+            speaker(vec![
+                incarnation(1, Alive, "old"),
+                incarnation(2, Alive, "new")
+            ]),
+            (Alive, "new".into())
+        );
+        // The old one declared dead, the new one alive, in either order.
+        assert_eq!(
+            speaker(vec![
+                incarnation(2, Alive, "new"),
+                incarnation(1, Dead, "old")
+            ]),
+            (Alive, "new".into())
+        );
+        // Just restarted: the new one is not confirmed yet while the old is
+        // still alive; the node must not look dead meanwhile.
+        assert_eq!(
+            speaker(vec![
+                incarnation(1, Alive, "old"),
+                incarnation(2, Dead, "new")
+            ]),
+            (Alive, "old".into())
+        );
+        // None alive: the newest, as dead.
+        assert_eq!(
+            speaker(vec![
+                incarnation(2, Dead, "new"),
+                incarnation(1, Dead, "old")
+            ]),
+            (Dead, "new".into())
+        );
+        assert_eq!(
+            speaker(vec![incarnation(1, MemberState::Myself, "me")]),
+            (MemberState::Myself, "me".into())
+        );
     }
 }
