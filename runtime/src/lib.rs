@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backups;
 pub mod config;
 pub mod error;
 pub mod guests;

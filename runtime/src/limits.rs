@@ -125,6 +125,13 @@ pub const GROUP_MAX: usize = 512;
 /// How long SQLite waits on a lock before the call is UNAVAILABLE ("storage
 /// busy, retry"); only a checkpoint or an outside reader can hold one.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pages one step of an online backup copies (16 MiB at 4 KiB pages):
+/// steps report progress; their size hardly changes the speed (measured
+/// from 256 to all pages at once) since the read transaction is pinned.
+pub const BACKUP_STEP_PAGES: std::os::raw::c_int = 4096;
+/// Backups taken at once, node-wide; more wait their turn (each reads a
+/// whole collection file and writes one as large).
+pub const MAX_BACKUPS_AT_ONCE: usize = 2;
 /// Reader connections a collection keeps open between reads.
 pub const POOLED_READERS: usize = 16;
 /// Reader threads per core: enough that a slow query does not hold up

@@ -164,6 +164,15 @@ impl Node {
         )
         .await?;
 
+        let backups = crate::backups::Backups::open(
+            &data_dir,
+            system.backups.clone(),
+            catalog.clone(),
+            registry.clone(),
+            node_id.clone(),
+        )
+        .await?;
+
         let (incoming, membership) = bind(&config, &node_id).await?;
         let addr = incoming.local_addr()?;
         let peers = Arc::new(api::peers::GrpcLink::new(
@@ -188,6 +197,7 @@ impl Node {
             node_id: node_id.clone(),
             address: mesh.address(),
             info: crate::node_info::NodeInfo::starting(data_dir.clone()),
+            backups,
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();

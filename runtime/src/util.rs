@@ -26,3 +26,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// Microseconds since the epoch as a protobuf Timestamp.
+pub fn timestamp(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// A protobuf Timestamp as microseconds since the epoch.
+pub fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1000)
+}

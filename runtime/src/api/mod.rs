@@ -55,6 +55,8 @@ pub struct ApiState {
     pub address: String,
     /// Version, start time and data dir.
     pub info: crate::node_info::NodeInfo,
+    /// The node's backups.
+    pub backups: Arc<crate::backups::Backups>,
 }
 
 impl ApiState {
@@ -176,12 +178,7 @@ pub fn collection_name(s: &str) -> Result<CollectionName> {
 }
 
 /// Microseconds since the epoch → Timestamp.
-pub fn timestamp(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
+pub use crate::util::timestamp;
 
 /// A stored record → its proto form (JSON only when asked for).
 pub fn record_to_proto(desc: &MessageDescriptor, r: &Record, include_json: bool) -> proto::Record {

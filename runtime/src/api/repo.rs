@@ -3,6 +3,7 @@
 use super::{
     ApiState, call_options, collection_name, filters, labels, page_size, record_to_proto, timestamp,
 };
+use crate::backups::BackupQuery;
 use crate::error::Error;
 use crate::mesh::DiscoverQuery;
 use crate::mesh::routing::Decision;
@@ -13,6 +14,7 @@ use crate::proto::{
     collector_registry_client::CollectorRegistryClient,
 };
 use crate::store::CollectionMeta;
+use crate::store::backup::Progress;
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -368,4 +370,184 @@ impl CollectionRepo for RepoApi {
             total_count: total,
         }))
     }
+
+    type BackupCollectionStream = ProgressStream;
+
+    async fn backup_collection(
+        &self,
+        req: Request<proto::BackupCollectionRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        let r = req.get_ref();
+        if let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.name)? {
+            let answer = self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    self.client(ch).backup_collection(r).await
+                })
+                .await?;
+            return Ok(Response::new(
+                Box::pin(answer.into_inner()) as ProgressStream
+            ));
+        }
+        let ns = self.0.namespace(&req, &r.namespace)?;
+        let name = collection_name(&r.name)?;
+        // Refused before the stream starts, so a bad request is one status.
+        self.0.catalog.get(&ns, &name)?;
+        let (progress, mut seen) = tokio::sync::watch::channel(Progress {
+            pages_done: 0,
+            pages_total: 0,
+            page_size: 0,
+        });
+        let backups = self.0.backups.clone();
+        // Its own task: a caller that goes away does not cut a backup short.
+        let mut task = tokio::spawn(async move { backups.create(&ns, &name, progress).await });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut following = true;
+            loop {
+                tokio::select! {
+                    done = &mut task => {
+                        let last = match done {
+                            Ok(Ok(b)) => Ok(proto::BackupProgress {
+                                pages_done: b.page_count,
+                                pages_total: b.page_count,
+                                bytes_done: b.size_bytes,
+                                bytes_total: b.size_bytes,
+                                backup: Some(b),
+                            }),
+                            Ok(Err(e)) => Err(Status::from(e)),
+                            Err(e) => Err(Status::internal(format!("backup task failed: {e}"))),
+                        };
+                        let _ = tx.send(last).await;
+                        return;
+                    }
+                    changed = seen.changed(), if following => {
+                        if changed.is_err() {
+                            following = false;
+                            continue;
+                        }
+                        let p = *seen.borrow_and_update();
+                        // Progress is best effort: a slow reader skips some.
+                        let _ = tx.try_send(Ok(proto::BackupProgress {
+                            pages_done: p.pages_done,
+                            pages_total: p.pages_total,
+                            bytes_done: p.pages_done * p.page_size,
+                            bytes_total: p.pages_total * p.page_size,
+                            backup: None,
+                        }));
+                    }
+                }
+            }
+        });
+        Ok(Response::new(
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ProgressStream,
+        ))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<proto::ListBackupsRequest>,
+    ) -> Result<Response<proto::ListBackupsResponse>, Status> {
+        let r = req.get_ref();
+        if !r.collection.is_empty()
+            && let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.collection)?
+        {
+            return self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    self.client(ch).list_backups(r).await
+                })
+                .await;
+        }
+        let ns = self.0.namespace(&req, &r.namespace)?;
+        let r = req.into_inner();
+        let collection = match r.collection.as_str() {
+            "" => None,
+            c => Some(collection_name(c)?),
+        };
+        let (backups, next_page_token) = self
+            .0
+            .backups
+            .list(BackupQuery {
+                namespace: ns,
+                collection,
+                since_us: r.since.as_ref().map(crate::util::timestamp_us),
+                page_size: r.page_size,
+                page_token: r.page_token,
+            })
+            .await?;
+        Ok(Response::new(proto::ListBackupsResponse {
+            backups,
+            next_page_token,
+        }))
+    }
+
+    async fn get_backup(
+        &self,
+        req: Request<proto::GetBackupRequest>,
+    ) -> Result<Response<proto::BackupInfo>, Status> {
+        Ok(Response::new(
+            self.0.backups.get(&req.get_ref().backup_id).await?,
+        ))
+    }
+
+    async fn verify_backup(
+        &self,
+        req: Request<proto::VerifyBackupRequest>,
+    ) -> Result<Response<proto::VerifyBackupResponse>, Status> {
+        let v = self.0.backups.verify(&req.get_ref().backup_id).await?;
+        Ok(Response::new(proto::VerifyBackupResponse {
+            valid: v.problems.is_empty(),
+            problems: v.problems,
+            backup: Some(v.backup),
+        }))
+    }
+
+    async fn delete_backup(
+        &self,
+        req: Request<proto::DeleteBackupRequest>,
+    ) -> Result<Response<proto::DeleteBackupResponse>, Status> {
+        let freed_bytes = self.0.backups.delete(&req.get_ref().backup_id).await?;
+        Ok(Response::new(proto::DeleteBackupResponse { freed_bytes }))
+    }
+
+    async fn restore_backup(
+        &self,
+        req: Request<proto::RestoreBackupRequest>,
+    ) -> Result<Response<proto::CollectionInfo>, Status> {
+        let r = req.get_ref();
+        let ns = match r.namespace.as_str() {
+            "" => None,
+            n => Some(Namespace::new(n)?),
+        };
+        let name = match r.name.as_str() {
+            "" => None,
+            n => Some(collection_name(n)?),
+        };
+        if let (Some(ns), Some(name)) = (&ns, &name)
+            && let Ok(Decision::Forward(peer)) =
+                self.0
+                    .mesh
+                    .locate(ns, name, call_options(req.metadata()).hop)
+        {
+            return Err(Error::already_exists(format!(
+                "collection {ns}/{name} is on node {} ({}); restore to another name, or delete it there first",
+                peer.node_id, peer.address
+            ))
+            .into());
+        }
+        let meta = self
+            .0
+            .backups
+            .restore(&r.backup_id, ns, name, r.overwrite)
+            .await?;
+        Ok(Response::new(self.info(meta)))
+    }
 }
+
+/// A stream of backup progress reports.
+pub type ProgressStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::BackupProgress, Status>> + Send + 'static>,
+>;

@@ -3,6 +3,7 @@
 //! One file per command group; `output` holds what they share: the JSON
 //! shapes, printing, reading input files and the exit code of a failure.
 
+mod backups;
 mod collections;
 mod mesh;
 mod output;
@@ -57,6 +58,11 @@ pub enum ClientCmd {
     Collections {
         #[command(subcommand)]
         cmd: collections::CollectionsCmd,
+    },
+    /// Backups: take, list, verify, restore, delete.
+    Backup {
+        #[command(subcommand)]
+        cmd: backups::BackupCmd,
     },
     /// Store a record given as JSON (prints it back with its id and version).
     Put(records::Put),
@@ -129,6 +135,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
     let out = match cmd {
         ClientCmd::Protos { cmd } => protos::run(&mut c, cmd).await,
         ClientCmd::Collections { cmd } => collections::run(&mut c, cmd).await,
+        ClientCmd::Backup { cmd } => backups::run(&mut c, cmd).await,
         ClientCmd::Put(a) => records::put(&mut c, a).await,
         ClientCmd::Update(a) => records::update(&mut c, a).await,
         ClientCmd::Get(a) => records::get(&mut c, a).await,

@@ -79,6 +79,8 @@ pub const COLLECTIONS: &str = "collections";
 pub const PROTOS: &str = "protos";
 /// The name of the registered-services collection in `system`.
 pub const SERVICES: &str = "services";
+/// The name of the backups collection in `system`.
+pub const BACKUPS: &str = "backups";
 use crate::limits::MAX_INDEXES;
 
 type Key = (Namespace, CollectionName);
@@ -134,7 +136,8 @@ async fn open_blocking(
         .map_err(|e| Error::internal(format!("open task failed: {e}")))?
 }
 
-fn meta_to_proto(m: &CollectionMeta) -> crate::proto::CollectionInfo {
+/// A description as stored in `system/collections` (and in backups).
+pub fn meta_to_proto(m: &CollectionMeta) -> crate::proto::CollectionInfo {
     crate::proto::CollectionInfo {
         namespace: m.namespace.to_string(),
         name: m.name.to_string(),
@@ -142,10 +145,7 @@ fn meta_to_proto(m: &CollectionMeta) -> crate::proto::CollectionInfo {
         labels: m.labels.clone().into_iter().collect(),
         description: m.description.clone(),
         indexes: m.indexes.clone(),
-        created_at: Some(prost_types::Timestamp {
-            seconds: m.created_us.div_euclid(1_000_000),
-            nanos: (m.created_us.rem_euclid(1_000_000) * 1000) as i32,
-        }),
+        created_at: Some(crate::util::timestamp(m.created_us)),
         ..Default::default()
     }
 }
@@ -170,19 +170,27 @@ pub struct SystemCollections {
     pub collections: Arc<Collection>,
     /// Registered services (collector.v1.ServiceInfo).
     pub services: Arc<Collection>,
+    /// Backups taken on this node (collector.v1.BackupInfo).
+    pub backups: Arc<Collection>,
 }
 
 impl SystemCollections {
-    fn all(&self) -> [&Arc<Collection>; 3] {
-        [&self.protos, &self.collections, &self.services]
+    fn all(&self) -> [&Arc<Collection>; 4] {
+        [
+            &self.protos,
+            &self.collections,
+            &self.services,
+            &self.backups,
+        ]
     }
 }
 
 /// Name and message type of each system collection.
-const SYSTEM_COLLECTIONS: [(&str, &str); 3] = [
+const SYSTEM_COLLECTIONS: [(&str, &str); 4] = [
     (PROTOS, "collector.v1.ProtoFileRecord"),
     (COLLECTIONS, "collector.v1.CollectionInfo"),
     (SERVICES, "collector.v1.ServiceInfo"),
+    (BACKUPS, "collector.v1.BackupInfo"),
 ];
 
 /// Opens the system collections the registry, catalogue and services live in.
@@ -196,13 +204,13 @@ pub async fn open_system(root: &Path, options: Options) -> Result<SystemCollecti
             .expect("the API defines the system types");
         opened.push(open_blocking(&meta, desc, root, options).await?);
     }
-    let services = opened.pop().expect("three");
-    let collections = opened.pop().expect("three");
-    let protos = opened.pop().expect("three");
+    let mut opened = opened.into_iter();
+    let mut next = || opened.next().expect("one per system collection");
     Ok(SystemCollections {
-        protos,
-        collections,
-        services,
+        protos: next(),
+        collections: next(),
+        services: next(),
+        backups: next(),
     })
 }
 
@@ -237,6 +245,11 @@ impl Catalog {
             })
             .await?;
         for meta in metas {
+            // A restore cut short by a crash left its copy: the old file is whole.
+            let _ = std::fs::remove_file(with_suffix(
+                &db_path(&root, &meta.namespace, &meta.name),
+                ".restoring",
+            ));
             let mdesc = types.message(&meta.namespace, &meta.message_type)?;
             let coll = open_blocking(&meta, mdesc, &root, options).await?;
             entries.insert(
@@ -473,6 +486,134 @@ impl Catalog {
         Ok(meta)
     }
 
+    /// Makes the collection `meta` names hold the records of the backup file
+    /// `backup` (already verified by the caller): a new collection, or, with
+    /// `overwrite`, the existing one replaced. The file is copied next to
+    /// the collection's and renamed into place, so a crash leaves the old
+    /// file whole or the new one complete; writes queued before the swap
+    /// land in the old one first, later ones are told to retry.
+    pub async fn restore(
+        &self,
+        mut meta: CollectionMeta,
+        backup: PathBuf,
+        overwrite: bool,
+    ) -> Result<CollectionMeta> {
+        meta.namespace.writable()?;
+        let desc = self.types.message(&meta.namespace, &meta.message_type)?;
+        let _ddl = self.ddl.lock().await;
+        let key = (meta.namespace.clone(), meta.name.clone());
+        let old = self
+            .entries
+            .read()
+            .expect("catalog lock")
+            .get(&key)
+            .map(|e| (e.meta.clone(), e.coll.clone()));
+        if let Some((old_meta, _)) = &old {
+            if !overwrite {
+                return Err(Error::already_exists(format!(
+                    "collection {}/{} exists; set overwrite to replace it, or restore to another name",
+                    meta.namespace, meta.name
+                )));
+            }
+            if old_meta.message_type != meta.message_type {
+                return Err(Error::failed_precondition(format!(
+                    "collection {}/{} holds {}, the backup {}; restore it to another name",
+                    meta.namespace, meta.name, old_meta.message_type, meta.message_type
+                )));
+            }
+            meta.created_us = old_meta.created_us;
+        }
+        let path = db_path(&self.root, &meta.namespace, &meta.name);
+        let staging = with_suffix(&path, ".restoring");
+        let (b, st) = (backup.clone(), staging.clone());
+        blocking(move || {
+            if let Some(dir) = st.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let _ = std::fs::remove_file(&st);
+            super::backup::copy_for_restore(&b, &st)
+        })
+        .await?;
+        if let Some((_, coll)) = &old {
+            let coll = coll.clone();
+            blocking(move || {
+                coll.retire();
+                Ok(())
+            })
+            .await?;
+        }
+        let (p, st) = (path.clone(), staging.clone());
+        let swapped = blocking(move || swap_in(&st, &p)).await;
+        if let Err(e) = swapped {
+            let _ = std::fs::remove_file(&staging);
+            if let Some((old_meta, _)) = old {
+                // The old file is untouched: serve it again.
+                let mdesc = self
+                    .types
+                    .message(&old_meta.namespace, &old_meta.message_type)?;
+                let coll = open_blocking(&old_meta, mdesc, &self.root, self.options).await?;
+                self.entries.write().expect("catalog lock").insert(
+                    key,
+                    Entry {
+                        meta: old_meta,
+                        coll,
+                    },
+                );
+            }
+            return Err(e);
+        }
+        let coll = open_blocking(&meta, desc, &self.root, self.options).await?;
+        let info = meta_to_proto(&meta);
+        let msg = DynamicMessage::decode(
+            self.system.descriptor().clone(),
+            info.encode_to_vec().as_slice(),
+        )
+        .map_err(|e| Error::internal(format!("encoding collection info: {e}")))?;
+        let id = RecordId::new(&format!("{}/{}", meta.namespace, meta.name))?;
+        let op = if old.is_some() {
+            WriteOp::Update {
+                id,
+                data: Some(msg),
+                labels: Labels::new(),
+                mask: super::record::Mask::full(),
+                expected_version: None,
+            }
+        } else {
+            WriteOp::Create {
+                id: Some(id),
+                payload: codec::encode(&msg)?,
+                labels: Labels::new(),
+            }
+        };
+        match self.system.write(op).await {
+            Ok(Written::Stored(r)) if old.is_none() => meta.created_us = r.created_us,
+            Ok(_) => {}
+            Err(e) if old.is_none() => {
+                let _ = blocking(move || {
+                    coll.close();
+                    remove_files(coll.path());
+                    Ok(())
+                })
+                .await;
+                return Err(e);
+            }
+            // The records are restored; only the stored description is old.
+            Err(e) => {
+                tracing::warn!(error = %e, "restored, but the collection's description was not updated")
+            }
+        }
+        self.entries.write().expect("catalog lock").insert(
+            key,
+            Entry {
+                meta: meta.clone(),
+                coll,
+            },
+        );
+        self.changes.send_modify(|n| *n += 1);
+        tracing::info!(namespace = %meta.namespace, collection = %meta.name, overwrite, "collection restored");
+        Ok(meta)
+    }
+
     /// Deletes a collection and its records.
     pub async fn delete(&self, ns: &Namespace, name: &CollectionName) -> Result<()> {
         ns.writable()?;
@@ -596,10 +737,52 @@ impl Catalog {
     }
 }
 
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 fn remove_files(db: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = db.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
+    for suffix in ["", "-wal", "-shm", ".restoring"] {
+        let _ = std::fs::remove_file(with_suffix(db, suffix));
     }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("file task failed: {e}")))?
+}
+
+/// Renames the restored file `staging` over the collection file `db`. The
+/// old file's WAL must not outlive it (SQLite would replay it into the new
+/// file), so it is checkpointed completely first and then removed; if it
+/// cannot be, nothing is swapped.
+fn swap_in(staging: &Path, db: &Path) -> Result<()> {
+    if db.exists() {
+        let conn = rusqlite::Connection::open(db)?;
+        conn.busy_timeout(crate::limits::SQLITE_BUSY_TIMEOUT)?;
+        let (busy, log, moved): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy != 0 || log != moved {
+            return Err(Error::unavailable(
+                "a reader still holds the collection's old file; retry the restore",
+            ));
+        }
+        conn.close().map_err(|(_, e)| Error::from(e))?;
+    }
+    for suffix in ["-wal", "-shm"] {
+        match std::fs::remove_file(with_suffix(db, suffix)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    std::fs::rename(staging, db)?;
+    if let Some(dir) = db.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -59,6 +59,9 @@ pub struct Collection {
     readers: Mutex<Vec<Connection>>,
     cache: Arc<RecordCache>,
     query_timeout: std::time::Duration,
+    /// Set when a restore replaced the collection: writes that reach this
+    /// (closed) one are told to retry, not that it is gone.
+    replaced: AtomicBool,
 }
 
 impl Collection {
@@ -95,6 +98,7 @@ impl Collection {
             readers: Mutex::new(Vec::new()),
             cache,
             query_timeout: options.query_timeout,
+            replaced: AtomicBool::new(false),
         }))
     }
 
@@ -111,6 +115,12 @@ impl Collection {
     fn send(&self, job: Job) -> Result<()> {
         let guard = self.writer.lock().expect("writer lock");
         let Some(tx) = guard.as_ref() else {
+            if self.replaced.load(Ordering::Acquire) {
+                return Err(Error::unavailable(format!(
+                    "collection {}/{} was just replaced by a restore; retry to reach the restored one",
+                    self.namespace, self.name
+                )));
+            }
             return Err(Error::not_found(format!(
                 "collection {}/{} was deleted",
                 self.namespace, self.name
@@ -180,6 +190,13 @@ impl Collection {
             let _ = h.join();
         }
         self.readers.lock().expect("readers lock").clear();
+    }
+
+    /// Closes the collection for a restore that replaces its file: queued
+    /// writes land first, later ones are told to retry.
+    pub fn retire(&self) {
+        self.replaced.store(true, Ordering::Release);
+        self.close();
     }
 
     /// Runs `f` with a read connection on the reader threads of `lane`. A

@@ -8,6 +8,7 @@
 //! The store knows nothing of the type registry: it resolves a collection's
 //! message type through `Types`, which `node.rs` wires to the registry.
 
+pub mod backup;
 pub mod cache;
 pub mod catalog;
 pub mod codec;

@@ -1,0 +1,405 @@
+//! The node's backups: taking them (`store::backup` makes the file), the
+//! `system/backups` collection that records them, verifying, deleting and
+//! restoring them. Backup files live in `<data dir>/backups/<id>.db`, named
+//! by a UUIDv7 the node makes; no client-supplied path is ever used.
+//!
+//! This sits above `store` and `registry`: a restore may register the
+//! backup's type in the destination namespace before the catalogue takes
+//! the file.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::{CollectionName, Namespace, RecordId};
+use crate::proto::{BackupInfo, CollectionInfo};
+use crate::registry::{ProtoInput, Registry};
+use crate::store::backup::{self, Expected, Manifest, Progress};
+use crate::store::{
+    Catalog, Collection, CollectionMeta, Filter, Labels, Op, Order, Query, Scalar, WriteOp,
+};
+use crate::util::{timestamp, timestamp_us};
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, watch};
+
+/// Which backups `list` returns.
+#[derive(Debug, Clone)]
+pub struct BackupQuery {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// Only this collection's; None: the whole namespace's.
+    pub collection: Option<CollectionName>,
+    /// Only those taken at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Page size (already bounded by the caller).
+    pub page_size: u32,
+    /// Where the previous page ended.
+    pub page_token: String,
+}
+
+/// A verification's outcome.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What differs from what was recorded; empty when the backup is sound.
+    pub problems: Vec<String>,
+    /// The backup checked.
+    pub backup: BackupInfo,
+}
+
+/// The node's backups.
+pub struct Backups {
+    dir: PathBuf,
+    records: Arc<Collection>,
+    catalog: Arc<Catalog>,
+    registry: Arc<Registry>,
+    node_id: String,
+    slots: Semaphore,
+}
+
+/// A backup id from a request: a UUID, or INVALID_ARGUMENT. Only its
+/// canonical form is ever used to name a file.
+fn parse_id(id: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id).map_err(|_| {
+        Error::invalid(format!(
+            "backup_id {:?} is not a backup id (a UUID from BackupCollection or ListBackups)",
+            crate::names::clip(id)
+        ))
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("backup task failed: {e}")))?
+}
+
+fn created_us(info: &BackupInfo) -> i64 {
+    info.created_at.as_ref().map(timestamp_us).unwrap_or(0)
+}
+
+impl Backups {
+    /// Opens the backups of the node whose data dir is `data_dir`, sweeping
+    /// what a crash left: temporary files, and files no record names.
+    pub async fn open(
+        data_dir: &std::path::Path,
+        records: Arc<Collection>,
+        catalog: Arc<Catalog>,
+        registry: Arc<Registry>,
+        node_id: String,
+    ) -> Result<Arc<Self>> {
+        let dir = data_dir.join("backups");
+        std::fs::create_dir_all(&dir)?;
+        let me = Arc::new(Backups {
+            dir,
+            records,
+            catalog,
+            registry,
+            node_id,
+            slots: Semaphore::new(crate::limits::MAX_BACKUPS_AT_ONCE),
+        });
+        me.sweep().await?;
+        Ok(me)
+    }
+
+    async fn sweep(&self) -> Result<()> {
+        let mut known = std::collections::HashSet::new();
+        self.records
+            .scan(|rec, _| {
+                known.insert(rec.id.clone());
+                Ok(())
+            })
+            .await?;
+        let dir = self.dir.clone();
+        blocking(move || {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let orphan = match name.strip_suffix(".db") {
+                    Some(id) => !known.contains(id),
+                    None => name.ends_with(".db.tmp"),
+                };
+                if orphan {
+                    tracing::info!(file = %name, "removing a backup file a crash left unfinished");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn file(&self, id: &uuid::Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.db"))
+    }
+
+    /// Takes a backup of a collection on this node while it keeps serving;
+    /// `progress` follows the copy. At most `MAX_BACKUPS_AT_ONCE` run at
+    /// once; more wait their turn.
+    pub async fn create(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        progress: watch::Sender<Progress>,
+    ) -> Result<BackupInfo> {
+        if ns.is_system() {
+            return Err(Error::permission_denied(
+                "the system namespace is the node's own state and is not backed up this way",
+            ));
+        }
+        let coll = self.catalog.get(ns, name)?;
+        let meta = self.catalog.meta(ns, name)?;
+        let files = self
+            .registry
+            .file_with_deps(ns, None, Some(&meta.message_type))?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Error::unavailable("the node is stopping"))?;
+        let id = uuid::Uuid::now_v7();
+        let now = crate::util::now_us();
+        let mut manifest = Manifest {
+            backup_id: id.to_string(),
+            namespace: ns.to_string(),
+            collection: name.to_string(),
+            message_type: meta.message_type.clone(),
+            collection_info: crate::store::catalog::meta_to_proto(&meta).encode_to_vec(),
+            descriptor_set: prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
+            record_count: 0,
+            created_us: now,
+            node_id: self.node_id.clone(),
+        };
+        let tmp = self.dir.join(format!("{id}.db.tmp"));
+        let path = self.file(&id);
+        let source = coll.path().to_path_buf();
+        let (t, p) = (tmp.clone(), path.clone());
+        let started = std::time::Instant::now();
+        let made = blocking(move || {
+            let snap = backup::snapshot(&source, &t, &mut manifest, &mut |pr| {
+                progress.send_replace(pr);
+            })?;
+            std::fs::rename(&t, &p)?;
+            if let Some(dir) = p.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok((snap, manifest))
+        })
+        .await;
+        let (snap, manifest) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.context(format!("backing up {ns}/{name}")));
+            }
+        };
+        let info = BackupInfo {
+            backup_id: id.to_string(),
+            namespace: ns.to_string(),
+            collection: name.to_string(),
+            message_type: meta.message_type.clone(),
+            created_at: Some(timestamp(manifest.created_us)),
+            record_count: snap.record_count,
+            size_bytes: snap.size_bytes,
+            blake3: snap.blake3,
+            page_count: snap.page_count,
+            page_size: snap.page_size as i32,
+            node_id: self.node_id.clone(),
+            source: Some(crate::store::catalog::meta_to_proto(&meta)),
+        };
+        if let Err(e) = self.put(&info).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        tracing::info!(
+            backup = %id, namespace = %ns, collection = %name,
+            records = info.record_count, bytes = info.size_bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "backup taken"
+        );
+        Ok(info)
+    }
+
+    async fn put(&self, info: &BackupInfo) -> Result<()> {
+        let msg = DynamicMessage::decode(
+            self.records.descriptor().clone(),
+            info.encode_to_vec().as_slice(),
+        )
+        .map_err(|e| Error::internal(format!("encoding backup info: {e}")))?;
+        self.records
+            .write(WriteOp::Create {
+                id: Some(RecordId::new(&info.backup_id)?),
+                payload: crate::store::codec::encode(&msg)?,
+                labels: Labels::new(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A backup by id.
+    pub async fn get(&self, id: &str) -> Result<BackupInfo> {
+        let id = parse_id(id)?;
+        let rec = self
+            .records
+            .get(RecordId::new(&id.to_string())?)
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => Error::not_found(format!(
+                    "backup {id} does not exist on this node (see ListBackups)"
+                )),
+                _ => e,
+            })?;
+        BackupInfo::decode(rec.data.as_slice())
+            .map_err(|e| Error::internal(format!("system/backups {id}: {e}")))
+    }
+
+    /// Backups, newest first; with the token of the next page (empty on the last).
+    pub async fn list(&self, q: BackupQuery) -> Result<(Vec<BackupInfo>, String)> {
+        let mut filters = vec![Filter {
+            field: "namespace".into(),
+            op: Op::Eq,
+            value: Some(Scalar::Str(q.namespace.to_string())),
+            values: vec![],
+        }];
+        if let Some(c) = &q.collection {
+            filters.push(Filter {
+                field: "collection".into(),
+                op: Op::Eq,
+                value: Some(Scalar::Str(c.to_string())),
+                values: vec![],
+            });
+        }
+        let query = Query {
+            filters,
+            order: Some(Order {
+                field: "_created".into(),
+                descending: true,
+            }),
+            page_size: q.page_size,
+            page_token: q.page_token,
+            ..Default::default()
+        };
+        let (page, _) = self.records.search(query, false).await?;
+        let mut out = Vec::with_capacity(page.hits.len());
+        for (rec, _) in page.hits {
+            let info = BackupInfo::decode(rec.data.as_slice())
+                .map_err(|e| Error::internal(format!("system/backups {}: {e}", rec.id)))?;
+            if q.since_us.is_some_and(|s| created_us(&info) < s) {
+                // Newest first: the rest are older still.
+                return Ok((out, String::new()));
+            }
+            out.push(info);
+        }
+        Ok((out, page.next_token))
+    }
+
+    /// Re-reads a backup's file and says what differs from its record.
+    pub async fn verify(&self, id: &str) -> Result<Verdict> {
+        let info = self.get(id).await?;
+        let path = self.file(&parse_id(id)?);
+        let expected = Expected {
+            size_bytes: info.size_bytes,
+            blake3: info.blake3.clone(),
+            record_count: info.record_count,
+            message_type: info.message_type.clone(),
+        };
+        let problems = blocking(move || {
+            if !path.exists() {
+                return Ok(vec!["the backup's file is missing".to_string()]);
+            }
+            backup::verify(&path, &expected)
+        })
+        .await?;
+        if !problems.is_empty() {
+            tracing::warn!(backup = %info.backup_id, ?problems, "backup failed verification");
+        }
+        Ok(Verdict {
+            problems,
+            backup: info,
+        })
+    }
+
+    /// Deletes a backup (its record, then its file); the bytes freed.
+    pub async fn delete(&self, id: &str) -> Result<i64> {
+        let info = self.get(id).await?;
+        let path = self.file(&parse_id(id)?);
+        self.records
+            .write(WriteOp::Delete {
+                id: RecordId::new(&info.backup_id)?,
+                expected_version: None,
+            })
+            .await?;
+        let freed = blocking(move || {
+            let size = std::fs::metadata(&path)
+                .map(|m| m.len() as i64)
+                .unwrap_or(0);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(size),
+            }
+        })
+        .await?;
+        tracing::info!(backup = %info.backup_id, freed_bytes = freed, "backup deleted");
+        Ok(freed)
+    }
+
+    /// Restores a backup into `ns`/`name` (default: where it was taken
+    /// from), registering its type there if the namespace lacks it; an
+    /// existing collection is replaced only with `overwrite`. The file is
+    /// verified first: a damaged backup is never restored.
+    pub async fn restore(
+        &self,
+        id: &str,
+        ns: Option<Namespace>,
+        name: Option<CollectionName>,
+        overwrite: bool,
+    ) -> Result<CollectionMeta> {
+        let verdict = self.verify(id).await?;
+        if !verdict.problems.is_empty() {
+            return Err(Error::failed_precondition(format!(
+                "backup {} is damaged, so it is not restored: {}",
+                verdict.backup.backup_id,
+                verdict.problems.join("; ")
+            )));
+        }
+        let info = verdict.backup;
+        let path = self.file(&parse_id(id)?);
+        let p = path.clone();
+        let manifest = blocking(move || backup::read_manifest(&p)).await?;
+        let ns = match ns {
+            Some(n) => n,
+            None => Namespace::new(&info.namespace)?,
+        };
+        let name = match name {
+            Some(n) => n,
+            None => CollectionName::new(&info.collection)?,
+        };
+        ns.writable()?;
+        let set = prost_types::FileDescriptorSet::decode(manifest.descriptor_set.as_slice())
+            .map_err(|e| Error::failed_precondition(format!("the backup's descriptor set: {e}")))?;
+        // Identical files are no-ops; a different type under the same names
+        // is refused by the registry.
+        self.registry
+            .register(&ns, ProtoInput::FileSet(set))
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "the backup's type {} does not fit namespace {ns}",
+                    manifest.message_type
+                ))
+            })?;
+        let source = CollectionInfo::decode(manifest.collection_info.as_slice())
+            .map_err(|e| Error::failed_precondition(format!("the backup's description: {e}")))?;
+        let meta = CollectionMeta {
+            namespace: ns,
+            name,
+            message_type: manifest.message_type,
+            labels: source.labels.into_iter().collect(),
+            description: source.description,
+            indexes: source.indexes,
+            created_us: 0,
+        };
+        let meta = self.catalog.restore(meta, path, overwrite).await?;
+        tracing::info!(backup = %info.backup_id, namespace = %meta.namespace, collection = %meta.name, "backup restored");
+        Ok(meta)
+    }
+}

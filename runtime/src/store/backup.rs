@@ -1,0 +1,352 @@
+//! A backup file: an online snapshot of one collection's SQLite file, plus a
+//! `collector_backup` table that describes it (the collection, its type's
+//! FileDescriptorSet, the record count, when and where it was taken), so it
+//! restores on a node that never saw the type and reads with the stock
+//! `sqlite3` CLI. Its blake3 hash is taken over the finished file.
+//!
+//! The snapshot uses SQLite's backup API from a read-only connection that
+//! holds one read transaction for the whole copy. Stepped from a connection
+//! that reopens its read lock at every step, the backup restarts whenever
+//! another connection commits, so under steady writes it may never finish;
+//! with the transaction pinned every step reads the same snapshot (WAL mode
+//! lets the writer go on meanwhile), nothing restarts, and the steps give
+//! progress. `VACUUM INTO` also reads one snapshot, but rebuilds every
+//! B-tree and index (FTS included) and reports no progress: on a 190 MB
+//! collection here it took 0.41 s against the backup API's 0.30 s and a
+//! plain file copy's 0.13–0.16 s.
+
+use crate::error::{Error, Result};
+use crate::limits::BACKUP_STEP_PAGES;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::io::Read;
+use std::path::Path;
+
+/// The value of the `format` key: bumped when the layout changes.
+pub const FORMAT: &str = "collector-backup/1";
+
+/// The table a backup file describes itself in.
+const META_TABLE: &str = "collector_backup";
+
+/// What a backup file says about itself (`collector_backup`, one row per
+/// field, readable with `SELECT key, value FROM collector_backup`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifest {
+    /// The backup's id (a UUIDv7).
+    pub backup_id: String,
+    /// Namespace of the collection backed up.
+    pub namespace: String,
+    /// Name of the collection backed up.
+    pub collection: String,
+    /// Full name of the records' message type.
+    pub message_type: String,
+    /// The collection's description, labels and indexes (an encoded
+    /// `collector.v1.CollectionInfo`).
+    pub collection_info: Vec<u8>,
+    /// The type's file and its dependencies (an encoded FileDescriptorSet).
+    pub descriptor_set: Vec<u8>,
+    /// Records in the snapshot.
+    pub record_count: i64,
+    /// When it was taken (µs since the epoch).
+    pub created_us: i64,
+    /// The node that took it.
+    pub node_id: String,
+}
+
+/// How far a snapshot has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Pages copied so far.
+    pub pages_done: i64,
+    /// Pages in the snapshot.
+    pub pages_total: i64,
+    /// Bytes per page.
+    pub page_size: i64,
+}
+
+/// A finished backup file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Records in the snapshot.
+    pub record_count: i64,
+    /// Pages of the file, and their size.
+    pub page_count: i64,
+    /// Bytes per page.
+    pub page_size: i64,
+    /// Bytes of the file.
+    pub size_bytes: i64,
+    /// blake3 of the file, hex.
+    pub blake3: String,
+}
+
+/// Copies the collection file `source` into a new file `dest` (which must
+/// not exist) as one consistent snapshot, then writes `manifest` into it
+/// (its `record_count` taken from the snapshot) and syncs it. On error
+/// `dest` may be left behind: the caller names it as a temporary and
+/// removes it.
+pub fn snapshot(
+    source: &Path,
+    dest: &Path,
+    manifest: &mut Manifest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Snapshot> {
+    if dest.exists() {
+        return Err(Error::internal(format!(
+            "backup file {} exists already",
+            dest.display()
+        )));
+    }
+    let src = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    src.busy_timeout(crate::limits::SQLITE_BUSY_TIMEOUT)?;
+    // The pinned read transaction: the count and every step see one snapshot.
+    src.execute_batch("BEGIN")?;
+    manifest.record_count = src.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
+    let page_size: i64 = src.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let mut dst = Connection::open(dest)?;
+    // The file is a temporary until it is synced and renamed: no journal.
+    dst.pragma_update(None, "journal_mode", "OFF")?;
+    dst.pragma_update(None, "synchronous", "OFF")?;
+    {
+        let backup = Backup::new(&src, &mut dst)?;
+        loop {
+            let step = backup.step(BACKUP_STEP_PAGES)?;
+            let p = backup.progress();
+            progress(Progress {
+                pages_done: (p.pagecount - p.remaining) as i64,
+                pages_total: p.pagecount as i64,
+                page_size,
+            });
+            match step {
+                StepResult::Done => break,
+                StepResult::More => {}
+                // Only a writer on the destination could cause these, and
+                // the destination is ours alone; wait and step again.
+                StepResult::Busy | StepResult::Locked => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                _ => {}
+            }
+        }
+    }
+    src.execute_batch("COMMIT")?;
+    drop(src);
+    // The copied header says WAL (the source's mode): make the file one
+    // self-contained database again before writing the manifest.
+    dst.pragma_update(None, "journal_mode", "DELETE")?;
+    write_manifest(&dst, manifest)?;
+    let page_count: i64 = dst.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    dst.close().map_err(|(_, e)| Error::from(e))?;
+    std::fs::File::open(dest)?.sync_all()?;
+    let (size_bytes, blake3) = hash_file(dest)?;
+    Ok(Snapshot {
+        record_count: manifest.record_count,
+        page_count,
+        page_size,
+        size_bytes,
+        blake3,
+    })
+}
+
+fn write_manifest(conn: &Connection, m: &Manifest) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE {META_TABLE}(key TEXT PRIMARY KEY, value) WITHOUT ROWID"
+    ))?;
+    let mut put = conn.prepare(&format!(
+        "INSERT INTO {META_TABLE}(key, value) VALUES (?, ?)"
+    ))?;
+    put.execute(params!["format", FORMAT])?;
+    put.execute(params!["backup_id", m.backup_id])?;
+    put.execute(params!["namespace", m.namespace])?;
+    put.execute(params!["collection", m.collection])?;
+    put.execute(params!["message_type", m.message_type])?;
+    put.execute(params!["collection_info", m.collection_info])?;
+    put.execute(params!["descriptor_set", m.descriptor_set])?;
+    put.execute(params!["record_count", m.record_count])?;
+    put.execute(params!["created_us", m.created_us])?;
+    put.execute(params!["node_id", m.node_id])?;
+    Ok(())
+}
+
+/// Opens a backup file read-only, for reading its manifest or checking it.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // An untrusted file: no schema code runs, and corruption is an error.
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    conn.pragma_update(None, "cell_size_check", "ON")?;
+    Ok(conn)
+}
+
+fn read_manifest_from(conn: &Connection) -> Result<Manifest> {
+    let get = |key: &str| -> Result<rusqlite::types::Value> {
+        conn.query_row(
+            &format!("SELECT value FROM {META_TABLE} WHERE key = ?"),
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| Error::failed_precondition(format!("the backup file has no {key:?}")))
+    };
+    use rusqlite::types::Value;
+    let text = |key: &str| -> Result<String> {
+        match get(key)? {
+            Value::Text(s) => Ok(s),
+            _ => Err(Error::failed_precondition(format!("{key} is not text"))),
+        }
+    };
+    let int = |key: &str| -> Result<i64> {
+        match get(key)? {
+            Value::Integer(n) => Ok(n),
+            _ => Err(Error::failed_precondition(format!(
+                "{key} is not an integer"
+            ))),
+        }
+    };
+    let blob = |key: &str| -> Result<Vec<u8>> {
+        match get(key)? {
+            Value::Blob(b) => Ok(b),
+            _ => Err(Error::failed_precondition(format!("{key} is not a blob"))),
+        }
+    };
+    let format = text("format")?;
+    if format != FORMAT {
+        return Err(Error::failed_precondition(format!(
+            "backup format {:?}; this node reads {FORMAT:?}",
+            crate::names::clip(&format)
+        )));
+    }
+    Ok(Manifest {
+        backup_id: text("backup_id")?,
+        namespace: text("namespace")?,
+        collection: text("collection")?,
+        message_type: text("message_type")?,
+        collection_info: blob("collection_info")?,
+        descriptor_set: blob("descriptor_set")?,
+        record_count: int("record_count")?,
+        created_us: int("created_us")?,
+        node_id: text("node_id")?,
+    })
+}
+
+/// The manifest of a backup file.
+pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    read_manifest_from(&open_read_only(path)?)
+}
+
+/// Size and blake3 (hex) of a file, read in 1 MiB pieces.
+pub fn hash_file(path: &Path) -> Result<(i64, String)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0i64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as i64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, h.finalize().to_hex().to_string()))
+}
+
+/// What a backup is expected to be (as recorded when it was taken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Bytes of the file.
+    pub size_bytes: i64,
+    /// blake3, hex.
+    pub blake3: String,
+    /// Records.
+    pub record_count: i64,
+    /// Full name of the records' message type.
+    pub message_type: String,
+}
+
+/// Checks a backup file against what was recorded: size and hash, SQLite's
+/// full `integrity_check`, the manifest's type and the records counted.
+/// Every problem found is listed (at most `MAX_LISTED_ERRORS` from SQLite).
+pub fn verify(path: &Path, expected: &Expected) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let (size, hash) = hash_file(path)?;
+    if size != expected.size_bytes {
+        problems.push(format!(
+            "size is {size} bytes; {} were recorded",
+            expected.size_bytes
+        ));
+    }
+    if hash != expected.blake3 {
+        problems.push(format!(
+            "blake3 is {hash}; {} was recorded",
+            expected.blake3
+        ));
+    }
+    let conn = match open_read_only(path) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(format!("SQLite cannot open it: {}", e.message));
+            return Ok(problems);
+        }
+    };
+    let checked = (|| -> Result<Vec<String>> {
+        let mut st = conn.prepare(&format!(
+            "PRAGMA integrity_check({})",
+            crate::limits::MAX_LISTED_ERRORS
+        ))?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|l| l != "ok")
+            .map(|l| format!("integrity_check: {l}"))
+            .collect())
+    })();
+    match checked {
+        Ok(lines) => problems.extend(lines),
+        Err(e) => problems.push(format!("integrity_check failed: {}", e.message)),
+    }
+    match read_manifest_from(&conn) {
+        Ok(m) => {
+            if m.message_type != expected.message_type {
+                problems.push(format!(
+                    "the file says its type is {:?}; {:?} was recorded",
+                    crate::names::clip(&m.message_type),
+                    expected.message_type
+                ));
+            }
+            if m.record_count != expected.record_count {
+                problems.push(format!(
+                    "the file says it holds {} records; {} were recorded",
+                    m.record_count, expected.record_count
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("manifest: {}", e.message)),
+    }
+    match conn.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0)) {
+        Ok(n) if n != expected.record_count => problems.push(format!(
+            "it holds {n} records; {} were recorded",
+            expected.record_count
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("counting its records failed: {e}")),
+    }
+    Ok(problems)
+}
+
+/// Copies a backup file to `dest` (a new file) as a collection file: the
+/// manifest table dropped, synced. Used by restore, which renames it into
+/// place.
+pub fn copy_for_restore(backup: &Path, dest: &Path) -> Result<()> {
+    std::fs::copy(backup, dest)?;
+    let conn = Connection::open(dest)?;
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {META_TABLE}"))?;
+    conn.close().map_err(|(_, e)| Error::from(e))?;
+    std::fs::File::open(dest)?.sync_all()?;
+    Ok(())
+}
