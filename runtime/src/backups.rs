@@ -13,7 +13,8 @@ use crate::proto::{BackupInfo, CollectionInfo};
 use crate::registry::{ProtoInput, Registry};
 use crate::store::backup::{self, Expected, Manifest, Progress};
 use crate::store::{
-    Catalog, Collection, CollectionMeta, Filter, Labels, Op, Order, Query, Scalar, WriteOp,
+    BackupPolicy, Catalog, Collection, CollectionMeta, Filter, Labels, Op, Order, Query, Scalar,
+    WriteOp,
 };
 use crate::util::{timestamp, timestamp_us};
 use prost::Message;
@@ -216,7 +217,117 @@ impl Backups {
             took_ms = started.elapsed().as_millis() as u64,
             "backup taken"
         );
+        drop(_slot);
+        if let Ok(meta) = self.catalog.meta(ns, name)
+            && let Err(e) = self.prune(ns, name, &meta.backup_policy).await
+        {
+            tracing::warn!(namespace = %ns, collection = %name, error = %e, "pruning backups failed");
+        }
         Ok(info)
+    }
+
+    /// Every backup of a collection, newest first.
+    async fn all_of(&self, ns: &Namespace, name: &CollectionName) -> Result<Vec<BackupInfo>> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let (page, next) = self
+                .list(BackupQuery {
+                    namespace: ns.clone(),
+                    collection: Some(name.clone()),
+                    since_us: None,
+                    page_size: crate::limits::MAX_PAGE_SIZE,
+                    page_token,
+                })
+                .await?;
+            out.extend(page);
+            if next.is_empty() {
+                return Ok(out);
+            }
+            page_token = next;
+        }
+    }
+
+    /// Deletes the backups of a collection that its policy no longer keeps
+    /// (past `max_backups`, or older than `retention`); how many.
+    pub async fn prune(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        policy: &BackupPolicy,
+    ) -> Result<usize> {
+        if policy.max_backups == 0 && policy.retention.is_none() {
+            return Ok(0);
+        }
+        let cutoff = policy
+            .retention
+            .map(|r| crate::util::now_us() - r.as_micros() as i64);
+        let mut pruned = 0;
+        for (i, b) in self.all_of(ns, name).await?.iter().enumerate() {
+            let surplus = policy.max_backups > 0 && i >= policy.max_backups as usize;
+            let expired = cutoff.is_some_and(|c| created_us(b) < c);
+            if surplus || expired {
+                self.delete(&b.backup_id).await?;
+                pruned += 1;
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(namespace = %ns, collection = %name, pruned, "pruned backups past the collection's policy");
+        }
+        Ok(pruned)
+    }
+
+    /// Takes the backups that are due and prunes, every
+    /// `BACKUP_SCHEDULER_TICK`, until the node stops. A schedule counts from
+    /// the newest backup, which is stored, so it carries across restarts.
+    pub fn start_scheduler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::limits::BACKUP_SCHEDULER_TICK).await;
+                let Some(this) = me.upgrade() else { return };
+                this.tick().await;
+            }
+        })
+    }
+
+    async fn tick(&self) {
+        let now = crate::util::now_us();
+        for meta in self.catalog.owned() {
+            let policy = meta.backup_policy;
+            if policy == BackupPolicy::default() {
+                continue;
+            }
+            let (ns, name) = (&meta.namespace, &meta.name);
+            if let Some(every) = policy.interval {
+                let newest = self
+                    .list(BackupQuery {
+                        namespace: ns.clone(),
+                        collection: Some(name.clone()),
+                        since_us: None,
+                        page_size: 1,
+                        page_token: String::new(),
+                    })
+                    .await;
+                let due = match &newest {
+                    Ok((b, _)) => b
+                        .first()
+                        .is_none_or(|b| created_us(b) + every.as_micros() as i64 <= now),
+                    Err(_) => false,
+                };
+                if due {
+                    // Prunes after it.
+                    let (progress, _) = watch::channel(Progress::default());
+                    if let Err(e) = self.create(ns, name, progress).await {
+                        tracing::warn!(namespace = %ns, collection = %name, error = %e, "scheduled backup failed");
+                    }
+                    continue;
+                }
+            }
+            if let Err(e) = self.prune(ns, name, &policy).await {
+                tracing::warn!(namespace = %ns, collection = %name, error = %e, "pruning backups failed");
+            }
+        }
     }
 
     async fn put(&self, info: &BackupInfo) -> Result<()> {
@@ -397,6 +508,9 @@ impl Backups {
             description: source.description,
             indexes: source.indexes,
             created_us: 0,
+            // A new collection schedules nothing until asked; one restored
+            // over keeps its own policy (the catalogue sees to that).
+            backup_policy: Default::default(),
         };
         let meta = self.catalog.restore(meta, path, overwrite).await?;
         tracing::info!(backup = %info.backup_id, namespace = %meta.namespace, collection = %meta.name, "backup restored");

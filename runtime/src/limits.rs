@@ -132,6 +132,8 @@ pub const BACKUP_STEP_PAGES: std::os::raw::c_int = 4096;
 /// Backups taken at once, node-wide; more wait their turn (each reads a
 /// whole collection file and writes one as large).
 pub const MAX_BACKUPS_AT_ONCE: usize = 2;
+/// How often the node looks for backups that are due or past their keep.
+pub const BACKUP_SCHEDULER_TICK: Duration = Duration::from_secs(1);
 /// Reader connections a collection keeps open between reads.
 pub const POOLED_READERS: usize = 16;
 /// Reader threads per core: enough that a slow query does not hold up

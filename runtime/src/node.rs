@@ -172,6 +172,7 @@ impl Node {
             node_id.clone(),
         )
         .await?;
+        backups.start_scheduler();
 
         let (incoming, membership) = bind(&config, &node_id).await?;
         let addr = incoming.local_addr()?;

@@ -13,8 +13,8 @@ use crate::proto::{
     self, collection_repo_client::CollectionRepoClient, collection_repo_server::CollectionRepo,
     collector_registry_client::CollectorRegistryClient,
 };
-use crate::store::CollectionMeta;
 use crate::store::backup::Progress;
+use crate::store::{BackupPolicy, CollectionMeta};
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -91,17 +91,9 @@ macro_rules! relay_to_owner {
 /// A collection's description with its owner.
 fn info(m: CollectionMeta, node_id: String, node_address: String) -> proto::CollectionInfo {
     proto::CollectionInfo {
-        namespace: m.namespace.to_string(),
-        name: m.name.to_string(),
-        message_type: m.message_type,
-        labels: m.labels.into_iter().collect(),
-        description: m.description,
-        indexes: m.indexes,
-        created_at: Some(timestamp(m.created_us)),
-        record_count: 0,
-        size_bytes: 0,
         node_id,
         node_address,
+        ..crate::store::catalog::meta_to_proto(&m)
     }
 }
 
@@ -150,6 +142,7 @@ impl CollectionRepo for RepoApi {
             description: r.description,
             indexes: r.indexes,
             created_us: 0,
+            backup_policy: BackupPolicy::from_proto(r.backup_policy.as_ref()),
         };
         let meta = self.0.catalog.create(meta).await?;
         Ok(Response::new(self.info(meta)))
@@ -197,6 +190,10 @@ impl CollectionRepo for RepoApi {
             remove_labels: r.remove_labels,
             add_indexes: r.add_indexes,
             drop_indexes: r.drop_indexes,
+            backup_policy: r
+                .backup_policy
+                .as_ref()
+                .map(|p| BackupPolicy::from_proto(Some(p))),
         };
         let meta = self.0.catalog.update(&ns, &name, change).await?;
         Ok(Response::new(self.info(meta)))
@@ -394,11 +391,7 @@ impl CollectionRepo for RepoApi {
         let name = collection_name(&r.name)?;
         // Refused before the stream starts, so a bad request is one status.
         self.0.catalog.get(&ns, &name)?;
-        let (progress, mut seen) = tokio::sync::watch::channel(Progress {
-            pages_done: 0,
-            pages_total: 0,
-            page_size: 0,
-        });
+        let (progress, mut seen) = tokio::sync::watch::channel(Progress::default());
         let backups = self.0.backups.clone();
         // Its own task: a caller that goes away does not cut a backup short.
         let mut task = tokio::spawn(async move { backups.create(&ns, &name, progress).await });

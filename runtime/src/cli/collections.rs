@@ -29,6 +29,8 @@ pub enum CollectionsCmd {
         /// Let the mesh choose the node (rendezvous hashing over live members).
         #[arg(long)]
         auto: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// List the namespace's collections, across the mesh.
     List,
@@ -61,12 +63,43 @@ pub enum CollectionsCmd {
         /// Indexed field path to drop (repeatable).
         #[arg(long = "drop-index")]
         drop_indexes: Vec<String>,
+        /// Any of these replaces the whole backup policy.
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Delete a collection and all its records.
     Delete {
         /// The collection.
         name: String,
     },
+}
+
+/// A collection's backup policy on the command line.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PolicyArgs {
+    /// Back the collection up this often (e.g. 1h, 30m).
+    #[arg(long = "backup-every", value_parser = humantime::parse_duration)]
+    every: Option<std::time::Duration>,
+    /// Keep at most this many backups, the newest.
+    #[arg(long = "keep-backups")]
+    keep: Option<u32>,
+    /// Delete backups older than this (e.g. 7d).
+    #[arg(long = "keep-backups-for", value_parser = humantime::parse_duration)]
+    keep_for: Option<std::time::Duration>,
+}
+
+impl PolicyArgs {
+    /// The policy, if any flag was given.
+    fn policy(&self) -> Option<proto::BackupPolicy> {
+        if self.every.is_none() && self.keep.is_none() && self.keep_for.is_none() {
+            return None;
+        }
+        Some(proto::BackupPolicy {
+            max_backups: self.keep.unwrap_or(0),
+            retention_seconds: self.keep_for.map_or(0, |d| d.as_secs()),
+            interval_seconds: self.every.map_or(0, |d| d.as_secs()),
+        })
+    }
 }
 
 /// Runs a `collections` command.
@@ -80,6 +113,7 @@ pub async fn run(c: &mut Clients, cmd: CollectionsCmd) -> Outcome {
             labels,
             description,
             auto,
+            policy,
         } => {
             let placement = if auto {
                 proto::Placement::Auto
@@ -96,6 +130,7 @@ pub async fn run(c: &mut Clients, cmd: CollectionsCmd) -> Outcome {
                     description,
                     indexes,
                     placement: placement as i32,
+                    backup_policy: policy.policy(),
                 })
                 .await?
                 .into_inner();
@@ -145,6 +180,7 @@ pub async fn run(c: &mut Clients, cmd: CollectionsCmd) -> Outcome {
             remove_labels,
             add_indexes,
             drop_indexes,
+            policy,
         } => Ok(info_json(
             c.repo
                 .update_collection(proto::UpdateCollectionRequest {
@@ -155,6 +191,7 @@ pub async fn run(c: &mut Clients, cmd: CollectionsCmd) -> Outcome {
                     remove_labels,
                     add_indexes,
                     drop_indexes,
+                    backup_policy: policy.policy(),
                 })
                 .await?
                 .into_inner(),

@@ -76,6 +76,11 @@ pub fn info_json(c: proto::CollectionInfo) -> Json {
         "size_bytes": c.size_bytes,
         "node_id": c.node_id,
         "node_address": c.node_address,
+        "backup_policy": c.backup_policy.map(|p| json!({
+            "max_backups": p.max_backups,
+            "retention_seconds": p.retention_seconds,
+            "interval_seconds": p.interval_seconds,
+        })),
     })
 }
 

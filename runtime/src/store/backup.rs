@@ -54,7 +54,7 @@ pub struct Manifest {
 }
 
 /// How far a snapshot has got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Pages copied so far.
     pub pages_done: i64,

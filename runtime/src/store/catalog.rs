@@ -40,6 +40,45 @@ pub struct CollectionMeta {
     pub indexes: Vec<String>,
     /// When it was created (µs since the epoch).
     pub created_us: i64,
+    /// When it is backed up by itself, and how long backups are kept.
+    pub backup_policy: BackupPolicy,
+}
+
+/// When a collection is backed up without being asked, and which of its
+/// backups are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupPolicy {
+    /// Keep at most this many, the newest (0: no limit).
+    pub max_backups: u32,
+    /// Delete backups older than this.
+    pub retention: Option<std::time::Duration>,
+    /// Take a backup this often (counted from the newest).
+    pub interval: Option<std::time::Duration>,
+}
+
+impl BackupPolicy {
+    /// A policy as sent or stored (every value is valid: 0 means none).
+    pub fn from_proto(p: Option<&crate::proto::BackupPolicy>) -> Self {
+        let Some(p) = p else {
+            return Self::default();
+        };
+        let secs = |n: u64| (n > 0).then(|| std::time::Duration::from_secs(n));
+        BackupPolicy {
+            max_backups: p.max_backups,
+            retention: secs(p.retention_seconds),
+            interval: secs(p.interval_seconds),
+        }
+    }
+
+    /// The stored and sent form (None for the default: nothing scheduled,
+    /// nothing pruned).
+    pub fn to_proto(&self) -> Option<crate::proto::BackupPolicy> {
+        (*self != Self::default()).then(|| crate::proto::BackupPolicy {
+            max_backups: self.max_backups,
+            retention_seconds: self.retention.map_or(0, |d| d.as_secs()),
+            interval_seconds: self.interval.map_or(0, |d| d.as_secs()),
+        })
+    }
 }
 
 impl CollectionMeta {
@@ -53,6 +92,7 @@ impl CollectionMeta {
             description: info.description,
             indexes: info.indexes,
             created_us,
+            backup_policy: BackupPolicy::from_proto(info.backup_policy.as_ref()),
         })
     }
 }
@@ -71,6 +111,8 @@ pub struct CollectionUpdate {
     pub add_indexes: Vec<String>,
     /// Indexed field paths to stop indexing.
     pub drop_indexes: Vec<String>,
+    /// A new backup policy.
+    pub backup_policy: Option<BackupPolicy>,
 }
 
 /// The name of the catalogue collection in `system`.
@@ -146,6 +188,7 @@ pub fn meta_to_proto(m: &CollectionMeta) -> crate::proto::CollectionInfo {
         description: m.description.clone(),
         indexes: m.indexes.clone(),
         created_at: Some(crate::util::timestamp(m.created_us)),
+        backup_policy: m.backup_policy.to_proto(),
         ..Default::default()
     }
 }
@@ -159,6 +202,7 @@ fn system_meta(name: &str, message_type: &str) -> CollectionMeta {
         description: String::new(),
         indexes: vec![],
         created_us: 0,
+        backup_policy: BackupPolicy::default(),
     }
 }
 
@@ -423,6 +467,9 @@ impl Catalog {
         if let Some(d) = change.description {
             meta.description = d;
         }
+        if let Some(p) = change.backup_policy {
+            meta.backup_policy = p;
+        }
         for k in &change.remove_labels {
             meta.labels.remove(k);
         }
@@ -522,6 +569,7 @@ impl Catalog {
                 )));
             }
             meta.created_us = old_meta.created_us;
+            meta.backup_policy = old_meta.backup_policy;
         }
         let path = db_path(&self.root, &meta.namespace, &meta.name);
         let staging = with_suffix(&path, ".restoring");

@@ -20,7 +20,7 @@ pub mod record;
 mod schema;
 mod writer;
 
-pub use catalog::{Catalog, CollectionMeta, CollectionUpdate, Types};
+pub use catalog::{BackupPolicy, Catalog, CollectionMeta, CollectionUpdate, Types};
 pub use collection::{Collection, Options};
 pub use query::{Filter, Op, Order, Query, Scalar};
 pub use record::{
