@@ -746,3 +746,159 @@ async fn a_backup_policy_keeps_the_newest_drops_the_old_and_schedules_across_res
         .into_inner();
     assert_eq!(info.backup_policy.unwrap().max_backups, 3);
 }
+
+/// Fills `shop/orders` with `n` records of ~1 KB in batches.
+async fn fill(c: &mut Clients, prefix: &str, n: usize) {
+    let title = "x".repeat(1000);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let ops = chunk
+            .iter()
+            .map(|i| proto::BatchOp {
+                op: Some(proto::batch_op::Op::Create(proto::CreateRequest {
+                    record: Some(proto::Record {
+                        id: format!("{prefix}{i}"),
+                        data: Some(Order::new(&title, *i as i64).any()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let r = c
+            .records
+            .batch(proto::BatchRequest {
+                namespace: "shop".into(),
+                collection: "orders".into(),
+                ops,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.committed);
+    }
+}
+
+async fn marker(c: &Clients) -> String {
+    let r = c
+        .records
+        .clone()
+        .get(proto::GetRequest {
+            namespace: "shop".into(),
+            collection: "orders".into(),
+            id: "marker".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the marker record")
+        .into_inner();
+    order_of(&r).title
+}
+
+/// Makes the collection state B: the marker says "B", 300 more records.
+async fn to_state_b(c: &mut Clients) {
+    c.records
+        .update(proto::UpdateRequest {
+            namespace: "shop".into(),
+            collection: "orders".into(),
+            record: Some(proto::Record {
+                id: "marker".into(),
+                data: Some(Order::new("B", 0).any()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    fill(c, "b-", 300).await;
+}
+
+#[tokio::test]
+async fn kill_9_during_a_backup_or_a_restore_leaves_the_old_state_or_the_new_one_whole() {
+    const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
+    const RECORDS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = collector_tests::ProcessNode::start(BIN, dir.path());
+    let mut c = Clients::connect(node.addr).await;
+    c.register_shop("shop").await;
+    c.create_orders("shop", "orders", &["quantity"]).await;
+    fill(&mut c, "a-", RECORDS).await;
+    c.put("shop", "orders", "marker", &Order::new("A", 0))
+        .await
+        .unwrap();
+    let count_a = (RECORDS + 1) as i64;
+    let (b, _) = backup(&c, "orders").await;
+    assert_eq!(b.record_count, count_a);
+    to_state_b(&mut c).await;
+    let count_b = count_a + 300;
+
+    let mut seen = BTreeMap::<String, usize>::new();
+    let restores = [0u64, 10, 40, 100, 200, 400, 800, 5000].map(|d| (true, d));
+    let backups = [0u64, 10, 40, 150].map(|d| (false, d));
+    for (cycle, (restoring, delay_ms)) in restores.into_iter().chain(backups).enumerate() {
+        let c2 = c.clone();
+        let id = b.backup_id.clone();
+        let call = tokio::spawn(async move {
+            if restoring {
+                let _ = restore(&c2, &id, "", "", true).await;
+            } else {
+                let mut repo = c2.repo.clone();
+                if let Ok(s) = repo
+                    .backup_collection(proto::BackupCollectionRequest {
+                        namespace: "shop".into(),
+                        name: "orders".into(),
+                    })
+                    .await
+                {
+                    let mut s = s.into_inner();
+                    while let Ok(Some(_)) = s.message().await {}
+                }
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        node.kill9();
+        let _ = call.await;
+        node = collector_tests::ProcessNode::start(BIN, dir.path());
+        c = Clients::connect(node.addr).await;
+
+        let state = marker(&c).await;
+        let count = c.count("shop", "orders").await;
+        match state.as_str() {
+            "A" => assert_eq!(count, count_a, "cycle {cycle}: state A, whole"),
+            "B" => assert_eq!(count, count_b, "cycle {cycle}: state B, whole"),
+            other => panic!("cycle {cycle}: marker says {other:?}"),
+        }
+        assert!(restoring || state == "B", "a backup changed the collection");
+        *seen
+            .entry(format!(
+                "{}:{state}",
+                if restoring { "restore" } else { "backup" }
+            ))
+            .or_default() += 1;
+        // Nothing half-made is left, and every listed backup is sound.
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".db"))
+            .collect();
+        assert!(leftovers.is_empty(), "cycle {cycle}: {leftovers:?}");
+        assert!(
+            !dir.path()
+                .join("collections/shop/orders.db.restoring")
+                .exists()
+        );
+        for listed in backups_of(&c, "orders").await {
+            let v = verify(&c, &listed.backup_id).await;
+            assert!(v.valid, "cycle {cycle}: {v:?}");
+        }
+        if state == "A" {
+            to_state_b(&mut c).await;
+        }
+    }
+    eprintln!("kill -9 outcomes: {seen:?}");
+    // Killed before it began (0 ms) and long after it ended (5 s): both
+    // outcomes were checked.
+    assert!(
+        seen.contains_key("restore:A") && seen.contains_key("restore:B"),
+        "{seen:?}"
+    );
+}
