@@ -142,57 +142,18 @@ impl Backups {
         name: &CollectionName,
         progress: watch::Sender<Progress>,
     ) -> Result<BackupInfo> {
-        if ns.is_system() {
-            return Err(Error::permission_denied(
-                "the system namespace is the node's own state and is not backed up this way",
-            ));
-        }
-        let coll = self.catalog.get(ns, name)?;
         let meta = self.catalog.meta(ns, name)?;
-        let files = self
-            .registry
-            .file_with_deps(ns, None, Some(&meta.message_type))?;
         let _slot = self
             .slots
             .acquire()
             .await
             .map_err(|_| Error::unavailable("the node is stopping"))?;
         let id = uuid::Uuid::now_v7();
-        let now = crate::util::now_us();
-        let mut manifest = Manifest {
-            backup_id: id.to_string(),
-            namespace: ns.to_string(),
-            collection: name.to_string(),
-            message_type: meta.message_type.clone(),
-            collection_info: crate::store::catalog::meta_to_proto(&meta).encode_to_vec(),
-            descriptor_set: prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
-            record_count: 0,
-            created_us: now,
-            node_id: self.node_id.clone(),
-        };
-        let tmp = self.dir.join(format!("{id}.db.tmp"));
         let path = self.file(&id);
-        let source = coll.path().to_path_buf();
-        let (t, p) = (tmp.clone(), path.clone());
         let started = std::time::Instant::now();
-        let made = blocking(move || {
-            let snap = backup::snapshot(&source, &t, &mut manifest, &mut |pr| {
-                progress.send_replace(pr);
-            })?;
-            std::fs::rename(&t, &p)?;
-            if let Some(dir) = p.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok((snap, manifest))
-        })
-        .await;
-        let (snap, manifest) = match made {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.context(format!("backing up {ns}/{name}")));
-            }
-        };
+        let (snap, manifest) = self
+            .snapshot_to(ns, name, &id.to_string(), &path, progress)
+            .await?;
         let info = BackupInfo {
             backup_id: id.to_string(),
             namespace: ns.to_string(),
@@ -328,6 +289,59 @@ impl Backups {
                 tracing::warn!(namespace = %ns, collection = %name, error = %e, "pruning backups failed");
             }
         }
+    }
+
+    /// Writes a snapshot of `ns`/`name` to `path` (through `<path>.tmp`,
+    /// renamed when whole and synced), its manifest carrying `id`.
+    pub(crate) async fn snapshot_to(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        id: &str,
+        path: &std::path::Path,
+        progress: watch::Sender<Progress>,
+    ) -> Result<(backup::Snapshot, Manifest)> {
+        if ns.is_system() {
+            return Err(Error::permission_denied(
+                "the system namespace is the node's own state and is not copied this way",
+            ));
+        }
+        let coll = self.catalog.get(ns, name)?;
+        let meta = self.catalog.meta(ns, name)?;
+        let files = self
+            .registry
+            .file_with_deps(ns, None, Some(&meta.message_type))?;
+        let mut manifest = Manifest {
+            backup_id: id.to_string(),
+            namespace: ns.to_string(),
+            collection: name.to_string(),
+            message_type: meta.message_type.clone(),
+            collection_info: crate::store::catalog::meta_to_proto(&meta).encode_to_vec(),
+            descriptor_set: prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
+            record_count: 0,
+            created_us: crate::util::now_us(),
+            node_id: self.node_id.clone(),
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let source = coll.path().to_path_buf();
+        let (t, p) = (tmp.clone(), path.to_path_buf());
+        let made = blocking(move || {
+            let snap = backup::snapshot(&source, &t, &mut manifest, &mut |pr| {
+                progress.send_replace(pr);
+            })?;
+            std::fs::rename(&t, &p)?;
+            if let Some(dir) = p.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok((snap, manifest))
+        })
+        .await;
+        made.inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .map_err(|e| e.context(format!("snapshot of {ns}/{name}")))
     }
 
     async fn put(&self, info: &BackupInfo) -> Result<()> {
@@ -474,8 +488,6 @@ impl Backups {
         }
         let info = verdict.backup;
         let path = self.file(&parse_id(id)?);
-        let p = path.clone();
-        let manifest = blocking(move || backup::read_manifest(&p)).await?;
         let ns = match ns {
             Some(n) => n,
             None => Namespace::new(&info.namespace)?,
@@ -484,9 +496,29 @@ impl Backups {
             Some(n) => n,
             None => CollectionName::new(&info.collection)?,
         };
+        let meta = self.restore_file(path, ns, name, overwrite).await?;
+        tracing::info!(backup = %info.backup_id, namespace = %meta.namespace, collection = %meta.name, "backup restored");
+        Ok(meta)
+    }
+
+    /// Makes `ns`/`name` hold the records of a checked snapshot file (a
+    /// backup, or a clone or fetch): its type registered in `ns` if missing
+    /// (a different type under the same names is refused), then the file
+    /// copied in by the catalogue.
+    pub(crate) async fn restore_file(
+        &self,
+        path: PathBuf,
+        ns: Namespace,
+        name: CollectionName,
+        overwrite: bool,
+    ) -> Result<CollectionMeta> {
+        let p = path.clone();
+        let manifest = blocking(move || backup::read_manifest(&p)).await?;
         ns.writable()?;
         let set = prost_types::FileDescriptorSet::decode(manifest.descriptor_set.as_slice())
-            .map_err(|e| Error::failed_precondition(format!("the backup's descriptor set: {e}")))?;
+            .map_err(|e| {
+                Error::failed_precondition(format!("the snapshot's descriptor set: {e}"))
+            })?;
         // Identical files are no-ops; a different type under the same names
         // is refused by the registry.
         self.registry
@@ -499,7 +531,7 @@ impl Backups {
                 ))
             })?;
         let source = CollectionInfo::decode(manifest.collection_info.as_slice())
-            .map_err(|e| Error::failed_precondition(format!("the backup's description: {e}")))?;
+            .map_err(|e| Error::failed_precondition(format!("the snapshot's description: {e}")))?;
         let meta = CollectionMeta {
             namespace: ns,
             name,
@@ -512,8 +544,6 @@ impl Backups {
             // over keeps its own policy (the catalogue sees to that).
             backup_policy: Default::default(),
         };
-        let meta = self.catalog.restore(meta, path, overwrite).await?;
-        tracing::info!(backup = %info.backup_id, namespace = %meta.namespace, collection = %meta.name, "backup restored");
-        Ok(meta)
+        self.catalog.restore(meta, path, overwrite).await
     }
 }

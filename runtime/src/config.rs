@@ -43,6 +43,10 @@ pub struct Config {
     /// Time a search or count may run inside SQLite before it is stopped
     /// (DEADLINE_EXCEEDED). Default: `limits::QUERY_TIMEOUT` (10 s).
     pub query_timeout: Duration,
+    /// Most bytes per second this node sends to one clone or fetch, so a
+    /// transfer cannot take all of its disk and network. Default: None,
+    /// unbounded.
+    pub transfer_bytes_per_sec: Option<u64>,
     /// Longest timeout a handler registration may ask for. Default:
     /// `limits::MAX_HANDLER_TIMEOUT` (60 s).
     pub max_handler_timeout: Duration,
@@ -70,6 +74,7 @@ impl Default for Config {
             cluster_id: limits::DEFAULT_CLUSTER.to_string(),
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
+            transfer_bytes_per_sec: None,
             max_handler_timeout: limits::MAX_HANDLER_TIMEOUT,
             max_handler_memory_bytes: limits::MAX_HANDLER_MEMORY_BYTES,
             handler_memory_budget_bytes: limits::HANDLER_MEMORY_BUDGET_BYTES,

@@ -56,6 +56,7 @@ pub mod node;
 pub mod node_info;
 pub mod registry;
 pub mod store;
+pub mod transfers;
 pub mod util;
 pub mod wasm;
 

@@ -134,6 +134,13 @@ pub const BACKUP_STEP_PAGES: std::os::raw::c_int = 4096;
 pub const MAX_BACKUPS_AT_ONCE: usize = 2;
 /// How often the node looks for backups that are due or past their keep.
 pub const BACKUP_SCHEDULER_TICK: Duration = Duration::from_secs(1);
+/// Bytes per chunk of a collection streamed between nodes (each with its
+/// hash; a gRPC message well under the 4 MiB default).
+pub const TRANSFER_CHUNK_BYTES: usize = 1 << 20;
+/// How long a snapshot made for a transfer is kept for resuming it.
+pub const TRANSFER_RETAIN: Duration = Duration::from_secs(600);
+/// Resumes of one transfer after dropped connections before it fails.
+pub const MAX_TRANSFER_RESUMES: u32 = 8;
 /// Reader connections a collection keeps open between reads.
 pub const POOLED_READERS: usize = 16;
 /// Reader threads per core: enough that a slow query does not hold up

@@ -49,6 +49,9 @@ enum Command {
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
         query_timeout: Option<std::time::Duration>,
+        /// Most MiB per second sent to one clone or fetch (default: unbounded).
+        #[arg(long = "transfer-rate-mib", env = "COLLECTOR_TRANSFER_RATE_MIB")]
+        transfer_rate_mib: Option<u64>,
         #[command(flatten)]
         handlers: HandlerMaxima,
     },
@@ -106,6 +109,7 @@ async fn main() -> std::process::ExitCode {
             advertise,
             cluster,
             query_timeout,
+            transfer_rate_mib,
             handlers,
         } => {
             let namespace = if cli.conn.namespace.is_empty() {
@@ -121,6 +125,9 @@ async fn main() -> std::process::ExitCode {
                 advertise,
                 cluster_id: cluster,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
+                transfer_bytes_per_sec: transfer_rate_mib
+                    .filter(|&m| m > 0)
+                    .map(|m| m.saturating_mul(1 << 20)),
                 max_handler_timeout: handlers
                     .max_handler_timeout
                     .unwrap_or(limits::MAX_HANDLER_TIMEOUT),

@@ -173,6 +173,11 @@ impl Node {
         )
         .await?;
         backups.start_scheduler();
+        let transfers = crate::transfers::Transfers::open(
+            &data_dir,
+            backups.clone(),
+            config.transfer_bytes_per_sec,
+        )?;
 
         let (incoming, membership) = bind(&config, &node_id).await?;
         let addr = incoming.local_addr()?;
@@ -199,6 +204,7 @@ impl Node {
             address: mesh.address(),
             info: crate::node_info::NodeInfo::starting(data_dir.clone()),
             backups,
+            transfers,
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();

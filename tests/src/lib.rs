@@ -332,6 +332,19 @@ impl ProcessNode {
         Self::spawn(std::process::Command::new(bin), dir, listen, join)
     }
 
+    /// [`ProcessNode::start_with`] with more `serve` flags.
+    pub fn start_with_flags(
+        bin: &str,
+        dir: &Path,
+        listen: &str,
+        join: &[String],
+        flags: &[&str],
+    ) -> Self {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("serve").args(flags);
+        Self::spawn_serving(cmd, dir, listen, join)
+    }
+
     /// [`ProcessNode::start`] with the process's open-files limit (soft and
     /// hard, so the node cannot raise it) set to `max_files`.
     pub fn start_with_max_files(bin: &str, dir: &Path, max_files: u32) -> Self {
@@ -345,9 +358,18 @@ impl ProcessNode {
     }
 
     fn spawn(mut cmd: std::process::Command, dir: &Path, listen: &str, join: &[String]) -> Self {
+        cmd.arg("serve");
+        Self::spawn_serving(cmd, dir, listen, join)
+    }
+
+    fn spawn_serving(
+        mut cmd: std::process::Command,
+        dir: &Path,
+        listen: &str,
+        join: &[String],
+    ) -> Self {
         use std::io::BufRead;
-        cmd.args(["serve", "--listen", listen, "--data-dir"])
-            .arg(dir);
+        cmd.args(["--listen", listen, "--data-dir"]).arg(dir);
         if !join.is_empty() {
             cmd.arg("--join").arg(join.join(","));
         }

@@ -57,6 +57,8 @@ pub struct ApiState {
     pub info: crate::node_info::NodeInfo,
     /// The node's backups.
     pub backups: Arc<crate::backups::Backups>,
+    /// Clones and fetches.
+    pub transfers: Arc<crate::transfers::Transfers>,
 }
 
 impl ApiState {

@@ -324,3 +324,75 @@ impl PeerLink for GrpcLink {
         })
     }
 }
+
+/// Fetches pull from a peer's `PullCollection`.
+impl crate::transfers::Source for GrpcLink {
+    fn pull(
+        &self,
+        from: &Member,
+        ns: &crate::names::Namespace,
+        name: &crate::names::CollectionName,
+        transfer_id: &str,
+        offset: i64,
+    ) -> crate::transfers::PieceStream {
+        use crate::transfers::{Piece, TransferManifest};
+        use proto::collection_chunk::Part;
+        use tokio_stream::StreamExt;
+        let peer = from.node_id.clone();
+        let channel = self.channel(&from.address);
+        let max = self.max_message_bytes;
+        let mut req = Request::new(proto::PullCollectionRequest {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            transfer_id: transfer_id.to_string(),
+            offset,
+        });
+        req.metadata_mut().insert(super::HOP_HEADER, 1.into());
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let opened = match channel {
+                Ok(ch) => proto::collection_repo_client::CollectionRepoClient::new(ch)
+                    .max_decoding_message_size(max)
+                    .pull_collection(req)
+                    .await
+                    .map_err(|s| from_peer(&s, &peer)),
+                Err(e) => Err(e),
+            };
+            let mut stream = match opened {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            while let Some(m) = stream.next().await {
+                let piece = m
+                    .map_err(|s| from_peer(&s, &peer))
+                    .and_then(|m| match m.part {
+                        Some(Part::Header(h)) => Ok(Piece::Header {
+                            transfer_id: h.transfer_id,
+                            size_bytes: h.size_bytes,
+                        }),
+                        Some(Part::Chunk(c)) => Ok(Piece::Chunk {
+                            offset: c.offset,
+                            data: c.data,
+                            blake3: c.blake3,
+                        }),
+                        Some(Part::Manifest(m)) => Ok(Piece::Manifest(TransferManifest {
+                            size_bytes: m.size_bytes,
+                            page_count: m.page_count,
+                            blake3: m.blake3,
+                            message_type: m.message_type,
+                            record_count: m.record_count,
+                        })),
+                        None => Err(Error::internal("the source sent an empty chunk message")),
+                    });
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}

@@ -15,6 +15,7 @@ use crate::proto::{
 };
 use crate::store::backup::Progress;
 use crate::store::{BackupPolicy, CollectionMeta};
+use crate::transfers::TransferProgress;
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -42,6 +43,22 @@ impl RepoApi {
         CollectionRepoClient::new(ch)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max)
+    }
+
+    /// ALREADY_EXISTS if `ns`/`name` exists here or anywhere in the mesh.
+    fn refuse_taken(&self, ns: &Namespace, name: &CollectionName, hop: &u32) -> Result<(), Error> {
+        if self.0.catalog.contains(ns, name) {
+            return Err(Error::already_exists(format!(
+                "collection {ns}/{name} exists; copy to another name, or delete it first"
+            )));
+        }
+        if let Ok(Decision::Forward(peer)) = self.0.mesh.locate(ns, name, *hop) {
+            return Err(Error::already_exists(format!(
+                "collection {ns}/{name} is on node {} ({}); copy to another name, or delete it there first",
+                peer.node_id, peer.address
+            )));
+        }
+        Ok(())
     }
 
     /// Sends the .proto files a message type needs to `peer`, so a
@@ -391,51 +408,28 @@ impl CollectionRepo for RepoApi {
         let name = collection_name(&r.name)?;
         // Refused before the stream starts, so a bad request is one status.
         self.0.catalog.get(&ns, &name)?;
-        let (progress, mut seen) = tokio::sync::watch::channel(Progress::default());
+        let (progress, seen) = tokio::sync::watch::channel(Progress::default());
         let backups = self.0.backups.clone();
         // Its own task: a caller that goes away does not cut a backup short.
-        let mut task = tokio::spawn(async move { backups.create(&ns, &name, progress).await });
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            let mut following = true;
-            loop {
-                tokio::select! {
-                    done = &mut task => {
-                        let last = match done {
-                            Ok(Ok(b)) => Ok(proto::BackupProgress {
-                                pages_done: b.page_count,
-                                pages_total: b.page_count,
-                                bytes_done: b.size_bytes,
-                                bytes_total: b.size_bytes,
-                                backup: Some(b),
-                            }),
-                            Ok(Err(e)) => Err(Status::from(e)),
-                            Err(e) => Err(Status::internal(format!("backup task failed: {e}"))),
-                        };
-                        let _ = tx.send(last).await;
-                        return;
-                    }
-                    changed = seen.changed(), if following => {
-                        if changed.is_err() {
-                            following = false;
-                            continue;
-                        }
-                        let p = *seen.borrow_and_update();
-                        // Progress is best effort: a slow reader skips some.
-                        let _ = tx.try_send(Ok(proto::BackupProgress {
-                            pages_done: p.pages_done,
-                            pages_total: p.pages_total,
-                            bytes_done: p.pages_done * p.page_size,
-                            bytes_total: p.pages_total * p.page_size,
-                            backup: None,
-                        }));
-                    }
-                }
-            }
-        });
-        Ok(Response::new(
-            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as ProgressStream,
-        ))
+        let task = tokio::spawn(async move { backups.create(&ns, &name, progress).await });
+        Ok(Response::new(progress_stream(
+            task,
+            seen,
+            |p: Progress| proto::BackupProgress {
+                pages_done: p.pages_done,
+                pages_total: p.pages_total,
+                bytes_done: p.pages_done * p.page_size,
+                bytes_total: p.pages_total * p.page_size,
+                backup: None,
+            },
+            |b: proto::BackupInfo, _| proto::BackupProgress {
+                pages_done: b.page_count,
+                pages_total: b.page_count,
+                bytes_done: b.size_bytes,
+                bytes_total: b.size_bytes,
+                backup: Some(b),
+            },
+        )))
     }
 
     async fn list_backups(
@@ -538,9 +532,247 @@ impl CollectionRepo for RepoApi {
             .await?;
         Ok(Response::new(self.info(meta)))
     }
+
+    type CloneStream = TransferStream;
+
+    async fn clone(
+        &self,
+        req: Request<proto::CloneRequest>,
+    ) -> Result<Response<TransferStream>, Status> {
+        let r = req.get_ref();
+        if let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.name)? {
+            let answer = self
+                .0
+                .peers
+                .relay(&peer, req, |ch, r| async move {
+                    // The generated `clone` RPC, not `Clone::clone`.
+                    CollectionRepoClient::<Channel>::clone(&mut self.client(ch), r).await
+                })
+                .await?;
+            return Ok(Response::new(
+                Box::pin(answer.into_inner()) as TransferStream
+            ));
+        }
+        let ns = self.0.namespace(&req, &r.namespace)?;
+        let r = req.into_inner();
+        let name = collection_name(&r.name)?;
+        self.0.catalog.get(&ns, &name)?;
+        let dest_ns = match r.dest_namespace.as_str() {
+            "" => ns.clone(),
+            d => Namespace::new(d)?,
+        };
+        let dest_name = collection_name(&r.dest_name)?;
+        let view = self.0.mesh.view();
+        let here = r.dest_node.is_empty()
+            || r.dest_node == self.0.node_id
+            || r.dest_node == self.0.address;
+        if !here {
+            // The destination fetches from here: one resumable path for
+            // every transfer between nodes.
+            let to = crate::transfers::member(&view, &r.dest_node, "dest_node")?;
+            let mut out = Request::new(proto::FetchRequest {
+                source_node: self.0.node_id.clone(),
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                dest_namespace: dest_ns.to_string(),
+                dest_name: dest_name.to_string(),
+            });
+            out.metadata_mut().insert(super::HOP_HEADER, 1.into());
+            let answer = self
+                .client(self.0.peers.channel(&to.address)?)
+                .fetch(out)
+                .await
+                .map_err(|s| Status::from(super::status::from_peer(&s, &to.node_id)))?;
+            return Ok(Response::new(
+                Box::pin(answer.into_inner()) as TransferStream
+            ));
+        }
+        self.refuse_taken(&dest_ns, &dest_name, &0)?;
+        let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
+        let transfers = self.0.transfers.clone();
+        let state = self.0.clone();
+        let task = tokio::spawn(async move {
+            transfers
+                .clone_here(&ns, &name, dest_ns, dest_name, progress)
+                .await
+        });
+        Ok(Response::new(progress_stream(
+            task,
+            seen,
+            transfer_report,
+            move |m: CollectionMeta, p| proto::TransferProgress {
+                collection: Some(info(m, state.node_id.clone(), state.address.clone())),
+                ..transfer_report(p)
+            },
+        )))
+    }
+
+    type FetchStream = TransferStream;
+
+    async fn fetch(
+        &self,
+        req: Request<proto::FetchRequest>,
+    ) -> Result<Response<TransferStream>, Status> {
+        let hop = call_options(req.metadata()).hop;
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.into_inner();
+        let name = collection_name(&r.name)?;
+        let dest_ns = match r.dest_namespace.as_str() {
+            "" => ns.clone(),
+            d => Namespace::new(d)?,
+        };
+        let dest_name = match r.dest_name.as_str() {
+            "" => name.clone(),
+            d => collection_name(d)?,
+        };
+        dest_ns.writable()?;
+        let view = self.0.mesh.view();
+        let from = crate::transfers::member(&view, &r.source_node, "source_node")?;
+        if from.node_id == self.0.node_id {
+            return Err(Error::invalid(
+                "source_node is this node; copy a collection here with Clone",
+            )
+            .into());
+        }
+        self.refuse_taken(&dest_ns, &dest_name, &hop)?;
+        let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
+        let state = self.0.clone();
+        let source_id = from.node_id.clone();
+        let task = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mesh = state.mesh.clone();
+                let resolve =
+                    move || crate::transfers::member(&mesh.view(), &source_id, "source_node");
+                state
+                    .transfers
+                    .fetch(
+                        state.peers.as_ref(),
+                        resolve,
+                        &ns,
+                        &name,
+                        dest_ns,
+                        dest_name,
+                        progress,
+                    )
+                    .await
+            })
+        };
+        Ok(Response::new(progress_stream(
+            task,
+            seen,
+            transfer_report,
+            move |m: CollectionMeta, p| proto::TransferProgress {
+                collection: Some(info(m, state.node_id.clone(), state.address.clone())),
+                ..transfer_report(p)
+            },
+        )))
+    }
+
+    type PullCollectionStream = ProgressOf<proto::CollectionChunk>;
+
+    async fn pull_collection(
+        &self,
+        req: Request<proto::PullCollectionRequest>,
+    ) -> Result<Response<Self::PullCollectionStream>, Status> {
+        use crate::transfers::Piece;
+        use proto::collection_chunk::Part;
+        use tokio_stream::StreamExt;
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.into_inner();
+        let name = collection_name(&r.name)?;
+        let pieces = self
+            .0
+            .transfers
+            .pull(&ns, &name, &r.transfer_id, r.offset)
+            .await?;
+        let out = pieces.map(|p| {
+            let part = match p? {
+                Piece::Header {
+                    transfer_id,
+                    size_bytes,
+                } => Part::Header(proto::TransferHeader {
+                    transfer_id,
+                    size_bytes,
+                }),
+                Piece::Chunk {
+                    offset,
+                    data,
+                    blake3,
+                } => Part::Chunk(proto::TransferChunk {
+                    offset,
+                    data,
+                    blake3,
+                }),
+                Piece::Manifest(m) => Part::Manifest(proto::TransferManifest {
+                    size_bytes: m.size_bytes,
+                    page_count: m.page_count,
+                    blake3: m.blake3,
+                    message_type: m.message_type,
+                    record_count: m.record_count,
+                }),
+            };
+            Ok(proto::CollectionChunk { part: Some(part) })
+        });
+        Ok(Response::new(Box::pin(out) as Self::PullCollectionStream))
+    }
 }
 
+/// A stream of progress reports.
+pub type ProgressOf<M> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<M, Status>> + Send + 'static>>;
 /// A stream of backup progress reports.
-pub type ProgressStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<proto::BackupProgress, Status>> + Send + 'static>,
->;
+pub type ProgressStream = ProgressOf<proto::BackupProgress>;
+/// A stream of clone or fetch progress reports.
+pub type TransferStream = ProgressOf<proto::TransferProgress>;
+
+/// Streams a long operation running in `task`: a report whenever `seen`
+/// changes (best effort: a slow reader skips some), then the outcome as the
+/// last message, or its error as the stream's status.
+fn progress_stream<P, R, M>(
+    mut task: tokio::task::JoinHandle<Result<R, Error>>,
+    mut seen: tokio::sync::watch::Receiver<P>,
+    report: impl Fn(P) -> M + Send + 'static,
+    last: impl FnOnce(R, P) -> M + Send + 'static,
+) -> ProgressOf<M>
+where
+    P: Copy + Send + Sync + 'static,
+    R: Send + 'static,
+    M: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut following = true;
+        loop {
+            tokio::select! {
+                done = &mut task => {
+                    let end = match done {
+                        Ok(Ok(r)) => Ok(last(r, *seen.borrow())),
+                        Ok(Err(e)) => Err(Status::from(e)),
+                        Err(e) => Err(Status::internal(format!("task failed: {e}"))),
+                    };
+                    let _ = tx.send(end).await;
+                    return;
+                }
+                changed = seen.changed(), if following => {
+                    if changed.is_err() {
+                        following = false;
+                        continue;
+                    }
+                    let p = *seen.borrow_and_update();
+                    let _ = tx.try_send(Ok(report(p)));
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn transfer_report(p: TransferProgress) -> proto::TransferProgress {
+    proto::TransferProgress {
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+        resumed: p.resumed as i32,
+        collection: None,
+    }
+}

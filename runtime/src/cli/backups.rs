@@ -2,7 +2,7 @@
 //! backups. Taking one shows a progress bar (on a terminal) while the node
 //! copies the collection.
 
-use super::output::info_json;
+use super::output::{info_json, progress_bar};
 use super::{Clients, Outcome};
 use clap::Subcommand;
 use collector::proto;
@@ -95,14 +95,7 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
                 })
                 .await?
                 .into_inner();
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} backing up [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
+            let bar = progress_bar("backing up");
             let mut done = None;
             while let Some(p) = stream.message().await? {
                 bar.set_length(p.bytes_total.max(0) as u64);

@@ -10,6 +10,7 @@ mod output;
 mod protos;
 mod records;
 mod services;
+mod transfers;
 
 pub use output::exit_code;
 
@@ -64,6 +65,10 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: backups::BackupCmd,
     },
+    /// Copy a collection to a new name, here or on another member of the mesh.
+    Clone(transfers::Clone),
+    /// Copy a collection from another member of the mesh to this node.
+    Fetch(transfers::Fetch),
     /// Store a record given as JSON (prints it back with its id and version).
     Put(records::Put),
     /// Replace a record's payload with JSON.
@@ -136,6 +141,8 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
         ClientCmd::Protos { cmd } => protos::run(&mut c, cmd).await,
         ClientCmd::Collections { cmd } => collections::run(&mut c, cmd).await,
         ClientCmd::Backup { cmd } => backups::run(&mut c, cmd).await,
+        ClientCmd::Clone(a) => transfers::clone(&mut c, a).await,
+        ClientCmd::Fetch(a) => transfers::fetch(&mut c, a).await,
         ClientCmd::Put(a) => records::put(&mut c, a).await,
         ClientCmd::Update(a) => records::update(&mut c, a).await,
         ClientCmd::Get(a) => records::get(&mut c, a).await,

@@ -100,3 +100,16 @@ pub fn peer_json(p: proto::Peer) -> Json {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// A progress bar on stderr for a long operation (drawn only on a terminal).
+pub fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}})"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -238,6 +238,11 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     read_manifest_from(&open_read_only(path)?)
 }
 
+/// Pages of a backup file.
+pub fn page_count(path: &Path) -> Result<i64> {
+    Ok(open_read_only(path)?.query_row("PRAGMA page_count", [], |r| r.get(0))?)
+}
+
 /// Size and blake3 (hex) of a file, read in 1 MiB pieces.
 pub fn hash_file(path: &Path) -> Result<(i64, String)> {
     let mut f = std::fs::File::open(path)?;

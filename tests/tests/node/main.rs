@@ -16,3 +16,4 @@ mod query;
 mod registry;
 mod repo;
 mod surface;
+mod transfer;

@@ -1,0 +1,86 @@
+//! `collector clone` and `collector fetch`: copy a collection to a new name,
+//! here or on another member of the mesh, or from another member to here,
+//! with a progress bar on a terminal.
+
+use super::output::{info_json, progress_bar};
+use super::{Clients, Outcome};
+use clap::Args;
+use collector::proto;
+use tonic::Status;
+
+/// `collector clone NAME --to NEW`
+#[derive(Args, Debug)]
+pub struct Clone {
+    /// The collection to copy.
+    name: String,
+    /// The copy's name.
+    #[arg(long)]
+    to: String,
+    /// The copy's namespace (default: the same).
+    #[arg(long = "to-namespace", default_value = "")]
+    to_namespace: String,
+    /// A member of the mesh (node id or address) to put the copy on
+    /// (default: the node holding the collection).
+    #[arg(long = "to-node", default_value = "")]
+    to_node: String,
+}
+
+/// `collector fetch NAME --from NODE`
+#[derive(Args, Debug)]
+pub struct Fetch {
+    /// The collection to copy here.
+    name: String,
+    /// The member of the mesh (node id or address) that holds it.
+    #[arg(long)]
+    from: String,
+    /// The name it gets here (default: the same).
+    #[arg(long = "as", default_value = "")]
+    as_name: String,
+}
+
+async fn follow(mut stream: tonic::Streaming<proto::TransferProgress>, what: &str) -> Outcome {
+    let bar = progress_bar(what);
+    let mut done = None;
+    while let Some(p) = stream.message().await? {
+        bar.set_length(p.bytes_total.max(0) as u64);
+        bar.set_position(p.bytes_done.max(0) as u64);
+        if let Some(c) = p.collection {
+            done = Some(c);
+        }
+    }
+    bar.finish_and_clear();
+    let c = done.ok_or_else(|| Status::internal("the node ended the stream without a result"))?;
+    Ok(info_json(c))
+}
+
+/// Runs `clone`.
+pub async fn clone(c: &mut Clients, a: Clone) -> Outcome {
+    let req = proto::CloneRequest {
+        namespace: c.ns.clone(),
+        name: a.name,
+        dest_namespace: a.to_namespace,
+        dest_name: a.to,
+        dest_node: a.to_node,
+    };
+    // The generated `clone` RPC, not `Clone::clone`.
+    let stream = proto::collection_repo_client::CollectionRepoClient::clone(&mut c.repo, req)
+        .await?
+        .into_inner();
+    follow(stream, "cloning").await
+}
+
+/// Runs `fetch`.
+pub async fn fetch(c: &mut Clients, a: Fetch) -> Outcome {
+    let stream = c
+        .repo
+        .fetch(proto::FetchRequest {
+            source_node: a.from,
+            namespace: c.ns.clone(),
+            name: a.name,
+            dest_namespace: String::new(),
+            dest_name: a.as_name,
+        })
+        .await?
+        .into_inner();
+    follow(stream, "fetching").await
+}

@@ -1,0 +1,542 @@
+//! Moving collections between names and nodes: `Clone` (here, or to a
+//! member of the mesh, which fetches), `Fetch` (from a member) and the
+//! source side, `PullCollection`.
+//!
+//! What travels is a snapshot file (the same self-describing file a backup
+//! is, `store::backup`), kept under `<data dir>/transfers/` while it may be
+//! resumed, and streamed as a header, chunks of `TRANSFER_CHUNK_BYTES` each
+//! with its blake3, and a manifest (size, page count, whole-file hash, type,
+//! record count). The receiver appends chunks to a part file, checks each
+//! hash and offset, resumes from its last good byte when the stream breaks
+//! (same snapshot, by its transfer id), and only after the whole file
+//! matches the manifest and passes SQLite's integrity check does the new
+//! collection appear. A transfer that fails leaves nothing behind. Remote
+//! ends are members of this node's mesh, never arbitrary addresses.
+
+use crate::backups::Backups;
+use crate::error::{Error, ErrorKind, Result};
+use crate::limits::{MAX_TRANSFER_RESUMES, TRANSFER_CHUNK_BYTES, TRANSFER_RETAIN};
+use crate::mesh::view::{Member, View};
+use crate::names::{CollectionName, Namespace};
+use crate::store::CollectionMeta;
+use crate::store::backup::{self, Expected, Progress};
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+
+/// What a snapshot holds, as the manifest that ends a transfer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferManifest {
+    /// Bytes of the file.
+    pub size_bytes: i64,
+    /// SQLite pages.
+    pub page_count: i64,
+    /// blake3 of the whole file, hex.
+    pub blake3: String,
+    /// Full name of the records' type.
+    pub message_type: String,
+    /// Records.
+    pub record_count: i64,
+}
+
+/// One piece of a transfer stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// First: which snapshot, and how big.
+    Header {
+        /// The snapshot's id on the source (to resume with).
+        transfer_id: String,
+        /// Bytes of the whole file.
+        size_bytes: i64,
+    },
+    /// Bytes of the file at `offset`.
+    Chunk {
+        /// Where they go.
+        offset: i64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Their blake3, hex.
+        blake3: String,
+    },
+    /// Last: what the whole file must be.
+    Manifest(TransferManifest),
+}
+
+/// A stream of pieces.
+pub type PieceStream = Pin<Box<dyn Stream<Item = Result<Piece>> + Send>>;
+
+/// Where a fetch pulls from: another node's `PullCollection` (the API
+/// implements it over gRPC).
+pub trait Source: Send + Sync {
+    /// Asks `from` for the collection `ns`/`name` from byte `offset` of the
+    /// snapshot `transfer_id` (empty: a new snapshot).
+    fn pull(
+        &self,
+        from: &Member,
+        ns: &Namespace,
+        name: &CollectionName,
+        transfer_id: &str,
+        offset: i64,
+    ) -> PieceStream;
+}
+
+/// How far a transfer has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferProgress {
+    /// Bytes received (or copied).
+    pub bytes_done: i64,
+    /// Bytes in all.
+    pub bytes_total: i64,
+    /// Times it resumed after a dropped connection.
+    pub resumed: u32,
+}
+
+/// A snapshot being served to a peer.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    path: PathBuf,
+    manifest: TransferManifest,
+}
+
+/// The node's transfers.
+pub struct Transfers {
+    dir: PathBuf,
+    backups: Arc<Backups>,
+    /// Most bytes per second sent to one pull.
+    rate: Option<u64>,
+    outgoing: Mutex<HashMap<uuid::Uuid, Outgoing>>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("transfer task failed: {e}")))?
+}
+
+/// The member `who` names (a node id or a gRPC address), alive: only
+/// members of this node's mesh are ever contacted.
+pub fn member(view: &View, who: &str, role: &str) -> Result<Member> {
+    let m = view
+        .members
+        .values()
+        .find(|m| m.node_id == who || m.address == who)
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "{role} {:?} is not a member of this node's mesh (see ListPeers)",
+                crate::names::clip(who)
+            ))
+        })?;
+    if !m.reachable() {
+        return Err(Error::unavailable(format!(
+            "{role} {} ({}) is dead in this node's view; retry when it is back",
+            m.node_id, m.address
+        )));
+    }
+    Ok(m.clone())
+}
+
+fn chunk_hash(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+impl Transfers {
+    /// Opens the transfers of the node whose data dir is `data_dir`; what a
+    /// crash or an old transfer left there is removed.
+    pub fn open(data_dir: &Path, backups: Arc<Backups>, rate: Option<u64>) -> Result<Arc<Self>> {
+        let dir = data_dir.join("transfers");
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Snapshots may be resumed across a restart of this node; parts
+            // and temporaries belong to a fetch that a restart ended.
+            let stale = !name.ends_with(".db") || old(&entry.path());
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(Arc::new(Transfers {
+            dir,
+            backups,
+            rate,
+            outgoing: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn sweep_outgoing(&self) {
+        let mut out = self.outgoing.lock().expect("outgoing lock");
+        out.retain(|_, o| {
+            let keep = !old(&o.path);
+            if !keep {
+                let _ = std::fs::remove_file(&o.path);
+            }
+            keep
+        });
+    }
+
+    /// The snapshot a pull serves: `transfer_id`'s (to resume), or a new one.
+    async fn snapshot_for(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        transfer_id: &str,
+    ) -> Result<(uuid::Uuid, Outgoing)> {
+        self.sweep_outgoing();
+        if !transfer_id.is_empty() {
+            let id = uuid::Uuid::parse_str(transfer_id).map_err(|_| {
+                Error::invalid(format!(
+                    "transfer_id {:?} is not one this node made",
+                    crate::names::clip(transfer_id)
+                ))
+            })?;
+            if let Some(o) = self.outgoing.lock().expect("outgoing lock").get(&id) {
+                return Ok((id, o.clone()));
+            }
+            let path = self.dir.join(format!("out-{id}.db"));
+            if !path.exists() {
+                return Err(Error::not_found(format!(
+                    "transfer {id} is gone from this node (kept {} s); start again without transfer_id",
+                    TRANSFER_RETAIN.as_secs()
+                )));
+            }
+            // Resumed after this node restarted: describe the file again.
+            let p = path.clone();
+            let manifest = blocking(move || describe(&p)).await?;
+            let o = Outgoing { path, manifest };
+            self.outgoing
+                .lock()
+                .expect("outgoing lock")
+                .insert(id, o.clone());
+            return Ok((id, o));
+        }
+        let id = uuid::Uuid::now_v7();
+        let path = self.dir.join(format!("out-{id}.db"));
+        let (progress, _) = watch::channel(Progress::default());
+        let (snap, manifest) = self
+            .backups
+            .snapshot_to(ns, name, &id.to_string(), &path, progress)
+            .await?;
+        let o = Outgoing {
+            path,
+            manifest: TransferManifest {
+                size_bytes: snap.size_bytes,
+                page_count: snap.page_count,
+                blake3: snap.blake3,
+                message_type: manifest.message_type,
+                record_count: snap.record_count,
+            },
+        };
+        self.outgoing
+            .lock()
+            .expect("outgoing lock")
+            .insert(id, o.clone());
+        Ok((id, o))
+    }
+
+    /// The source side of a fetch: a snapshot of `ns`/`name` (or the one
+    /// `transfer_id` names) from byte `offset` on. Chunks are read one at a
+    /// time as the receiver takes them, so the file is never in memory.
+    pub async fn pull(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        transfer_id: &str,
+        offset: i64,
+    ) -> Result<PieceStream> {
+        let (id, o) = self.snapshot_for(ns, name, transfer_id).await?;
+        let size = o.manifest.size_bytes;
+        if offset < 0 || offset > size {
+            return Err(Error::invalid(format!(
+                "offset {offset} is outside the snapshot's {size} bytes"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let rate = self.rate;
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let header = Piece::Header {
+                transfer_id: id.to_string(),
+                size_bytes: size,
+            };
+            if tx.send(Ok(header)).await.is_err() {
+                return;
+            }
+            let mut at = offset;
+            while at < size {
+                let path = o.path.clone();
+                let read = blocking(move || read_chunk(&path, at)).await;
+                let piece = read.map(|data| Piece::Chunk {
+                    offset: at,
+                    blake3: chunk_hash(&data),
+                    data,
+                });
+                let failed = piece.is_err();
+                at += match &piece {
+                    Ok(Piece::Chunk { data, .. }) => data.len() as i64,
+                    _ => 0,
+                };
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+                if let Some(r) = rate {
+                    let due = std::time::Duration::from_secs_f64((at - offset) as f64 / r as f64);
+                    tokio::time::sleep_until(started + due).await;
+                }
+            }
+            let _ = tx.send(Ok(Piece::Manifest(o.manifest))).await;
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// Copies `ns`/`name` to `dest_ns`/`dest_name` on this node.
+    pub async fn clone_here(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        dest_ns: Namespace,
+        dest_name: CollectionName,
+        progress: watch::Sender<TransferProgress>,
+    ) -> Result<CollectionMeta> {
+        dest_ns.writable()?;
+        let id = uuid::Uuid::now_v7();
+        let path = self.dir.join(format!("clone-{id}.db"));
+        let (snap_progress, mut seen) = watch::channel(Progress::default());
+        let follow = tokio::spawn(async move {
+            while seen.changed().await.is_ok() {
+                let p = *seen.borrow_and_update();
+                progress.send_replace(TransferProgress {
+                    bytes_done: p.pages_done * p.page_size,
+                    bytes_total: p.pages_total * p.page_size,
+                    resumed: 0,
+                });
+            }
+        });
+        let made = self
+            .backups
+            .snapshot_to(ns, name, &id.to_string(), &path, snap_progress)
+            .await;
+        let _ = follow.await;
+        let out = match made {
+            Ok(_) => {
+                self.backups
+                    .restore_file(path.clone(), dest_ns, dest_name, false)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    /// Copies `ns`/`name` from the member `resolve` names into a new
+    /// collection `dest_ns`/`dest_name` here. `resolve` is asked again
+    /// before each resume (the member may have moved or restarted).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fetch(
+        &self,
+        source: &dyn Source,
+        resolve: impl Fn() -> Result<Member>,
+        ns: &Namespace,
+        name: &CollectionName,
+        dest_ns: Namespace,
+        dest_name: CollectionName,
+        progress: watch::Sender<TransferProgress>,
+    ) -> Result<CollectionMeta> {
+        dest_ns.writable()?;
+        let part = self.dir.join(format!("in-{}.part", uuid::Uuid::now_v7()));
+        let received = self
+            .receive(source, resolve, ns, name, &part, &progress)
+            .await;
+        let out = match received {
+            Ok(()) => {
+                self.backups
+                    .restore_file(part.clone(), dest_ns, dest_name, false)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&part);
+        out
+    }
+
+    async fn receive(
+        &self,
+        source: &dyn Source,
+        resolve: impl Fn() -> Result<Member>,
+        ns: &Namespace,
+        name: &CollectionName,
+        part: &Path,
+        progress: &watch::Sender<TransferProgress>,
+    ) -> Result<()> {
+        let mut file = Some(std::fs::File::create(part)?);
+        let mut state = TransferProgress::default();
+        let mut transfer_id = String::new();
+        let mut last_from = String::new();
+        loop {
+            let from = match resolve() {
+                Ok(m) => m,
+                // Dead in this node's view for now (a restart, say): wait as
+                // for a broken stream.
+                Err(e)
+                    if e.kind == ErrorKind::Unavailable && state.resumed < MAX_TRANSFER_RESUMES =>
+                {
+                    state.resumed += 1;
+                    progress.send_replace(state);
+                    tokio::time::sleep(std::time::Duration::from_millis(200) * state.resumed).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e.context(format!("fetching {ns}/{name} from {last_from}")));
+                }
+            };
+            last_from = from.node_id.clone();
+            let mut stream = source.pull(&from, ns, name, &transfer_id, state.bytes_done);
+            let mut manifest = None;
+            let broke = loop {
+                let piece = match stream.next().await {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => break Some(e),
+                    None => break None,
+                };
+                match piece {
+                    Piece::Header {
+                        transfer_id: id,
+                        size_bytes,
+                    } => {
+                        if !transfer_id.is_empty() && id != transfer_id {
+                            return Err(Error::internal(format!(
+                                "the source answered a resume of transfer {transfer_id} with {}",
+                                crate::names::clip(&id)
+                            )));
+                        }
+                        transfer_id = id;
+                        state.bytes_total = size_bytes;
+                    }
+                    Piece::Chunk {
+                        offset,
+                        data,
+                        blake3,
+                    } => {
+                        if offset != state.bytes_done {
+                            return Err(Error::internal(format!(
+                                "chunk at byte {offset}, expected {}",
+                                state.bytes_done
+                            )));
+                        }
+                        if chunk_hash(&data) != blake3 {
+                            // Damaged on the way: resume from the last good byte.
+                            break Some(Error::unavailable(format!(
+                                "chunk at byte {offset} does not match its hash"
+                            )));
+                        }
+                        let mut f = file.take().expect("the part file");
+                        let n = data.len() as i64;
+                        let f = blocking(move || {
+                            f.write_all(&data)?;
+                            Ok(f)
+                        })
+                        .await?;
+                        file = Some(f);
+                        state.bytes_done += n;
+                        progress.send_replace(state);
+                    }
+                    Piece::Manifest(m) => {
+                        manifest = Some(m);
+                        break None;
+                    }
+                }
+            };
+            if let Some(m) = manifest {
+                let f = file.take().expect("the part file");
+                let p = part.to_path_buf();
+                return blocking(move || {
+                    f.sync_all()?;
+                    check(&p, &m)
+                })
+                .await;
+            }
+            let e = broke.unwrap_or_else(|| {
+                Error::unavailable("the source ended the stream before its manifest")
+            });
+            let retry = matches!(
+                e.kind,
+                ErrorKind::Unavailable | ErrorKind::Internal | ErrorKind::Aborted
+            ) && state.resumed < MAX_TRANSFER_RESUMES;
+            if !retry {
+                return Err(e.context(format!("fetching {ns}/{name} from {}", from.node_id)));
+            }
+            state.resumed += 1;
+            progress.send_replace(state);
+            tracing::warn!(error = %e, resumed = state.resumed, at = state.bytes_done, "transfer broke; resuming");
+            tokio::time::sleep(std::time::Duration::from_millis(200) * state.resumed).await;
+            // Whatever came after the last good byte is dropped.
+            let f = file.take().expect("the part file");
+            let at = state.bytes_done as u64;
+            file = Some(
+                blocking(move || {
+                    f.set_len(at)?;
+                    let mut f = f;
+                    f.seek(SeekFrom::Start(at))?;
+                    Ok(f)
+                })
+                .await?,
+            );
+        }
+    }
+}
+
+/// True if a transfer file is past `TRANSFER_RETAIN`.
+fn old(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > TRANSFER_RETAIN)
+}
+
+fn read_chunk(path: &Path, at: i64) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(at as u64))?;
+    let mut buf = Vec::with_capacity(TRANSFER_CHUNK_BYTES);
+    f.take(TRANSFER_CHUNK_BYTES as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The manifest of a snapshot file on disk.
+fn describe(path: &Path) -> Result<TransferManifest> {
+    let m = backup::read_manifest(path)?;
+    let (size_bytes, blake3) = backup::hash_file(path)?;
+    let page_count = backup::page_count(path)?;
+    Ok(TransferManifest {
+        size_bytes,
+        page_count,
+        blake3,
+        message_type: m.message_type,
+        record_count: m.record_count,
+    })
+}
+
+/// Checks a received file against its manifest: size, hash, SQLite's
+/// integrity check, type and count.
+fn check(path: &Path, m: &TransferManifest) -> Result<()> {
+    let problems = backup::verify(
+        path,
+        &Expected {
+            size_bytes: m.size_bytes,
+            blake3: m.blake3.clone(),
+            record_count: m.record_count,
+            message_type: m.message_type.clone(),
+        },
+    )?;
+    if !problems.is_empty() {
+        return Err(Error::failed_precondition(format!(
+            "the received collection does not match its manifest: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
