@@ -1,6 +1,6 @@
-//! Moving collections between names and nodes: `Clone` (here, or to a
-//! member of the mesh, which fetches), `Fetch` (from a member) and the
-//! source side, `PullCollection`.
+//! Moving collections between names and nodes: `Clone` (here, or pushed
+//! to a member of the mesh), `Fetch` (pulled from a member), and the peer
+//! ends of both, `PullCollection` and `PushCollection`.
 //!
 //! What travels is a snapshot file (the same self-describing file a backup
 //! is, `store::backup`), kept under `<data dir>/transfers/` while it may be
@@ -8,7 +8,8 @@
 //! with its blake3, and a manifest (size, page count, whole-file hash, type,
 //! record count). The receiver appends chunks to a part file, checks each
 //! hash and offset, resumes from its last good byte when the stream breaks
-//! (same snapshot, by its transfer id), and only after the whole file
+//! (same snapshot, by its transfer id: a fetch asks the source for the rest,
+//! a push first asks the destination how much it holds), and only after the whole file
 //! matches the manifest and passes SQLite's integrity check does the new
 //! collection appear. A transfer that fails leaves nothing behind. Remote
 //! ends are members of this node's mesh, never arbitrary addresses.
@@ -84,6 +85,30 @@ pub trait Source: Send + Sync {
     ) -> PieceStream;
 }
 
+/// Where a clone pushes to: another node's `PushCollection` (the API
+/// implements it over gRPC). `M` is what the destination answers with once
+/// the collection is made there.
+pub trait Sink<M>: Send + Sync {
+    /// Sends `pieces` (a header, then chunks and a manifest, or the header
+    /// alone to ask where to resume) to `to`, to become `dest_ns`/`dest_name`.
+    fn push(
+        &self,
+        to: &Member,
+        dest_ns: &Namespace,
+        dest_name: &CollectionName,
+        pieces: Pin<Box<dyn Stream<Item = Piece> + Send>>,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Pushed<M>>> + Send>>;
+}
+
+/// A destination's answer to a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed<M> {
+    /// Bytes of the transfer it holds: where the next push starts.
+    pub received_bytes: i64,
+    /// The collection, once the whole file arrived and matched.
+    pub made: Option<M>,
+}
+
 /// How far a transfer has got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransferProgress {
@@ -102,13 +127,119 @@ struct Outgoing {
     manifest: TransferManifest,
 }
 
+/// A push arriving here, or one that made its collection (remembered for
+/// `TRANSFER_RETAIN`, so a source whose answer was lost learns it worked).
+#[derive(Debug, Clone)]
+enum Incoming {
+    Arriving,
+    Made(Box<CollectionMeta>, std::time::Instant),
+}
+
 /// The node's transfers.
 pub struct Transfers {
     dir: PathBuf,
     backups: Arc<Backups>,
-    /// Most bytes per second sent to one pull.
+    /// Most bytes per second sent to one pull or push.
     rate: Option<u64>,
     outgoing: Mutex<HashMap<uuid::Uuid, Outgoing>>,
+    incoming: Arc<Mutex<HashMap<uuid::Uuid, Incoming>>>,
+}
+
+/// Forgets an arriving push when its stream ends, however it ends.
+struct Arriving {
+    id: uuid::Uuid,
+    incoming: Arc<Mutex<HashMap<uuid::Uuid, Incoming>>>,
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        let mut inc = self.incoming.lock().expect("incoming lock");
+        if matches!(inc.get(&self.id), Some(Incoming::Arriving)) {
+            inc.remove(&self.id);
+        }
+    }
+}
+
+/// A file being received chunk by chunk; its length is the last good byte.
+struct PartFile {
+    file: Option<std::fs::File>,
+    path: PathBuf,
+    len: i64,
+}
+
+impl PartFile {
+    /// Opens `path` to append to, creating it if missing.
+    async fn open(path: &Path) -> Result<Self> {
+        let p = path.to_path_buf();
+        let (file, len) = blocking(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p)?;
+            let len = f.seek(SeekFrom::End(0))? as i64;
+            Ok((f, len))
+        })
+        .await?;
+        Ok(PartFile {
+            file: Some(file),
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// Appends a chunk that must start at the last good byte and match its
+    /// hash; a chunk that does not is left out (UNAVAILABLE: resend it).
+    async fn append(&mut self, offset: i64, data: Vec<u8>, blake3: &str) -> Result<()> {
+        if offset != self.len {
+            return Err(Error::failed_precondition(format!(
+                "chunk at byte {offset}, but {} bytes are held; resume from there",
+                self.len
+            )));
+        }
+        if chunk_hash(&data) != blake3 {
+            return Err(Error::unavailable(format!(
+                "chunk at byte {offset} does not match its hash; resend it"
+            )));
+        }
+        let mut f = self.file.take().expect("the part file");
+        let n = data.len() as i64;
+        let f = blocking(move || {
+            f.write_all(&data)?;
+            Ok(f)
+        })
+        .await?;
+        self.file = Some(f);
+        self.len += n;
+        Ok(())
+    }
+
+    /// Drops anything after the last good byte.
+    async fn cut(&mut self) -> Result<()> {
+        let f = self.file.take().expect("the part file");
+        let at = self.len as u64;
+        self.file = Some(
+            blocking(move || {
+                f.set_len(at)?;
+                let mut f = f;
+                f.seek(SeekFrom::Start(at))?;
+                Ok(f)
+            })
+            .await?,
+        );
+        Ok(())
+    }
+
+    /// Makes the file durable and checks it against `m`.
+    async fn finish(&mut self, m: TransferManifest) -> Result<()> {
+        let f = self.file.take().expect("the part file");
+        let p = self.path.clone();
+        blocking(move || {
+            f.sync_all()?;
+            check(&p, &m)
+        })
+        .await
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -164,6 +295,7 @@ impl Transfers {
             backups,
             rate,
             outgoing: Mutex::new(HashMap::new()),
+            incoming: Arc::new(Mutex::new(HashMap::new())),
         }))
     }
 
@@ -372,7 +504,7 @@ impl Transfers {
         part: &Path,
         progress: &watch::Sender<TransferProgress>,
     ) -> Result<()> {
-        let mut file = Some(std::fs::File::create(part)?);
+        let mut file = PartFile::open(part).await?;
         let mut state = TransferProgress::default();
         let mut transfer_id = String::new();
         let mut last_from = String::new();
@@ -384,9 +516,7 @@ impl Transfers {
                 Err(e)
                     if e.kind == ErrorKind::Unavailable && state.resumed < MAX_TRANSFER_RESUMES =>
                 {
-                    state.resumed += 1;
-                    progress.send_replace(state);
-                    tokio::time::sleep(std::time::Duration::from_millis(200) * state.resumed).await;
+                    backoff(&mut state, progress).await;
                     continue;
                 }
                 Err(e) => {
@@ -395,12 +525,15 @@ impl Transfers {
             };
             last_from = from.node_id.clone();
             let mut stream = source.pull(&from, ns, name, &transfer_id, state.bytes_done);
-            let mut manifest = None;
             let broke = loop {
                 let piece = match stream.next().await {
                     Some(Ok(p)) => p,
-                    Some(Err(e)) => break Some(e),
-                    None => break None,
+                    Some(Err(e)) => break e,
+                    None => {
+                        break Error::unavailable(
+                            "the source ended the stream before its manifest",
+                        );
+                    }
                 };
                 match piece {
                     Piece::Header {
@@ -420,73 +553,314 @@ impl Transfers {
                         offset,
                         data,
                         blake3,
-                    } => {
-                        if offset != state.bytes_done {
-                            return Err(Error::internal(format!(
-                                "chunk at byte {offset}, expected {}",
-                                state.bytes_done
-                            )));
+                    } => match file.append(offset, data, &blake3).await {
+                        Ok(()) => {
+                            state.bytes_done = file.len;
+                            progress.send_replace(state);
                         }
-                        if chunk_hash(&data) != blake3 {
-                            // Damaged on the way: resume from the last good byte.
-                            break Some(Error::unavailable(format!(
-                                "chunk at byte {offset} does not match its hash"
-                            )));
-                        }
-                        let mut f = file.take().expect("the part file");
-                        let n = data.len() as i64;
-                        let f = blocking(move || {
-                            f.write_all(&data)?;
-                            Ok(f)
-                        })
-                        .await?;
-                        file = Some(f);
-                        state.bytes_done += n;
-                        progress.send_replace(state);
-                    }
-                    Piece::Manifest(m) => {
-                        manifest = Some(m);
-                        break None;
-                    }
+                        // Damaged on the way: resume from the last good byte.
+                        Err(e) if e.kind == ErrorKind::Unavailable => break e,
+                        Err(e) => return Err(e),
+                    },
+                    Piece::Manifest(m) => return file.finish(m).await,
                 }
             };
-            if let Some(m) = manifest {
-                let f = file.take().expect("the part file");
-                let p = part.to_path_buf();
-                return blocking(move || {
-                    f.sync_all()?;
-                    check(&p, &m)
-                })
-                .await;
+            if !retryable(&broke) || state.resumed >= MAX_TRANSFER_RESUMES {
+                return Err(broke.context(format!("fetching {ns}/{name} from {}", from.node_id)));
             }
-            let e = broke.unwrap_or_else(|| {
-                Error::unavailable("the source ended the stream before its manifest")
-            });
-            let retry = matches!(
-                e.kind,
-                ErrorKind::Unavailable | ErrorKind::Internal | ErrorKind::Aborted
-            ) && state.resumed < MAX_TRANSFER_RESUMES;
-            if !retry {
-                return Err(e.context(format!("fetching {ns}/{name} from {}", from.node_id)));
-            }
-            state.resumed += 1;
-            progress.send_replace(state);
-            tracing::warn!(error = %e, resumed = state.resumed, at = state.bytes_done, "transfer broke; resuming");
-            tokio::time::sleep(std::time::Duration::from_millis(200) * state.resumed).await;
-            // Whatever came after the last good byte is dropped.
-            let f = file.take().expect("the part file");
-            let at = state.bytes_done as u64;
-            file = Some(
-                blocking(move || {
-                    f.set_len(at)?;
-                    let mut f = f;
-                    f.seek(SeekFrom::Start(at))?;
-                    Ok(f)
-                })
-                .await?,
-            );
+            tracing::warn!(error = %broke, resumed = state.resumed + 1, at = state.bytes_done, "transfer broke; resuming");
+            backoff(&mut state, progress).await;
+            file.cut().await?;
         }
     }
+
+    /// Copies `ns`/`name` to a new collection `dest_ns`/`dest_name` on the
+    /// member `resolve` names (asked again before each resume), pushing a
+    /// snapshot in chunks: each attempt first asks the destination how much
+    /// it holds and goes on from there. Answers with what the destination
+    /// made.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn push<M: Send + 'static>(
+        &self,
+        sink: &dyn Sink<M>,
+        resolve: impl Fn() -> Result<Member>,
+        ns: &Namespace,
+        name: &CollectionName,
+        dest_ns: &Namespace,
+        dest_name: &CollectionName,
+        progress: watch::Sender<TransferProgress>,
+    ) -> Result<M> {
+        dest_ns.writable()?;
+        let (id, o) = self.snapshot_for(ns, name, "").await?;
+        let progress = Arc::new(progress);
+        let out = self
+            .push_snapshot(
+                sink, resolve, id, &o, ns, name, dest_ns, dest_name, &progress,
+            )
+            .await;
+        // Nobody else resumes a push: its snapshot goes when it ends.
+        self.outgoing.lock().expect("outgoing lock").remove(&id);
+        let _ = std::fs::remove_file(&o.path);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push_snapshot<M: Send + 'static>(
+        &self,
+        sink: &dyn Sink<M>,
+        resolve: impl Fn() -> Result<Member>,
+        id: uuid::Uuid,
+        o: &Outgoing,
+        ns: &Namespace,
+        name: &CollectionName,
+        dest_ns: &Namespace,
+        dest_name: &CollectionName,
+        progress: &Arc<watch::Sender<TransferProgress>>,
+    ) -> Result<M> {
+        let size = o.manifest.size_bytes;
+        let mut state = TransferProgress {
+            bytes_total: size,
+            ..Default::default()
+        };
+        let header = Piece::Header {
+            transfer_id: id.to_string(),
+            size_bytes: size,
+        };
+        let mut last_to = String::new();
+        loop {
+            let to = match resolve() {
+                Ok(m) => m,
+                Err(e)
+                    if e.kind == ErrorKind::Unavailable && state.resumed < MAX_TRANSFER_RESUMES =>
+                {
+                    backoff(&mut state, progress).await;
+                    continue;
+                }
+                Err(e) => return Err(e.context(format!("pushing {ns}/{name} to {last_to}"))),
+            };
+            last_to = to.node_id.clone();
+            let attempt = async {
+                let asked = sink
+                    .push(
+                        &to,
+                        dest_ns,
+                        dest_name,
+                        Box::pin(tokio_stream::iter([header.clone()])),
+                    )
+                    .await?;
+                if asked.made.is_some() {
+                    // An earlier attempt made it; only its answer was lost.
+                    return Ok(asked.made);
+                }
+                let at = asked.received_bytes;
+                state.bytes_done = at;
+                progress.send_replace(state);
+                let pieces = self.pull(ns, name, &id.to_string(), at).await?;
+                let (pieces, failed) = until_error(pieces);
+                let seen = progress.clone();
+                let pieces = pieces.map(move |p| {
+                    if let Piece::Chunk { offset, data, .. } = &p {
+                        let done = offset + data.len() as i64;
+                        seen.send_modify(|s| s.bytes_done = done);
+                    }
+                    p
+                });
+                let pushed = sink.push(&to, dest_ns, dest_name, Box::pin(pieces)).await;
+                if let Some(e) = failed.lock().expect("error slot").take() {
+                    return Err(e);
+                }
+                Ok(pushed?.made)
+            };
+            let broke = match attempt.await {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {
+                    Error::unavailable("the destination answered before the manifest arrived")
+                }
+                Err(e) => e,
+            };
+            state.bytes_done = progress.borrow().bytes_done;
+            if !retryable(&broke) || state.resumed >= MAX_TRANSFER_RESUMES {
+                return Err(broke.context(format!("pushing {ns}/{name} to {}", to.node_id)));
+            }
+            tracing::warn!(error = %broke, resumed = state.resumed + 1, "push broke; resuming");
+            backoff(&mut state, progress).await;
+        }
+    }
+
+    /// The destination side of a push: `pieces` (what follows the header)
+    /// are appended to the part file of `transfer_id`, which holds what
+    /// earlier attempts delivered; the manifest, once it matches, makes
+    /// `dest_ns`/`dest_name`. A stream that ends early keeps the part for a
+    /// resume (swept after `TRANSFER_RETAIN`, or at restart).
+    pub async fn receive_push(
+        &self,
+        transfer_id: &str,
+        size_bytes: i64,
+        dest_ns: Namespace,
+        dest_name: CollectionName,
+        mut pieces: PieceStream,
+    ) -> Result<Pushed<CollectionMeta>> {
+        dest_ns.writable()?;
+        let id = uuid::Uuid::parse_str(transfer_id).map_err(|_| {
+            Error::invalid(format!(
+                "transfer_id {:?} is not a UUID",
+                crate::names::clip(transfer_id)
+            ))
+        })?;
+        if size_bytes < 0 {
+            return Err(Error::invalid("size_bytes is negative"));
+        }
+        self.sweep_incoming();
+        {
+            let mut inc = self.incoming.lock().expect("incoming lock");
+            match inc.get(&id) {
+                Some(Incoming::Made(meta, _)) => {
+                    return Ok(Pushed {
+                        received_bytes: size_bytes,
+                        made: Some((**meta).clone()),
+                    });
+                }
+                Some(Incoming::Arriving) => {
+                    return Err(Error::unavailable(format!(
+                        "transfer {id} is already arriving here; retry when that stream ends"
+                    )));
+                }
+                None => inc.insert(id, Incoming::Arriving),
+            };
+        }
+        let _arriving = Arriving {
+            id,
+            incoming: self.incoming.clone(),
+        };
+        let path = self.dir.join(format!("push-{id}.part"));
+        let mut file = PartFile::open(&path).await?;
+        if file.len > size_bytes {
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::invalid(format!(
+                "transfer {id} was {} bytes here, more than its {size_bytes}; start it again",
+                file.len
+            )));
+        }
+        while let Some(piece) = pieces.next().await {
+            match piece? {
+                Piece::Header { .. } => {
+                    return Err(Error::invalid("a push has one header, its first message"));
+                }
+                Piece::Chunk {
+                    offset,
+                    data,
+                    blake3,
+                } => {
+                    if offset.saturating_add(data.len() as i64) > size_bytes {
+                        return Err(Error::invalid(format!(
+                            "chunk at byte {offset} runs past the transfer's {size_bytes} bytes"
+                        )));
+                    }
+                    file.append(offset, data, &blake3).await?;
+                }
+                Piece::Manifest(m) => {
+                    let made = if m.size_bytes != size_bytes {
+                        Err(Error::failed_precondition(format!(
+                            "the manifest says {} bytes, the header {size_bytes}",
+                            m.size_bytes
+                        )))
+                    } else {
+                        match file.finish(m).await {
+                            Ok(()) => {
+                                self.backups
+                                    .restore_file(path.clone(), dest_ns, dest_name, false)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    };
+                    let _ = std::fs::remove_file(&path);
+                    let meta = made?;
+                    self.incoming.lock().expect("incoming lock").insert(
+                        id,
+                        Incoming::Made(Box::new(meta.clone()), std::time::Instant::now()),
+                    );
+                    return Ok(Pushed {
+                        received_bytes: size_bytes,
+                        made: Some(meta),
+                    });
+                }
+            }
+        }
+        Ok(Pushed {
+            received_bytes: file.len,
+            made: None,
+        })
+    }
+
+    /// True if the push `transfer_id` made its collection here lately (a
+    /// retry whose answer was lost: the name it took is its own).
+    pub fn made_here(&self, transfer_id: &str) -> bool {
+        uuid::Uuid::parse_str(transfer_id).is_ok_and(|id| {
+            matches!(
+                self.incoming.lock().expect("incoming lock").get(&id),
+                Some(Incoming::Made(..))
+            )
+        })
+    }
+
+    /// Forgets pushes made long ago, and deletes parts of pushes that
+    /// stopped arriving.
+    fn sweep_incoming(&self) {
+        let mut inc = self.incoming.lock().expect("incoming lock");
+        inc.retain(|_, i| match i {
+            Incoming::Arriving => true,
+            Incoming::Made(_, at) => at.elapsed() < TRANSFER_RETAIN,
+        });
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let arriving = name
+                .strip_prefix("push-")
+                .and_then(|n| n.strip_suffix(".part"))
+                .and_then(|n| uuid::Uuid::parse_str(n).ok())
+                .is_some_and(|id| inc.contains_key(&id));
+            if name.starts_with("push-") && !arriving && old(&entry.path()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Errors after which a transfer is tried again.
+fn retryable(e: &Error) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Unavailable
+            | ErrorKind::Internal
+            | ErrorKind::Aborted
+            | ErrorKind::DeadlineExceeded
+    )
+}
+
+/// Counts a resume and waits before it, longer each time.
+async fn backoff(state: &mut TransferProgress, progress: &watch::Sender<TransferProgress>) {
+    state.resumed += 1;
+    progress.send_replace(*state);
+    tokio::time::sleep(std::time::Duration::from_millis(200) * state.resumed).await;
+}
+
+/// The pieces of `stream` up to its first error, which is kept in the slot.
+fn until_error(
+    stream: PieceStream,
+) -> (impl Stream<Item = Piece> + Send, Arc<Mutex<Option<Error>>>) {
+    let slot = Arc::new(Mutex::new(None));
+    let keep = slot.clone();
+    let pieces = stream.map_while(move |p| match p {
+        Ok(p) => Some(p),
+        Err(e) => {
+            *keep.lock().expect("error slot") = Some(e);
+            None
+        }
+    });
+    (pieces, slot)
 }
 
 /// True if a transfer file is past `TRANSFER_RETAIN`.
@@ -500,6 +874,8 @@ fn old(path: &Path) -> bool {
 
 fn read_chunk(path: &Path, at: i64) -> Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
+    // A snapshot in use is not old, however long its transfer takes.
+    let _ = f.set_modified(std::time::SystemTime::now());
     f.seek(SeekFrom::Start(at as u64))?;
     let mut buf = Vec::with_capacity(TRANSFER_CHUNK_BYTES);
     f.take(TRANSFER_CHUNK_BYTES as u64).read_to_end(&mut buf)?;

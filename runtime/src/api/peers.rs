@@ -335,8 +335,6 @@ impl crate::transfers::Source for GrpcLink {
         transfer_id: &str,
         offset: i64,
     ) -> crate::transfers::PieceStream {
-        use crate::transfers::{Piece, TransferManifest};
-        use proto::collection_chunk::Part;
         use tokio_stream::StreamExt;
         let peer = from.node_id.clone();
         let channel = self.channel(&from.address);
@@ -368,25 +366,7 @@ impl crate::transfers::Source for GrpcLink {
             while let Some(m) = stream.next().await {
                 let piece = m
                     .map_err(|s| from_peer(&s, &peer))
-                    .and_then(|m| match m.part {
-                        Some(Part::Header(h)) => Ok(Piece::Header {
-                            transfer_id: h.transfer_id,
-                            size_bytes: h.size_bytes,
-                        }),
-                        Some(Part::Chunk(c)) => Ok(Piece::Chunk {
-                            offset: c.offset,
-                            data: c.data,
-                            blake3: c.blake3,
-                        }),
-                        Some(Part::Manifest(m)) => Ok(Piece::Manifest(TransferManifest {
-                            size_bytes: m.size_bytes,
-                            page_count: m.page_count,
-                            blake3: m.blake3,
-                            message_type: m.message_type,
-                            record_count: m.record_count,
-                        })),
-                        None => Err(Error::internal("the source sent an empty chunk message")),
-                    });
+                    .and_then(super::repo::piece_from_proto);
                 let failed = piece.is_err();
                 if tx.send(piece).await.is_err() || failed {
                     return;
@@ -394,5 +374,57 @@ impl crate::transfers::Source for GrpcLink {
             }
         });
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// Clones push to a peer's `PushCollection`; it answers with the new
+/// collection as it describes it (its own node id and address).
+impl crate::transfers::Sink<proto::CollectionInfo> for GrpcLink {
+    fn push(
+        &self,
+        to: &Member,
+        dest_ns: &crate::names::Namespace,
+        dest_name: &crate::names::CollectionName,
+        pieces: std::pin::Pin<Box<dyn tokio_stream::Stream<Item = crate::transfers::Piece> + Send>>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<crate::transfers::Pushed<proto::CollectionInfo>>> + Send>,
+    > {
+        use proto::collection_chunk::Part;
+        use tokio_stream::StreamExt;
+        let peer = to.node_id.clone();
+        let channel = self.channel(&to.address);
+        let max = self.max_message_bytes;
+        let (ns, name) = (dest_ns.to_string(), dest_name.to_string());
+        // A concrete stream type: a boxed one trips a higher-ranked Send
+        // bound in tonic's client-streaming future.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let mut pieces = pieces;
+        tokio::spawn(async move {
+            while let Some(p) = pieces.next().await {
+                let mut m = super::repo::piece_to_proto(p);
+                if let Some(Part::Header(h)) = &mut m.part {
+                    h.dest_namespace = ns.clone();
+                    h.dest_name = name.clone();
+                }
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let messages = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Box::pin(async move {
+            let mut req = Request::new(messages);
+            req.metadata_mut().insert(super::HOP_HEADER, 1.into());
+            let answer = CollectionRepoClient::new(channel?)
+                .max_encoding_message_size(max)
+                .push_collection(req)
+                .await
+                .map_err(|s| from_peer(&s, &peer))?
+                .into_inner();
+            Ok(crate::transfers::Pushed {
+                received_bytes: answer.received_bytes,
+                made: answer.collection,
+            })
+        })
     }
 }

@@ -15,7 +15,7 @@ use crate::proto::{
 };
 use crate::store::backup::Progress;
 use crate::store::{BackupPolicy, CollectionMeta};
-use crate::transfers::TransferProgress;
+use crate::transfers::{Piece, TransferManifest, TransferProgress};
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -567,25 +567,36 @@ impl CollectionRepo for RepoApi {
             || r.dest_node == self.0.node_id
             || r.dest_node == self.0.address;
         if !here {
-            // The destination fetches from here: one resumable path for
-            // every transfer between nodes.
             let to = crate::transfers::member(&view, &r.dest_node, "dest_node")?;
-            let mut out = Request::new(proto::FetchRequest {
-                source_node: self.0.node_id.clone(),
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                dest_namespace: dest_ns.to_string(),
-                dest_name: dest_name.to_string(),
+            self.refuse_taken(&dest_ns, &dest_name, &0)?;
+            let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
+            let state = self.0.clone();
+            let dest_id = to.node_id.clone();
+            let task = tokio::spawn(async move {
+                let mesh = state.mesh.clone();
+                let resolve = move || crate::transfers::member(&mesh.view(), &dest_id, "dest_node");
+                state
+                    .transfers
+                    .push(
+                        state.peers.as_ref(),
+                        resolve,
+                        &ns,
+                        &name,
+                        &dest_ns,
+                        &dest_name,
+                        progress,
+                    )
+                    .await
             });
-            out.metadata_mut().insert(super::HOP_HEADER, 1.into());
-            let answer = self
-                .client(self.0.peers.channel(&to.address)?)
-                .fetch(out)
-                .await
-                .map_err(|s| Status::from(super::status::from_peer(&s, &to.node_id)))?;
-            return Ok(Response::new(
-                Box::pin(answer.into_inner()) as TransferStream
-            ));
+            return Ok(Response::new(progress_stream(
+                task,
+                seen,
+                transfer_report,
+                |made: proto::CollectionInfo, p| proto::TransferProgress {
+                    collection: Some(made),
+                    ..transfer_report(p)
+                },
+            )));
         }
         self.refuse_taken(&dest_ns, &dest_name, &0)?;
         let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
@@ -675,8 +686,6 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::PullCollectionRequest>,
     ) -> Result<Response<Self::PullCollectionStream>, Status> {
-        use crate::transfers::Piece;
-        use proto::collection_chunk::Part;
         use tokio_stream::StreamExt;
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let r = req.into_inner();
@@ -686,35 +695,120 @@ impl CollectionRepo for RepoApi {
             .transfers
             .pull(&ns, &name, &r.transfer_id, r.offset)
             .await?;
-        let out = pieces.map(|p| {
-            let part = match p? {
-                Piece::Header {
-                    transfer_id,
-                    size_bytes,
-                } => Part::Header(proto::TransferHeader {
-                    transfer_id,
-                    size_bytes,
-                }),
-                Piece::Chunk {
-                    offset,
-                    data,
-                    blake3,
-                } => Part::Chunk(proto::TransferChunk {
-                    offset,
-                    data,
-                    blake3,
-                }),
-                Piece::Manifest(m) => Part::Manifest(proto::TransferManifest {
-                    size_bytes: m.size_bytes,
-                    page_count: m.page_count,
-                    blake3: m.blake3,
-                    message_type: m.message_type,
-                    record_count: m.record_count,
-                }),
-            };
-            Ok(proto::CollectionChunk { part: Some(part) })
-        });
+        let out = pieces.map(|p| Ok(piece_to_proto(p?)));
         Ok(Response::new(Box::pin(out) as Self::PullCollectionStream))
+    }
+
+    async fn push_collection(
+        &self,
+        req: Request<Arrivals>,
+    ) -> Result<Response<proto::PushCollectionResponse>, Status> {
+        use proto::collection_chunk::Part;
+        use tokio_stream::StreamExt;
+        let hop = call_options(req.metadata()).hop;
+        let caller_ns = self.0.namespace(&req, "")?;
+        let mut arrivals = req.into_inner();
+        let header = match arrivals.next().await {
+            Some(Ok(proto::CollectionChunk {
+                part: Some(Part::Header(h)),
+            })) => h,
+            Some(Err(s)) => return Err(s),
+            _ => {
+                return Err(
+                    Error::invalid("a push starts with a header naming its destination").into(),
+                );
+            }
+        };
+        let dest_ns = match header.dest_namespace.as_str() {
+            "" => caller_ns,
+            d => Namespace::new(d)?,
+        };
+        let dest_name = collection_name(&header.dest_name)?;
+        if !self.0.transfers.made_here(&header.transfer_id) {
+            self.refuse_taken(&dest_ns, &dest_name, &hop)?;
+        }
+        let rest = arrivals.map(|m| match m {
+            Ok(m) => piece_from_proto(m),
+            Err(s) => Err(Error::unavailable(format!(
+                "the push stream broke: {}",
+                crate::names::clip(s.message())
+            ))),
+        });
+        let pushed = self
+            .0
+            .transfers
+            .receive_push(
+                &header.transfer_id,
+                header.size_bytes,
+                dest_ns,
+                dest_name,
+                Box::pin(rest),
+            )
+            .await?;
+        Ok(Response::new(proto::PushCollectionResponse {
+            received_bytes: pushed.received_bytes,
+            collection: pushed.made.map(|m| self.info(m)),
+        }))
+    }
+}
+
+/// PushCollection's request stream as pieces.
+type Arrivals = tonic::Streaming<proto::CollectionChunk>;
+
+/// A transfer's piece as it travels.
+pub(super) fn piece_to_proto(p: Piece) -> proto::CollectionChunk {
+    use proto::collection_chunk::Part;
+    let part = match p {
+        Piece::Header {
+            transfer_id,
+            size_bytes,
+        } => Part::Header(proto::TransferHeader {
+            transfer_id,
+            size_bytes,
+            ..Default::default()
+        }),
+        Piece::Chunk {
+            offset,
+            data,
+            blake3,
+        } => Part::Chunk(proto::TransferChunk {
+            offset,
+            data,
+            blake3,
+        }),
+        Piece::Manifest(m) => Part::Manifest(proto::TransferManifest {
+            size_bytes: m.size_bytes,
+            page_count: m.page_count,
+            blake3: m.blake3,
+            message_type: m.message_type,
+            record_count: m.record_count,
+        }),
+    };
+    proto::CollectionChunk { part: Some(part) }
+}
+
+/// A transfer's piece as it arrived (a header's destination is read
+/// separately).
+pub(super) fn piece_from_proto(m: proto::CollectionChunk) -> Result<Piece, Error> {
+    use proto::collection_chunk::Part;
+    match m.part {
+        Some(Part::Header(h)) => Ok(Piece::Header {
+            transfer_id: h.transfer_id,
+            size_bytes: h.size_bytes,
+        }),
+        Some(Part::Chunk(c)) => Ok(Piece::Chunk {
+            offset: c.offset,
+            data: c.data,
+            blake3: c.blake3,
+        }),
+        Some(Part::Manifest(m)) => Ok(Piece::Manifest(TransferManifest {
+            size_bytes: m.size_bytes,
+            page_count: m.page_count,
+            blake3: m.blake3,
+            message_type: m.message_type,
+            record_count: m.record_count,
+        })),
+        None => Err(Error::invalid("a CollectionChunk with no part set")),
     }
 }
 

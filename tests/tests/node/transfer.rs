@@ -1,6 +1,7 @@
-//! Clone and fetch: collections copied to a new name, here or to another
-//! member of the mesh, and pulled from a member in hashed chunks that resume
-//! after a dropped connection; only members of the mesh are ever contacted.
+//! Clone and fetch: collections copied to a new name, here or pushed to
+//! another member of the mesh, and pulled from a member, in hashed chunks
+//! that resume after a dropped connection; only members of the mesh are
+//! ever contacted.
 
 use crate::mesh::{all_up, wait_for};
 use collector::proto;
@@ -199,7 +200,7 @@ async fn fetch_with(
     a_id: &str,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<Vec<proto::TransferProgress>, tonic::Status> {
-    let mut s = c[1]
+    let s = c[1]
         .repo
         .clone()
         .fetch(proto::FetchRequest {
@@ -210,8 +211,17 @@ async fn fetch_with(
             dest_name: "fetched".into(),
             ..Default::default()
         })
-        .await?
-        .into_inner();
+        .await;
+    cut_with(s, interrupt).await
+}
+
+/// Follows a transfer's progress, running `interrupt` once when the first
+/// bytes (and not yet all) are across; returns the outcome.
+async fn cut_with(
+    s: Result<tonic::Response<tonic::Streaming<proto::TransferProgress>>, tonic::Status>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Vec<proto::TransferProgress>, tonic::Status> {
+    let mut s = s?.into_inner();
     let mut seen = Vec::new();
     let mut interrupt = Some(Box::pin(interrupt));
     while let Some(p) = s.message().await? {
@@ -225,9 +235,244 @@ async fn fetch_with(
     }
     assert!(
         interrupt.is_none(),
-        "the fetch ended before it could be cut"
+        "the transfer ended before it could be cut"
     );
     Ok(seen)
+}
+
+/// Files left in a node's transfers directory.
+fn left_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("transfers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clone_pushed_to_a_member_resumes_after_the_destination_is_killed_and_restarted() {
+    let (mut nodes, dirs, c) = pair(3000, 4000).await;
+    let b_id = node_id(&c[1]).await;
+    let a_addr = nodes[0].addr.to_string();
+    let b_addr = nodes[1].addr.to_string();
+    let b_dir = dirs[1].path().to_path_buf();
+    let mut b = Some(nodes.remove(1));
+    let seen = cut_with(
+        clone_on(&c[0], clone_req("orders", "pushed", &b_id)).await,
+        async {
+            b.take().unwrap().kill9();
+            b = Some(ProcessNode::start_with(
+                BIN,
+                &b_dir,
+                &b_addr,
+                std::slice::from_ref(&a_addr),
+            ));
+        },
+    )
+    .await
+    .expect("the clone completes");
+    let last = seen.last().unwrap();
+    assert!(last.resumed >= 1, "{last:?}");
+    let info = last.collection.clone().unwrap();
+    assert_eq!(
+        (info.node_id.as_str(), info.name.as_str()),
+        (b_id.as_str(), "pushed")
+    );
+    let cb = Clients::connect(b.as_ref().unwrap().addr).await;
+    assert_eq!(count(&cb, "pushed").await, 3000);
+    // Nothing of the transfer is left on either end.
+    assert!(
+        left_in(dirs[0].path()).is_empty(),
+        "{:?}",
+        left_in(dirs[0].path())
+    );
+    assert!(left_in(&b_dir).is_empty(), "{:?}", left_in(&b_dir));
+}
+
+/// The pieces of a snapshot of shop/orders, pulled from `c`.
+async fn pulled(c: &Clients) -> Vec<proto::CollectionChunk> {
+    let mut s = c
+        .repo
+        .clone()
+        .pull_collection(proto::PullCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pieces = Vec::new();
+    while let Some(p) = s.message().await.unwrap() {
+        pieces.push(p);
+    }
+    pieces
+}
+
+/// Pushes `pieces` to `c` as one stream that ends cleanly.
+async fn push(
+    c: &Clients,
+    pieces: Vec<proto::CollectionChunk>,
+) -> Result<proto::PushCollectionResponse, tonic::Status> {
+    c.repo
+        .clone()
+        .push_collection(tokio_stream::iter(pieces))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn chunk_len(p: &proto::CollectionChunk) -> i64 {
+    match &p.part {
+        Some(proto::collection_chunk::Part::Chunk(c)) => c.data.len() as i64,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_push_goes_on_from_the_bytes_the_destination_holds_and_checks_every_piece() {
+    use proto::collection_chunk::Part;
+    let (_nodes, dirs, c) = pair(3000, 4000).await;
+    let mut pieces = pulled(&c[0]).await;
+    let Some(Part::Header(h)) = &mut pieces[0].part else {
+        panic!("a header first: {:?}", pieces[0]);
+    };
+    h.dest_namespace = "shop".into();
+    h.dest_name = "pushed".into();
+    let n = pieces.len();
+    assert!(n > 8, "{n} pieces");
+    let (header, chunks, manifest) = (
+        pieces[0].clone(),
+        pieces[1..n - 1].to_vec(),
+        pieces[n - 1].clone(),
+    );
+    let with = |rest: &[proto::CollectionChunk]| {
+        let mut v = vec![header.clone()];
+        v.extend_from_slice(rest);
+        v
+    };
+
+    // A header alone asks where to go on: nothing yet.
+    let r = push(&c[1], with(&[])).await.unwrap();
+    assert_eq!((r.received_bytes, r.collection), (0, None));
+    // Three chunks, then the stream ends: they are kept.
+    let three: i64 = chunks[..3].iter().map(chunk_len).sum();
+    let r = push(&c[1], with(&chunks[..3])).await.unwrap();
+    assert_eq!((r.received_bytes, r.collection), (three, None));
+    // Two more, and the connection is dropped mid-stream: kept too.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for p in with(&chunks[3..5]) {
+        tx.send(p).await.unwrap();
+    }
+    let mut repo = c[1].repo.clone();
+    let call = tokio::spawn(async move {
+        repo.push_collection(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // Give them time to arrive, then cut the stream without ending it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    call.abort();
+    let _ = call.await;
+    drop(tx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        // UNAVAILABLE while the cut stream is still seen as arriving.
+        match push(&c[1], with(&[])).await {
+            Ok(r) => break r.received_bytes,
+            Err(e) => assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut push never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // What arrived whole is kept: three chunks and those of the cut stream
+    // that arrived, up to a chunk's end.
+    let k = (3..=5)
+        .find(|&k| chunks[..k].iter().map(chunk_len).sum::<i64>() == held)
+        .unwrap_or_else(|| panic!("{held} bytes held, not a chunk's end past {three}"));
+    // A chunk at the wrong place, or damaged on the way, is refused and
+    // changes nothing.
+    let e = push(&c[1], with(&chunks[..1])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains(&held.to_string()), "{e:?}");
+    let mut damaged = chunks[k].clone();
+    if let Some(Part::Chunk(ch)) = &mut damaged.part {
+        ch.data[7] ^= 1;
+    }
+    let e = push(&c[1], with(&[damaged])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert_eq!(push(&c[1], with(&[])).await.unwrap().received_bytes, held);
+    // The rest with a manifest that does not match: refused, nothing left.
+    let mut wrong = manifest.clone();
+    if let Some(Part::Manifest(m)) = &mut wrong.part {
+        m.record_count += 1;
+    }
+    let mut rest = chunks[k..].to_vec();
+    rest.push(wrong);
+    let e = push(&c[1], with(&rest)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        left_in(dirs[1].path()).is_empty(),
+        "{:?}",
+        left_in(dirs[1].path())
+    );
+    let e = c[1]
+        .repo
+        .clone()
+        .get_collection(proto::GetCollectionRequest {
+            namespace: "shop".into(),
+            name: "pushed".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // From the start, whole: the collection appears.
+    let mut all = chunks.clone();
+    all.push(manifest.clone());
+    let r = push(&c[1], with(&all)).await.unwrap();
+    let made = r.collection.expect("the collection");
+    assert_eq!(made.node_id, node_id(&c[1]).await);
+    assert_eq!(count(&c[1], "pushed").await, 3000);
+    assert!(left_in(dirs[1].path()).is_empty());
+    // A retry whose answer was lost learns it worked.
+    let again = push(&c[1], with(&[])).await.unwrap();
+    assert_eq!(again.collection.map(|c| c.name), Some("pushed".to_string()));
+
+    // Pushes that do not start with a sound header are refused.
+    let header_with = |f: &dyn Fn(&mut proto::TransferHeader)| {
+        let mut h = header.clone();
+        if let Some(Part::Header(x)) = &mut h.part {
+            x.dest_name = "fresh".into();
+            f(x);
+        }
+        vec![h]
+    };
+    let cases: Vec<(Vec<proto::CollectionChunk>, tonic::Code)> = vec![
+        (chunks[..1].to_vec(), tonic::Code::InvalidArgument),
+        (
+            header_with(&|h| h.transfer_id = "../x".into()),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            header_with(&|h| h.dest_name = "a/b".into()),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            header_with(&|h| h.dest_namespace = "system".into()),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            header_with(&|h| {
+                h.transfer_id = "0190f000-0000-7000-8000-000000000000".into();
+                h.dest_name = "orders".into();
+            }),
+            tonic::Code::AlreadyExists,
+        ),
+    ];
+    for (bad, code) in cases {
+        let e = push(&c[1], bad.clone()).await.unwrap_err();
+        assert_eq!(e.code(), code, "{bad:?}: {e:?}");
+    }
 }
 
 #[tokio::test]
@@ -255,10 +500,11 @@ async fn a_fetch_resumes_after_the_source_is_killed_and_restarted_mid_stream() {
     assert_eq!(info.node_id, node_id(&c[1]).await);
     assert_eq!(count(&c[1], "fetched").await, 3000);
     // Nothing of the transfer is left on the receiver.
-    let left: Vec<_> = std::fs::read_dir(dirs[1].path().join("transfers"))
-        .unwrap()
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        left_in(dirs[1].path()).is_empty(),
+        "{:?}",
+        left_in(dirs[1].path())
+    );
 }
 
 #[tokio::test]
@@ -283,8 +529,9 @@ async fn a_fetch_whose_source_never_comes_back_fails_and_leaves_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     assert!(!dirs[1].path().join("collections/shop/fetched.db").exists());
-    let left: Vec<_> = std::fs::read_dir(dirs[1].path().join("transfers"))
-        .unwrap()
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        left_in(dirs[1].path()).is_empty(),
+        "{:?}",
+        left_in(dirs[1].path())
+    );
 }
