@@ -78,6 +78,41 @@ fn created_us(info: &BackupInfo) -> i64 {
     info.created_at.as_ref().map(timestamp_us).unwrap_or(0)
 }
 
+/// What a backup file found in `backups/` with no record is, if it is a
+/// sound backup: its manifest read, its whole file checked by SQLite and its
+/// records counted against the manifest (its hash is what it is now: there
+/// is no recorded one to compare).
+fn adoptable(path: &std::path::Path) -> Result<BackupInfo> {
+    let manifest = backup::read_manifest(path)?;
+    parse_id(&manifest.backup_id)?;
+    let (size_bytes, blake3) = backup::hash_file(path)?;
+    let expected = Expected {
+        size_bytes,
+        blake3: blake3.clone(),
+        record_count: manifest.record_count,
+        message_type: manifest.message_type.clone(),
+    };
+    let problems = backup::verify(path, &expected)?;
+    if !problems.is_empty() {
+        return Err(Error::failed_precondition(problems.join("; ")));
+    }
+    let (page_count, page_size) = backup::pages(path)?;
+    Ok(BackupInfo {
+        backup_id: manifest.backup_id,
+        namespace: manifest.namespace,
+        collection: manifest.collection,
+        message_type: manifest.message_type,
+        created_at: Some(timestamp(manifest.created_us)),
+        record_count: manifest.record_count,
+        size_bytes,
+        blake3,
+        page_count,
+        page_size: page_size as i32,
+        node_id: manifest.node_id,
+        source: CollectionInfo::decode(manifest.collection_info.as_slice()).ok(),
+    })
+}
+
 impl Backups {
     /// Opens the backups of the node whose data dir is `data_dir`, sweeping
     /// what a crash left: temporary files, and files no record names.
@@ -102,6 +137,14 @@ impl Backups {
         Ok(me)
     }
 
+    /// Removes what a crash left half-written (`*.db.tmp`) and adopts every
+    /// backup file no record names: one a crash left between its rename
+    /// and its record, or one an operator copied in from another node's
+    /// `backups/` (how a node that never saw a collection, or a
+    /// replacement for a lost one, gets its backups). A file is adopted
+    /// under the id its manifest gives, once SQLite's integrity check and
+    /// its record count pass; anything else is left where it is, with a
+    /// warning, since it may be an operator's.
     async fn sweep(&self) -> Result<()> {
         let mut known = std::collections::HashSet::new();
         self.records
@@ -111,22 +154,51 @@ impl Backups {
             })
             .await?;
         let dir = self.dir.clone();
-        blocking(move || {
+        let found = blocking(move || {
+            let mut found = Vec::new();
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let orphan = match name.strip_suffix(".db") {
-                    Some(id) => !known.contains(id),
-                    None => name.ends_with(".db.tmp"),
-                };
-                if orphan {
+                if name.ends_with(".db.tmp") {
                     tracing::info!(file = %name, "removing a backup file a crash left unfinished");
                     let _ = std::fs::remove_file(entry.path());
+                    continue;
+                }
+                match name.strip_suffix(".db") {
+                    Some(stem) if !known.contains(stem) => {}
+                    _ => continue,
+                }
+                match adoptable(&entry.path()) {
+                    Ok(info) if known.insert(info.backup_id.clone()) => {
+                        found.push((entry.path(), info))
+                    }
+                    Ok(info) => tracing::warn!(
+                        file = %name, backup = %info.backup_id,
+                        "a second copy of a backup this node holds; left alone"
+                    ),
+                    Err(e) => tracing::warn!(
+                        file = %name, error = %e,
+                        "a file in backups/ that is not a sound backup; left alone"
+                    ),
                 }
             }
-            Ok(())
+            Ok(found)
         })
-        .await
+        .await?;
+        for (path, info) in found {
+            let dest = self.file(&parse_id(&info.backup_id)?);
+            if path != dest {
+                let d = dest.clone();
+                blocking(move || Ok(std::fs::rename(&path, &d)?)).await?;
+            }
+            self.put(&info).await?;
+            tracing::info!(
+                backup = %info.backup_id, namespace = %info.namespace,
+                collection = %info.collection, taken_by = %info.node_id,
+                "adopted a backup file no record named"
+            );
+        }
+        Ok(())
     }
 
     fn file(&self, id: &uuid::Uuid) -> PathBuf {

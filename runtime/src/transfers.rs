@@ -886,7 +886,7 @@ fn read_chunk(path: &Path, at: i64) -> Result<Vec<u8>> {
 fn describe(path: &Path) -> Result<TransferManifest> {
     let m = backup::read_manifest(path)?;
     let (size_bytes, blake3) = backup::hash_file(path)?;
-    let page_count = backup::page_count(path)?;
+    let (page_count, _) = backup::pages(path)?;
     Ok(TransferManifest {
         size_bytes,
         page_count,

@@ -4,7 +4,7 @@ use super::{
     ApiState, call_options, collection_name, filters, labels, page_size, record_to_proto, timestamp,
 };
 use crate::backups::BackupQuery;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::mesh::DiscoverQuery;
 use crate::mesh::routing::Decision;
 use crate::mesh::view::Member;
@@ -437,16 +437,21 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::ListBackupsRequest>,
     ) -> Result<Response<proto::ListBackupsResponse>, Status> {
         let r = req.get_ref();
-        if !r.collection.is_empty()
-            && let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.collection)?
-        {
-            return self
-                .0
-                .peers
-                .relay(&peer, req, |ch, r| async move {
-                    self.client(ch).list_backups(r).await
-                })
-                .await;
+        if !r.collection.is_empty() {
+            // A collection deleted everywhere still has its backups here.
+            match self.locate(&req, &r.namespace, &r.collection) {
+                Ok(Decision::Forward(peer)) => {
+                    return self
+                        .0
+                        .peers
+                        .relay(&peer, req, |ch, r| async move {
+                            self.client(ch).list_backups(r).await
+                        })
+                        .await;
+                }
+                Err(e) if e.kind != ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
         }
         let ns = self.0.namespace(&req, &r.namespace)?;
         let r = req.into_inner();

@@ -238,9 +238,12 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     read_manifest_from(&open_read_only(path)?)
 }
 
-/// Pages of a backup file.
-pub fn page_count(path: &Path) -> Result<i64> {
-    Ok(open_read_only(path)?.query_row("PRAGMA page_count", [], |r| r.get(0))?)
+/// Pages of a backup file, and bytes per page.
+pub fn pages(path: &Path) -> Result<(i64, i64)> {
+    let conn = open_read_only(path)?;
+    let count = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let size = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok((count, size))
 }
 
 /// Size and blake3 (hex) of a file, read in 1 MiB pieces.

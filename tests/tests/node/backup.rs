@@ -611,6 +611,125 @@ async fn backup_ids_and_names_cannot_reach_outside_the_data_dir() {
     assert!(!parent.join("x").exists() && !parent.join("etc").exists());
 }
 
+/// What the stock `sqlite3` CLI prints for `sql` on `file`, opened
+/// read-only; None on a machine without the CLI (CI installs it and sets
+/// `COLLECTOR_TEST_SQLITE3=1`, which makes its absence a failure).
+fn sqlite3_cli(file: &Path, sql: &str) -> Option<String> {
+    match std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(file)
+        .arg(sql)
+        .output()
+    {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "sqlite3 {sql:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(String::from_utf8(out.stdout).unwrap())
+        }
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::env::var_os("COLLECTOR_TEST_SQLITE3").is_none() =>
+        {
+            eprintln!("no sqlite3 CLI on this machine: the check with it is left to CI");
+            None
+        }
+        Err(e) => panic!("running sqlite3: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_never_saw_the_type_restores_a_backup_file_copied_into_its_data_dir() {
+    let mut a = TestNode::start().await;
+    a.clients.register_shop("shop").await;
+    a.clients
+        .create_orders("shop", "orders", &["quantity"])
+        .await;
+    for (id, t) in [("o1", "red lamp"), ("o2", "blue chair")] {
+        a.clients
+            .put("shop", "orders", id, &Order::new(t, 1))
+            .await
+            .unwrap();
+    }
+    let (b, _) = backup(&a.clients, "orders").await;
+    let file = backup_file(a.dir.path(), &b.backup_id);
+
+    // The stock sqlite3 CLI reads it: records, their JSON, the full-text
+    // index and what the file says it is.
+    if let Some(out) = sqlite3_cli(&file, "SELECT id, json FROM records ORDER BY id") {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].starts_with("o1|") && lines[0].contains("red lamp"),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("o2|") && lines[1].contains("blue chair"),
+            "{out}"
+        );
+        let meta = sqlite3_cli(
+            &file,
+            "SELECT value FROM collector_backup WHERE key IN ('message_type', 'record_count') ORDER BY key",
+        )
+        .unwrap();
+        assert_eq!(meta, "shop.Order\n2\n");
+        // The full-text index is a contentless-delete FTS5 table, which
+        // SQLite reads from 3.43 on (Debian 12's CLI is 3.40).
+        let version = sqlite3_cli(&file, "SELECT sqlite_version()").unwrap();
+        let v: Vec<u32> = version
+            .trim()
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        if (v[0], v[1]) >= (3, 43) {
+            let hits = sqlite3_cli(
+                &file,
+                "SELECT count(*) FROM records_fts WHERE records_fts MATCH 'lamp'",
+            )
+            .unwrap();
+            assert_eq!(hits.trim(), "1");
+        }
+    }
+
+    // A fresh node, which never registered shop.Order, is given the file
+    // under another name beside something that is not a backup.
+    let mut fresh = TestNode::start().await;
+    let backups = fresh.dir.path().join("backups");
+    std::fs::copy(&file, backups.join("orders-offsite.db")).unwrap();
+    std::fs::write(backups.join("notes.db"), b"not a database").unwrap();
+    fresh.restart().await;
+    let listed = backups_of(&fresh.clients, "orders").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let adopted = &listed[0];
+    assert_eq!(adopted.backup_id, b.backup_id);
+    assert_eq!(adopted.blake3, b.blake3);
+    assert_eq!(adopted.record_count, 2);
+    assert_eq!(adopted.node_id, a.handle.as_ref().unwrap().node_id);
+    assert!(backup_file(fresh.dir.path(), &b.backup_id).exists());
+    assert!(
+        backups.join("notes.db").exists(),
+        "an operator's file is left alone"
+    );
+    assert!(verify(&fresh.clients, &b.backup_id).await.valid);
+
+    let info = restore(&fresh.clients, &b.backup_id, "", "", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.namespace.as_str(), info.name.as_str()),
+        ("shop", "orders")
+    );
+    assert_eq!(info.indexes, vec!["quantity".to_string()]);
+    let got = titles(&fresh.clients, "shop", "orders").await;
+    assert_eq!(got["o1"], "red lamp");
+    assert_eq!(got["o2"], "blue chair");
+    // Adopted once: a restart finds it recorded.
+    fresh.restart().await;
+    assert_eq!(backups_of(&fresh.clients, "orders").await.len(), 1);
+}
+
 async fn backups_of(c: &Clients, coll: &str) -> Vec<proto::BackupInfo> {
     c.repo
         .clone()
