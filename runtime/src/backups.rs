@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
 use crate::proto::{BackupInfo, CollectionInfo};
 use crate::registry::{ProtoInput, Registry};
-use crate::store::backup::{self, Expected, Manifest, Progress};
+use crate::store::backup::{self, Expected, Manifest, Progress, StepProgress};
 use crate::store::{
     BackupPolicy, Catalog, Collection, CollectionMeta, Filter, Labels, Op, Order, Query, Scalar,
     WriteOp,
@@ -92,7 +92,7 @@ fn adoptable(path: &std::path::Path) -> Result<BackupInfo> {
         record_count: manifest.record_count,
         message_type: manifest.message_type.clone(),
     };
-    let problems = backup::verify(path, &expected)?;
+    let problems = backup::verify(path, &expected, &mut |_| {})?;
     if !problems.is_empty() {
         return Err(Error::failed_precondition(problems.join("; ")));
     }
@@ -489,8 +489,20 @@ impl Backups {
         Ok((out, page.next_token))
     }
 
-    /// Re-reads a backup's file and says what differs from its record.
-    pub async fn verify(&self, id: &str) -> Result<Verdict> {
+    /// Re-reads a backup's file and says what differs from its record;
+    /// `progress` follows it.
+    pub async fn verify(&self, id: &str, progress: watch::Sender<StepProgress>) -> Result<Verdict> {
+        self.verify_with(id, move |p| {
+            progress.send_replace(p);
+        })
+        .await
+    }
+
+    async fn verify_with(
+        &self,
+        id: &str,
+        mut report: impl FnMut(StepProgress) + Send + 'static,
+    ) -> Result<Verdict> {
         let info = self.get(id).await?;
         let path = self.file(&parse_id(id)?);
         let expected = Expected {
@@ -503,7 +515,7 @@ impl Backups {
             if !path.exists() {
                 return Ok(vec!["the backup's file is missing".to_string()]);
             }
-            backup::verify(&path, &expected)
+            backup::verify(&path, &expected, &mut report)
         })
         .await?;
         if !problems.is_empty() {
@@ -549,8 +561,15 @@ impl Backups {
         ns: Option<Namespace>,
         name: Option<CollectionName>,
         overwrite: bool,
+        progress: watch::Sender<StepProgress>,
     ) -> Result<CollectionMeta> {
-        let verdict = self.verify(id).await?;
+        let progress = Arc::new(progress);
+        let seen = progress.clone();
+        let verdict = self
+            .verify_with(id, move |p| {
+                seen.send_replace(p);
+            })
+            .await?;
         if !verdict.problems.is_empty() {
             return Err(Error::failed_precondition(format!(
                 "backup {} is damaged, so it is not restored: {}",
@@ -568,7 +587,11 @@ impl Backups {
             Some(n) => n,
             None => CollectionName::new(&info.collection)?,
         };
-        let meta = self.restore_file(path, ns, name, overwrite).await?;
+        let meta = self
+            .restore_file(path, ns, name, overwrite, move |p| {
+                progress.send_replace(p);
+            })
+            .await?;
         tracing::info!(backup = %info.backup_id, namespace = %meta.namespace, collection = %meta.name, "backup restored");
         Ok(meta)
     }
@@ -583,6 +606,7 @@ impl Backups {
         ns: Namespace,
         name: CollectionName,
         overwrite: bool,
+        report: impl FnMut(StepProgress) + Send + 'static,
     ) -> Result<CollectionMeta> {
         let p = path.clone();
         let manifest = blocking(move || backup::read_manifest(&p)).await?;
@@ -616,6 +640,6 @@ impl Backups {
             // over keeps its own policy (the catalogue sees to that).
             backup_policy: Default::default(),
         };
-        self.catalog.restore(meta, path, overwrite).await
+        self.catalog.restore(meta, path, overwrite, report).await
     }
 }

@@ -455,7 +455,7 @@ impl Transfers {
         let out = match made {
             Ok(_) => {
                 self.backups
-                    .restore_file(path.clone(), dest_ns, dest_name, false)
+                    .restore_file(path.clone(), dest_ns, dest_name, false, |_| {})
                     .await
             }
             Err(e) => Err(e),
@@ -486,7 +486,7 @@ impl Transfers {
         let out = match received {
             Ok(()) => {
                 self.backups
-                    .restore_file(part.clone(), dest_ns, dest_name, false)
+                    .restore_file(part.clone(), dest_ns, dest_name, false, |_| {})
                     .await
             }
             Err(e) => Err(e),
@@ -768,7 +768,7 @@ impl Transfers {
                         match file.finish(m).await {
                             Ok(()) => {
                                 self.backups
-                                    .restore_file(path.clone(), dest_ns, dest_name, false)
+                                    .restore_file(path.clone(), dest_ns, dest_name, false, |_| {})
                                     .await
                             }
                             Err(e) => Err(e),
@@ -907,6 +907,7 @@ fn check(path: &Path, m: &TransferManifest) -> Result<()> {
             record_count: m.record_count,
             message_type: m.message_type.clone(),
         },
+        &mut |_| {},
     )?;
     if !problems.is_empty() {
         return Err(Error::failed_precondition(format!(

@@ -3,7 +3,7 @@
 use super::{
     ApiState, call_options, collection_name, filters, labels, page_size, record_to_proto, timestamp,
 };
-use crate::backups::BackupQuery;
+use crate::backups::{BackupQuery, Verdict};
 use crate::error::{Error, ErrorKind};
 use crate::mesh::DiscoverQuery;
 use crate::mesh::routing::Decision;
@@ -13,7 +13,7 @@ use crate::proto::{
     self, collection_repo_client::CollectionRepoClient, collection_repo_server::CollectionRepo,
     collector_registry_client::CollectorRegistryClient,
 };
-use crate::store::backup::Progress;
+use crate::store::backup::{Progress, StepProgress};
 use crate::store::{BackupPolicy, CollectionMeta};
 use crate::transfers::{Piece, TransferManifest, TransferProgress};
 use std::sync::Arc;
@@ -106,6 +106,16 @@ macro_rules! relay_to_owner {
 }
 
 /// A collection's description with its owner.
+/// A collection's description with its record count and bytes on disk.
+async fn described(state: &ApiState, m: CollectionMeta) -> Result<proto::CollectionInfo, Error> {
+    let (count, size) = state.catalog.get(&m.namespace, &m.name)?.stats().await?;
+    Ok(proto::CollectionInfo {
+        record_count: count,
+        size_bytes: size,
+        ..info(m, state.node_id.clone(), state.address.clone())
+    })
+}
+
 fn info(m: CollectionMeta, node_id: String, node_address: String) -> proto::CollectionInfo {
     proto::CollectionInfo {
         node_id,
@@ -186,11 +196,7 @@ impl CollectionRepo for RepoApi {
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
         let name = collection_name(&req.get_ref().name)?;
         let meta = self.0.catalog.meta(&ns, &name)?;
-        let (count, size) = self.0.catalog.get(&ns, &name)?.stats().await?;
-        let mut info = self.info(meta);
-        info.record_count = count;
-        info.size_bytes = size;
-        Ok(Response::new(info))
+        Ok(Response::new(described(&self.0, meta).await?))
     }
 
     async fn update_collection(
@@ -485,16 +491,38 @@ impl CollectionRepo for RepoApi {
         ))
     }
 
+    type VerifyBackupStream = ProgressOf<proto::VerifyProgress>;
+
     async fn verify_backup(
         &self,
         req: Request<proto::VerifyBackupRequest>,
-    ) -> Result<Response<proto::VerifyBackupResponse>, Status> {
-        let v = self.0.backups.verify(&req.get_ref().backup_id).await?;
-        Ok(Response::new(proto::VerifyBackupResponse {
-            valid: v.problems.is_empty(),
-            problems: v.problems,
-            backup: Some(v.backup),
-        }))
+    ) -> Result<Response<Self::VerifyBackupStream>, Status> {
+        let id = req.into_inner().backup_id;
+        // Refused before the stream starts, so a bad id is one status.
+        self.0.backups.get(&id).await?;
+        let (progress, seen) = tokio::sync::watch::channel(StepProgress::default());
+        let backups = self.0.backups.clone();
+        let task = tokio::spawn(async move { backups.verify(&id, progress).await });
+        Ok(Response::new(progress_stream(
+            task,
+            seen,
+            |p: StepProgress| proto::VerifyProgress {
+                step: p.step.name().into(),
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+                verdict: None,
+            },
+            |v: Verdict, p| proto::VerifyProgress {
+                step: p.step.name().into(),
+                bytes_done: p.bytes_total,
+                bytes_total: p.bytes_total,
+                verdict: Some(proto::VerifyBackupResponse {
+                    valid: v.problems.is_empty(),
+                    problems: v.problems,
+                    backup: Some(v.backup),
+                }),
+            },
+        )))
     }
 
     async fn delete_backup(
@@ -505,10 +533,12 @@ impl CollectionRepo for RepoApi {
         Ok(Response::new(proto::DeleteBackupResponse { freed_bytes }))
     }
 
+    type RestoreBackupStream = ProgressOf<proto::RestoreProgress>;
+
     async fn restore_backup(
         &self,
         req: Request<proto::RestoreBackupRequest>,
-    ) -> Result<Response<proto::CollectionInfo>, Status> {
+    ) -> Result<Response<Self::RestoreBackupStream>, Status> {
         let r = req.get_ref();
         let ns = match r.namespace.as_str() {
             "" => None,
@@ -530,12 +560,35 @@ impl CollectionRepo for RepoApi {
             ))
             .into());
         }
-        let meta = self
-            .0
-            .backups
-            .restore(&r.backup_id, ns, name, r.overwrite)
-            .await?;
-        Ok(Response::new(self.info(meta)))
+        let r = req.into_inner();
+        // Refused before the stream starts, so a bad id is one status.
+        self.0.backups.get(&r.backup_id).await?;
+        let (progress, seen) = tokio::sync::watch::channel(StepProgress::default());
+        let backups = self.0.backups.clone();
+        // Its own task: a caller that goes away does not cut a restore short.
+        let state = self.0.clone();
+        let task = tokio::spawn(async move {
+            let meta = backups
+                .restore(&r.backup_id, ns, name, r.overwrite, progress)
+                .await?;
+            described(&state, meta).await
+        });
+        Ok(Response::new(progress_stream(
+            task,
+            seen,
+            |p: StepProgress| proto::RestoreProgress {
+                step: p.step.name().into(),
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+                collection: None,
+            },
+            |made: proto::CollectionInfo, p| proto::RestoreProgress {
+                step: p.step.name().into(),
+                bytes_done: p.bytes_total,
+                bytes_total: p.bytes_total,
+                collection: Some(made),
+            },
+        )))
     }
 
     type CloneStream = TransferStream;

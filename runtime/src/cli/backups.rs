@@ -148,11 +148,17 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
             Ok(backup_json(&b))
         }
         BackupCmd::Verify { id } => {
-            let v = c
+            let stream = c
                 .repo
                 .verify_backup(proto::VerifyBackupRequest { backup_id: id })
                 .await?
                 .into_inner();
+            let v = follow_steps(
+                stream,
+                |p: &proto::VerifyProgress| (p.step.as_str(), p.bytes_done, p.bytes_total),
+                |p| p.verdict,
+            )
+            .await?;
             Ok(json!({
                 "valid": v.valid,
                 "problems": v.problems,
@@ -160,7 +166,7 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
             }))
         }
         BackupCmd::Restore { id, to, overwrite } => {
-            let info = c
+            let stream = c
                 .repo
                 .restore_backup(proto::RestoreBackupRequest {
                     backup_id: id,
@@ -171,6 +177,12 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
                 })
                 .await?
                 .into_inner();
+            let info = follow_steps(
+                stream,
+                |p: &proto::RestoreProgress| (p.step.as_str(), p.bytes_done, p.bytes_total),
+                |p| p.collection,
+            )
+            .await?;
             Ok(info_json(info))
         }
         BackupCmd::Delete { id } => {
@@ -182,4 +194,27 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
             Ok(json!({ "freed_bytes": r.freed_bytes }))
         }
     }
+}
+
+/// Follows a verify or restore stream on a progress bar (the step as its
+/// message: hashing, checking, copying); the outcome the last report carries.
+async fn follow_steps<M, R>(
+    mut stream: tonic::Streaming<M>,
+    parts: impl Fn(&M) -> (&str, i64, i64),
+    outcome: impl Fn(M) -> Option<R>,
+) -> Result<R, tonic::Status> {
+    let bar = progress_bar("{msg}");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut done = None;
+    while let Some(p) = stream.message().await? {
+        let (step, at, total) = parts(&p);
+        bar.set_message(step.to_string());
+        bar.set_length(total.max(0) as u64);
+        bar.set_position(at.max(0) as u64);
+        if let Some(r) = outcome(p) {
+            done = Some(r);
+        }
+    }
+    bar.finish_and_clear();
+    done.ok_or_else(|| tonic::Status::internal("the node ended the stream without a result"))
 }

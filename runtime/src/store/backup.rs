@@ -22,6 +22,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::io::Read;
 use std::path::Path;
 
+/// Bytes a restore copies between progress reports.
+const COPY_PIECE_BYTES: u64 = 8 << 20;
+
 /// The value of the `format` key: bumped when the layout changes.
 pub const FORMAT: &str = "collector-backup/1";
 
@@ -62,6 +65,40 @@ pub struct Progress {
     pub pages_total: i64,
     /// Bytes per page.
     pub page_size: i64,
+}
+
+/// A step of verifying or restoring a backup file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the file for its size and hash.
+    #[default]
+    Hashing,
+    /// SQLite's integrity check, the manifest and the record count.
+    Checking,
+    /// Copying the file into place (a restore).
+    Copying,
+}
+
+impl Step {
+    /// The step's name in progress reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Hashing => "hashing",
+            Step::Checking => "checking",
+            Step::Copying => "copying",
+        }
+    }
+}
+
+/// How far a verify or a restore has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepProgress {
+    /// The step under way.
+    pub step: Step,
+    /// Bytes of the file that step has done (a check reports none until it ends).
+    pub bytes_done: i64,
+    /// Bytes of the file.
+    pub bytes_total: i64,
 }
 
 /// A finished backup file.
@@ -248,6 +285,11 @@ pub fn pages(path: &Path) -> Result<(i64, i64)> {
 
 /// Size and blake3 (hex) of a file, read in 1 MiB pieces.
 pub fn hash_file(path: &Path) -> Result<(i64, String)> {
+    hash_file_with(path, &mut |_| {})
+}
+
+/// [`hash_file`], telling `done` the bytes hashed after each piece.
+fn hash_file_with(path: &Path, done: &mut dyn FnMut(i64)) -> Result<(i64, String)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -259,6 +301,7 @@ pub fn hash_file(path: &Path) -> Result<(i64, String)> {
         }
         size += n as i64;
         h.update(&buf[..n]);
+        done(size);
     }
     Ok((size, h.finalize().to_hex().to_string()))
 }
@@ -279,21 +322,50 @@ pub struct Expected {
 /// Checks a backup file against what was recorded: size and hash, SQLite's
 /// full `integrity_check`, the manifest's type and the records counted.
 /// Every problem found is listed (at most `MAX_LISTED_ERRORS` from SQLite).
-pub fn verify(path: &Path, expected: &Expected) -> Result<Vec<String>> {
+/// The hash and SQLite's checks read the file at the same time, on two
+/// threads; `report` follows the hashing, then the wait for the checks.
+pub fn verify(
+    path: &Path,
+    expected: &Expected,
+    report: &mut dyn FnMut(StepProgress),
+) -> Result<Vec<String>> {
+    let total = std::fs::metadata(path)?.len() as i64;
+    let at = |step, bytes_done| StepProgress {
+        step,
+        bytes_done,
+        bytes_total: total,
+    };
+    std::thread::scope(|s| {
+        let checks = s.spawn(|| sqlite_checks(path, expected));
+        report(at(Step::Hashing, 0));
+        let hashed = hash_file_with(path, &mut |done| report(at(Step::Hashing, done)));
+        report(at(Step::Checking, 0));
+        let sqlite = checks
+            .join()
+            .map_err(|_| Error::internal("the backup's integrity check failed"))?;
+        let (size, hash) = hashed?;
+        let mut problems = Vec::new();
+        if size != expected.size_bytes {
+            problems.push(format!(
+                "size is {size} bytes; {} were recorded",
+                expected.size_bytes
+            ));
+        }
+        if hash != expected.blake3 {
+            problems.push(format!(
+                "blake3 is {hash}; {} was recorded",
+                expected.blake3
+            ));
+        }
+        problems.extend(sqlite?);
+        report(at(Step::Checking, total));
+        Ok(problems)
+    })
+}
+
+/// SQLite's view of a backup file: its integrity check, manifest and count.
+fn sqlite_checks(path: &Path, expected: &Expected) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    let (size, hash) = hash_file(path)?;
-    if size != expected.size_bytes {
-        problems.push(format!(
-            "size is {size} bytes; {} were recorded",
-            expected.size_bytes
-        ));
-    }
-    if hash != expected.blake3 {
-        problems.push(format!(
-            "blake3 is {hash}; {} was recorded",
-            expected.blake3
-        ));
-    }
     let conn = match open_read_only(path) {
         Ok(c) => c,
         Err(e) => {
@@ -350,8 +422,30 @@ pub fn verify(path: &Path, expected: &Expected) -> Result<Vec<String>> {
 /// Copies a backup file to `dest` (a new file) as a collection file: the
 /// manifest table dropped, synced. Used by restore, which renames it into
 /// place.
-pub fn copy_for_restore(backup: &Path, dest: &Path) -> Result<()> {
-    std::fs::copy(backup, dest)?;
+pub fn copy_for_restore(
+    backup: &Path,
+    dest: &Path,
+    report: &mut dyn FnMut(StepProgress),
+) -> Result<()> {
+    let mut from = std::fs::File::open(backup)?;
+    let total = from.metadata()?.len() as i64;
+    let mut to = std::fs::File::create_new(dest)?;
+    let mut done = 0i64;
+    loop {
+        // In pieces, for progress; io::copy between files still lets the
+        // kernel copy (copy_file_range).
+        let n = std::io::copy(&mut (&mut from).take(COPY_PIECE_BYTES), &mut to)?;
+        if n == 0 {
+            break;
+        }
+        done += n as i64;
+        report(StepProgress {
+            step: Step::Copying,
+            bytes_done: done,
+            bytes_total: total,
+        });
+    }
+    drop(to);
     let conn = Connection::open(dest)?;
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {META_TABLE}"))?;
     conn.close().map_err(|(_, e)| Error::from(e))?;

@@ -544,6 +544,7 @@ impl Catalog {
         mut meta: CollectionMeta,
         backup: PathBuf,
         overwrite: bool,
+        mut report: impl FnMut(super::backup::StepProgress) + Send + 'static,
     ) -> Result<CollectionMeta> {
         meta.namespace.writable()?;
         let desc = self.types.message(&meta.namespace, &meta.message_type)?;
@@ -579,7 +580,7 @@ impl Catalog {
                 std::fs::create_dir_all(dir)?;
             }
             let _ = std::fs::remove_file(&st);
-            super::backup::copy_for_restore(&b, &st)
+            super::backup::copy_for_restore(&b, &st, &mut report)
         })
         .await?;
         if let Some((_, coll)) = &old {

@@ -37,7 +37,21 @@ async fn restore(
     name: &str,
     overwrite: bool,
 ) -> Result<proto::CollectionInfo, tonic::Status> {
-    c.repo
+    restore_steps(c, id, ns, name, overwrite)
+        .await
+        .map(|(info, _)| info)
+}
+
+/// Restores a backup; the restored collection and the progress reports seen.
+async fn restore_steps(
+    c: &Clients,
+    id: &str,
+    ns: &str,
+    name: &str,
+    overwrite: bool,
+) -> Result<(proto::CollectionInfo, Vec<proto::RestoreProgress>), tonic::Status> {
+    let mut stream = c
+        .repo
         .clone()
         .restore_backup(proto::RestoreBackupRequest {
             backup_id: id.into(),
@@ -45,8 +59,17 @@ async fn restore(
             name: name.into(),
             overwrite,
         })
-        .await
-        .map(|r| r.into_inner())
+        .await?
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(p) = stream.message().await? {
+        seen.push(p);
+    }
+    let info = seen
+        .last()
+        .and_then(|p| p.collection.clone())
+        .expect("the last report carries the collection");
+    Ok((info, seen))
 }
 
 async fn titles(c: &Clients, ns: &str, coll: &str) -> BTreeMap<String, String> {
@@ -73,14 +96,49 @@ fn backup_file(dir: &Path, id: &str) -> PathBuf {
 }
 
 async fn verify(c: &Clients, id: &str) -> proto::VerifyBackupResponse {
-    c.repo
+    verify_steps(c, id).await.0
+}
+
+/// Verifies a backup; the verdict and the progress reports seen.
+async fn verify_steps(
+    c: &Clients,
+    id: &str,
+) -> (proto::VerifyBackupResponse, Vec<proto::VerifyProgress>) {
+    let mut stream = c
+        .repo
         .clone()
         .verify_backup(proto::VerifyBackupRequest {
             backup_id: id.into(),
         })
         .await
         .expect("VerifyBackup")
-        .into_inner()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(p) = stream.message().await.expect("verify progress") {
+        seen.push(p);
+    }
+    let verdict = seen
+        .last()
+        .and_then(|p| p.verdict.clone())
+        .expect("the last report carries the verdict");
+    (verdict, seen)
+}
+
+/// Checks that a stream of reports went through `order`'s steps in that
+/// order, ending with its last (a fast step may be skipped: reports follow
+/// the work, and a reader may miss some).
+fn assert_steps<'a>(reports: impl IntoIterator<Item = &'a str>, order: &[&str]) {
+    let seen: Vec<&str> = reports.into_iter().collect();
+    let mut at = 0;
+    for s in &seen {
+        let i = order
+            .iter()
+            .position(|o| o == s)
+            .unwrap_or_else(|| panic!("step {s:?} is not one of {order:?}: {seen:?}"));
+        assert!(i >= at, "steps out of order: {seen:?}");
+        at = i;
+    }
+    assert_eq!(seen.last(), order.last(), "{seen:?}");
 }
 
 #[tokio::test]
@@ -203,10 +261,21 @@ async fn a_backup_restores_the_old_state_in_place_and_to_a_new_name() {
     .into();
 
     // To a new name: the old state, next to the current one.
-    let info = restore(&n.clients, &b.backup_id, "shop", "orders_then", false)
+    let (info, reports) = restore_steps(&n.clients, &b.backup_id, "shop", "orders_then", false)
         .await
         .unwrap();
     assert_eq!(info.name, "orders_then");
+    // Reported step by step: verified (hashed, checked), then copied in.
+    assert_steps(
+        reports.iter().map(|p| p.step.as_str()),
+        &["hashing", "checking", "copying"],
+    );
+    let end = reports.last().unwrap();
+    assert_eq!(
+        (end.bytes_done, end.bytes_total),
+        (b.size_bytes, b.size_bytes)
+    );
+    assert!(reports.iter().all(|p| p.bytes_done <= p.bytes_total));
     assert_eq!(info.indexes, ["quantity"]);
     assert_eq!(titles(&n.clients, "shop", "orders_then").await, old);
     assert_eq!(titles(&n.clients, "shop", "orders").await.len(), 2);
@@ -409,7 +478,12 @@ async fn a_backup_under_sixteen_writers_holds_a_prefix_of_each_writers_acknowled
             mine.len()
         );
     }
-    assert!(verify(&n.clients, &b.backup_id).await.valid);
+    let (verdict, reports) = verify_steps(&n.clients, &b.backup_id).await;
+    assert!(verdict.valid, "{verdict:?}");
+    assert_steps(
+        reports.iter().map(|p| p.step.as_str()),
+        &["hashing", "checking"],
+    );
     assert_eq!(c.count("shop", "orders").await, (WRITERS * EACH) as i64);
 }
 

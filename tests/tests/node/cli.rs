@@ -163,6 +163,72 @@ fn the_readme_tour_works_with_the_cli() {
 }
 
 #[test]
+fn backups_are_taken_verified_restored_and_deleted_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ProcessNode::start(BIN, &dir.path().join("data"));
+    let proto = dir.path().join("shop.proto");
+    std::fs::write(&proto, SHOP_PROTO).unwrap();
+    ok(
+        &node,
+        &["-n", "shop", "protos", "register", proto.to_str().unwrap()],
+    );
+    ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "collections",
+            "create",
+            "orders",
+            "--type",
+            "shop.Order",
+        ],
+    );
+    ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "put",
+            "orders",
+            r#"{"title": "lamp"}"#,
+            "--id",
+            "o1",
+        ],
+    );
+    let b = ok(&node, &["-n", "shop", "backup", "create", "orders"]);
+    let id = b["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(b["record_count"], 1);
+    let v = ok(&node, &["-n", "shop", "backup", "verify", &id]);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["problems"], serde_json::json!([]));
+    assert_eq!(v["backup"]["backup_id"], id.as_str());
+    let r = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "backup",
+            "restore",
+            &id,
+            "--to",
+            "orders_then",
+        ],
+    );
+    assert_eq!(r["name"], "orders_then", "{r}");
+    assert_eq!(r["record_count"], 1, "{r}");
+    let got = ok(&node, &["-n", "shop", "get", "orders_then", "o1"]);
+    assert_eq!(got["data"]["title"], "lamp", "{got}");
+    // Over the original only with --overwrite: ALREADY_EXISTS (6) without.
+    let (code, _, err) = run(&node, &["-n", "shop", "backup", "restore", &id]);
+    assert_eq!(code, 64 + 6, "{err}");
+    let gone = ok(&node, &["-n", "shop", "backup", "delete", &id]);
+    assert!(gone["freed_bytes"].as_i64().unwrap() > 0, "{gone}");
+    let (code, _, _) = run(&node, &["-n", "shop", "backup", "verify", &id]);
+    assert_eq!(code, 64 + 5, "a deleted backup is NOT_FOUND");
+}
+
+#[test]
 fn client_commands_report_an_unreachable_node() {
     let out = Command::new(BIN)
         .args(["--node", "127.0.0.1:1", "protos", "list"])
