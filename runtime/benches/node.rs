@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
-//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhme").
+//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhlme";
+//! BENCH_LIFECYCLE_MB the size of the collection phase l backs up, restores
+//! and clones, default 1024).
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -87,6 +89,16 @@ where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
+    let (rate, p50, _, errs) = load_tail(conc, secs, f).await;
+    (rate, p50, errs)
+}
+
+/// [`load`], also returning the p99 latency: (ok calls/s, p50 µs, p99 µs, errors).
+async fn load_tail<F, Fut>(conc: usize, secs: f64, f: F) -> (f64, f64, f64, u64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
     let f = Arc::new(f);
     let ok = Arc::new(AtomicU64::new(0));
     let err = Arc::new(AtomicU64::new(0));
@@ -124,9 +136,11 @@ where
     let elapsed = start.elapsed().as_secs_f64();
     lat.sort_unstable();
     let p50 = lat.get(lat.len() / 2).copied().unwrap_or(0) as f64;
+    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0) as f64;
     (
         ok.load(Ordering::Relaxed) as f64 / elapsed,
         p50,
+        p99,
         err.load(Ordering::Relaxed),
     )
 }
@@ -687,7 +701,7 @@ async fn main() {
         );
     }
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhme".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhlme".into());
     let phase = |p: char| phases.contains(p);
     let mut rng = Rng(0x9E3779B97F4A7C15);
 
@@ -956,6 +970,12 @@ async fn main() {
         }
     }
 
+    // (l) Lifecycle: backup under writes, restore, clone to a peer, each
+    // against a plain copy of the same file.
+    if phase('l') {
+        lifecycle_phase(&node, &dir, &channels, &pool, secs).await;
+    }
+
     // (m) Mesh: a Dispatch through a peer vs the same call on the owner.
     if phase('m') {
         mesh_phase(&node, &dir, secs, floor_p50[0]).await;
@@ -1111,4 +1131,258 @@ fn fdatasync_p50(dir: &std::path::Path, n: usize) -> f64 {
     let _ = std::fs::remove_file(&path);
     times.sort_by(f64::total_cmp);
     times[n / 2]
+}
+
+/// Fills `bench/<name>` with about `mb` MiB of 8 KB records, in batches.
+async fn fill_mb(ch: &Channel, pool: &prost_reflect::DescriptorPool, name: &str, mb: u64) {
+    let per_record = 8 * 1024u64;
+    let n = mb * (1 << 20) / per_record / 2; // JSON doubles each record on disk
+    let mut tasks = Vec::new();
+    for w in 0..2u64 {
+        let mut c = CollectionServiceClient::new(ch.clone());
+        let pool = pool.clone();
+        let name = name.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0xB4C0 + w);
+            let mut i = w * 500;
+            while i < n {
+                let ops = (i..(i + 500).min(n))
+                    .map(|k| proto::BatchOp {
+                        op: Some(proto::batch_op::Op::Create(proto::CreateRequest {
+                            record: Some(proto::Record {
+                                data: Some(any_of(
+                                    &pool,
+                                    &order_json(&mut rng, k, per_record as usize),
+                                )),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                let r = c
+                    .batch(proto::BatchRequest {
+                        namespace: "bench".into(),
+                        collection: name.clone(),
+                        ops,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(r.committed);
+                i += 1000;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A plain copy of `from` to `to`, synced: MB/s.
+fn copy_rate(from: &std::path::Path, to: &std::path::Path) -> f64 {
+    let t = Instant::now();
+    let n = std::fs::copy(from, to).unwrap();
+    std::fs::File::open(to).unwrap().sync_all().unwrap();
+    let rate = n as f64 / t.elapsed().as_secs_f64() / 1e6;
+    std::fs::remove_file(to).unwrap();
+    rate
+}
+
+async fn lifecycle_phase(
+    node: &collector::NodeHandle,
+    dir: &tempfile::TempDir,
+    channels: &[Channel],
+    pool: &prost_reflect::DescriptorPool,
+    secs: f64,
+) {
+    let mb: u64 = std::env::var("BENCH_LIFECYCLE_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let mut repo = CollectionRepoClient::new(channels[0].clone());
+    repo.create_collection(proto::CreateCollectionRequest {
+        namespace: "bench".into(),
+        name: "life".into(),
+        message_type: "shop.Order".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let t = Instant::now();
+    fill_mb(&channels[0], pool, "life", mb).await;
+    let db = node.data_dir.join("collections/bench/life.db");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let bytes = size(&db) + size(std::path::Path::new(&wal));
+    println!(
+        "(l) collection of {:.0} MB (file and WAL) loaded in {:.1}s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    // Floor: a plain copy of the same file (page cache warm, as for the node).
+    let (src, dst) = (db.clone(), dir.path().join("copy.db"));
+    let floor = tokio::task::spawn_blocking(move || copy_rate(&src, &dst))
+        .await
+        .unwrap();
+    println!("(l) plain file copy + fsync          {floor:>7.0} MB/s  (floor)");
+
+    // Writes without a backup, then the same writes during one.
+    let writers = |chs: Vec<Channel>, pool: prost_reflect::DescriptorPool| {
+        move |i: u64| {
+            let mut c = CollectionServiceClient::new(chs[i as usize % chs.len()].clone());
+            let body = any_of(&pool, &order_json(&mut Rng(i + 1), i, 200));
+            async move {
+                c.create(proto::CreateRequest {
+                    namespace: "bench".into(),
+                    collection: "life".into(),
+                    record: Some(proto::Record {
+                        data: Some(body),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(|_| ())
+            }
+        }
+    };
+    let (rate0, _, p99_0, errs0) =
+        load_tail(16, secs, writers(channels.to_vec(), pool.clone())).await;
+    let backup_ch = channels[1].clone();
+    let backup = tokio::spawn(async move {
+        // Starts after the writers are under way.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        let mut s = CollectionRepoClient::new(backup_ch)
+            .backup_collection(proto::BackupCollectionRequest {
+                namespace: "bench".into(),
+                name: "life".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        while let Some(p) = s.message().await.unwrap() {
+            last = p.backup.or(last);
+        }
+        (last.expect("a backup"), t.elapsed().as_secs_f64())
+    });
+    // The writers run for as long as the backup does, at least `secs`.
+    let (rate1, _, p99_1, errs1) =
+        load_tail(16, secs.max(1.0), writers(channels.to_vec(), pool.clone())).await;
+    let (b, took) = backup.await.unwrap();
+    let backup_rate = b.size_bytes as f64 / took / 1e6;
+    println!(
+        "(l) backup under 16 writers           {backup_rate:>7.0} MB/s  {:.1}s for {:.0} MB = {:.2}x file copy (target >= 0.5)",
+        took,
+        b.size_bytes as f64 / 1e6,
+        backup_rate / floor
+    );
+    println!(
+        "(l) Create c=16 p99 during the backup {p99_1:>7.0} µs vs {p99_0:.0} µs without = {:.2}x (target <= 2), {:.0} vs {:.0} calls/s, {} errors",
+        p99_1 / p99_0.max(1.0),
+        rate1,
+        rate0,
+        errs0 + errs1
+    );
+    if took > secs.max(1.0) {
+        println!("    (the backup outlasted the writers' {secs}s: part of it ran without writes)");
+    }
+
+    // (b) restore of that backup to a new name.
+    let t = Instant::now();
+    let mut restoring = repo
+        .restore_backup(proto::RestoreBackupRequest {
+            backup_id: b.backup_id.clone(),
+            namespace: "bench".into(),
+            name: "life_restored".into(),
+            overwrite: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while restoring.message().await.unwrap().is_some() {}
+    let took = t.elapsed().as_secs_f64();
+    let rate = b.size_bytes as f64 / took / 1e6;
+    println!(
+        "(l) restore (verify, copy, swap in)   {rate:>7.0} MB/s  {took:.1}s = {:.2}x file copy (target >= 0.5)",
+        rate / floor
+    );
+
+    // (c) clone to a second node over loopback.
+    let peer = collector::Node::start(collector::Config {
+        data_dir: dir.path().join("peer"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        join: vec![node.addr.to_string()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let peer_ch = Channel::from_shared(format!("http://{}", peer.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let up = collector::proto::collective_dispatcher_client::CollectiveDispatcherClient::new(
+            channels[0].clone(),
+        )
+        .list_peers(proto::ListPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .peers
+        .iter()
+        .filter(|p| p.state == proto::PeerState::Alive as i32)
+        .count();
+        if up == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = Instant::now();
+    let mut s = CollectionRepoClient::<Channel>::clone(
+        &mut repo,
+        proto::CloneRequest {
+            namespace: "bench".into(),
+            name: "life".into(),
+            dest_name: "life_cloned".into(),
+            dest_node: peer.node_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let mut total = 0;
+    // When the first and the last byte were reported sent: the snapshot
+    // comes before, the destination's checks and swap after.
+    let (mut first, mut sent) = (None, None);
+    while let Some(p) = s.message().await.unwrap() {
+        total = total.max(p.bytes_total);
+        if p.bytes_done > 0 && first.is_none() {
+            first = Some(t.elapsed().as_secs_f64());
+        }
+        if p.bytes_total > 0 && p.bytes_done == p.bytes_total && sent.is_none() {
+            sent = Some(t.elapsed().as_secs_f64());
+        }
+    }
+    let took = t.elapsed().as_secs_f64();
+    let rate = total as f64 / took / 1e6;
+    println!(
+        "(l) clone to a peer over loopback     {rate:>7.0} MB/s  {took:.1}s for {:.0} MB = {:.2}x file copy (target >= 0.5)",
+        total as f64 / 1e6,
+        rate / floor
+    );
+    if let (Some(first), Some(sent)) = (first, sent) {
+        println!(
+            "    (snapshot {first:.1}s, chunks {:.1}s = {:.0} MB/s, checks and swap-in at the destination {:.1}s)",
+            sent - first,
+            total as f64 / (sent - first).max(1e-9) / 1e6,
+            took - sent
+        );
+    }
+    drop(peer_ch);
+    peer.shutdown().await.unwrap();
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
 use crate::proto::{BackupInfo, CollectionInfo};
 use crate::registry::{ProtoInput, Registry};
-use crate::store::backup::{self, Expected, Manifest, Progress, StepProgress};
+use crate::store::backup::{self, Expected, Manifest, Progress, StepProgress, Take};
 use crate::store::{
     BackupPolicy, Catalog, Collection, CollectionMeta, Filter, Labels, Op, Order, Query, Scalar,
     WriteOp,
@@ -588,7 +588,7 @@ impl Backups {
             None => CollectionName::new(&info.collection)?,
         };
         let meta = self
-            .restore_file(path, ns, name, overwrite, move |p| {
+            .restore_file(path, ns, name, Take::Copy, overwrite, move |p| {
                 progress.send_replace(p);
             })
             .await?;
@@ -599,12 +599,13 @@ impl Backups {
     /// Makes `ns`/`name` hold the records of a checked snapshot file (a
     /// backup, or a clone or fetch): its type registered in `ns` if missing
     /// (a different type under the same names is refused), then the file
-    /// copied in by the catalogue.
+    /// copied or moved in (as `take` says) by the catalogue.
     pub(crate) async fn restore_file(
         &self,
         path: PathBuf,
         ns: Namespace,
         name: CollectionName,
+        take: Take,
         overwrite: bool,
         report: impl FnMut(StepProgress) + Send + 'static,
     ) -> Result<CollectionMeta> {
@@ -640,6 +641,8 @@ impl Backups {
             // over keeps its own policy (the catalogue sees to that).
             backup_policy: Default::default(),
         };
-        self.catalog.restore(meta, path, overwrite, report).await
+        self.catalog
+            .restore(meta, path, take, overwrite, report)
+            .await
     }
 }

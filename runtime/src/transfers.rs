@@ -20,7 +20,7 @@ use crate::limits::{MAX_TRANSFER_RESUMES, TRANSFER_CHUNK_BYTES, TRANSFER_RETAIN}
 use crate::mesh::view::{Member, View};
 use crate::names::{CollectionName, Namespace};
 use crate::store::CollectionMeta;
-use crate::store::backup::{self, Expected, Progress};
+use crate::store::backup::{self, Expected, Progress, Take};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -197,19 +197,25 @@ impl PartFile {
                 self.len
             )));
         }
-        if chunk_hash(&data) != blake3 {
-            return Err(Error::unavailable(format!(
-                "chunk at byte {offset} does not match its hash; resend it"
-            )));
-        }
         let mut f = self.file.take().expect("the part file");
         let n = data.len() as i64;
-        let f = blocking(move || {
-            f.write_all(&data)?;
-            Ok(f)
+        let blake3 = blake3.to_string();
+        // Hashed and written off the executor; the file comes back either way.
+        let (f, wrote) = blocking(move || {
+            if chunk_hash(&data) != blake3 {
+                return Ok((
+                    f,
+                    Err(Error::unavailable(format!(
+                        "chunk at byte {offset} does not match its hash; resend it"
+                    ))),
+                ));
+            }
+            let wrote = f.write_all(&data).map_err(Error::from);
+            Ok((f, wrote))
         })
         .await?;
         self.file = Some(f);
+        wrote?;
         self.len += n;
         Ok(())
     }
@@ -400,10 +406,15 @@ impl Transfers {
             let mut at = offset;
             while at < size {
                 let path = o.path.clone();
-                let read = blocking(move || read_chunk(&path, at)).await;
-                let piece = read.map(|data| Piece::Chunk {
+                // Read and hashed off the executor.
+                let read = blocking(move || {
+                    let data = read_chunk(&path, at)?;
+                    Ok((chunk_hash(&data), data))
+                })
+                .await;
+                let piece = read.map(|(blake3, data)| Piece::Chunk {
                     offset: at,
-                    blake3: chunk_hash(&data),
+                    blake3,
                     data,
                 });
                 let failed = piece.is_err();
@@ -455,7 +466,7 @@ impl Transfers {
         let out = match made {
             Ok(_) => {
                 self.backups
-                    .restore_file(path.clone(), dest_ns, dest_name, false, |_| {})
+                    .restore_file(path.clone(), dest_ns, dest_name, Take::Move, false, |_| {})
                     .await
             }
             Err(e) => Err(e),
@@ -486,7 +497,7 @@ impl Transfers {
         let out = match received {
             Ok(()) => {
                 self.backups
-                    .restore_file(part.clone(), dest_ns, dest_name, false, |_| {})
+                    .restore_file(part.clone(), dest_ns, dest_name, Take::Move, false, |_| {})
                     .await
             }
             Err(e) => Err(e),
@@ -768,7 +779,14 @@ impl Transfers {
                         match file.finish(m).await {
                             Ok(()) => {
                                 self.backups
-                                    .restore_file(path.clone(), dest_ns, dest_name, false, |_| {})
+                                    .restore_file(
+                                        path.clone(),
+                                        dest_ns,
+                                        dest_name,
+                                        Take::Move,
+                                        false,
+                                        |_| {},
+                                    )
                                     .await
                             }
                             Err(e) => Err(e),

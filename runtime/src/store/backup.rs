@@ -419,15 +419,30 @@ fn sqlite_checks(path: &Path, expected: &Expected) -> Result<Vec<String>> {
     Ok(problems)
 }
 
-/// Copies a backup file to `dest` (a new file) as a collection file: the
-/// manifest table dropped, synced. Used by restore, which renames it into
-/// place.
-pub fn copy_for_restore(
-    backup: &Path,
+/// How a restore takes the snapshot file it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// A backup, which stays: copied.
+    Copy,
+    /// A transfer's own file, which is not needed after: moved (renamed),
+    /// so a clone or fetch does not write the collection a second time.
+    Move,
+}
+
+/// Makes `dest` (a new file) a collection file from the snapshot `source`
+/// (copied or moved, as `take` says): the manifest table dropped, synced.
+/// Used by restore, which renames it into place.
+pub fn prepare_for_restore(
+    source: &Path,
     dest: &Path,
+    take: Take,
     report: &mut dyn FnMut(StepProgress),
 ) -> Result<()> {
-    let mut from = std::fs::File::open(backup)?;
+    // The same file system (both under the data dir), so a rename.
+    if take == Take::Move && std::fs::rename(source, dest).is_ok() {
+        return finish_restored(dest);
+    }
+    let mut from = std::fs::File::open(source)?;
     let total = from.metadata()?.len() as i64;
     let mut to = std::fs::File::create_new(dest)?;
     let mut done = 0i64;
@@ -446,6 +461,12 @@ pub fn copy_for_restore(
         });
     }
     drop(to);
+    finish_restored(dest)
+}
+
+/// Drops the manifest table of a snapshot that is becoming a collection
+/// file, and syncs it.
+fn finish_restored(dest: &Path) -> Result<()> {
     let conn = Connection::open(dest)?;
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {META_TABLE}"))?;
     conn.close().map_err(|(_, e)| Error::from(e))?;

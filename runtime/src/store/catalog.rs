@@ -543,6 +543,7 @@ impl Catalog {
         &self,
         mut meta: CollectionMeta,
         backup: PathBuf,
+        take: super::backup::Take,
         overwrite: bool,
         mut report: impl FnMut(super::backup::StepProgress) + Send + 'static,
     ) -> Result<CollectionMeta> {
@@ -580,7 +581,7 @@ impl Catalog {
                 std::fs::create_dir_all(dir)?;
             }
             let _ = std::fs::remove_file(&st);
-            super::backup::copy_for_restore(&b, &st, &mut report)
+            super::backup::prepare_for_restore(&b, &st, take, &mut report)
         })
         .await?;
         if let Some((_, coll)) = &old {
