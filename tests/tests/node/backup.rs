@@ -141,8 +141,9 @@ fn assert_steps<'a>(reports: impl IntoIterator<Item = &'a str>, order: &[&str]) 
     assert_eq!(seen.last(), order.last(), "{seen:?}");
 }
 
-#[tokio::test]
-async fn a_backup_restores_the_old_state_in_place_and_to_a_new_name() {
+/// A node with `shop/orders` (indexed on quantity) holding o1 "red lamp"
+/// and o2 "blue chair".
+async fn node_with_two_orders() -> TestNode {
     let mut n = TestNode::start().await;
     n.clients.register_shop("shop").await;
     n.clients
@@ -154,6 +155,12 @@ async fn a_backup_restores_the_old_state_in_place_and_to_a_new_name() {
             .await
             .unwrap();
     }
+    n
+}
+
+#[tokio::test]
+async fn a_backup_restores_the_old_state_in_place_and_to_a_new_name() {
+    let mut n = node_with_two_orders().await;
     let (b, progress) = backup(&n.clients, "orders").await;
     assert_eq!(b.record_count, 2);
     assert_eq!(b.namespace, "shop");
@@ -716,17 +723,7 @@ fn sqlite3_cli(file: &Path, sql: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_node_that_never_saw_the_type_restores_a_backup_file_copied_into_its_data_dir() {
-    let mut a = TestNode::start().await;
-    a.clients.register_shop("shop").await;
-    a.clients
-        .create_orders("shop", "orders", &["quantity"])
-        .await;
-    for (id, t) in [("o1", "red lamp"), ("o2", "blue chair")] {
-        a.clients
-            .put("shop", "orders", id, &Order::new(t, 1))
-            .await
-            .unwrap();
-    }
+    let a = node_with_two_orders().await;
     let (b, _) = backup(&a.clients, "orders").await;
     let file = backup_file(a.dir.path(), &b.backup_id);
 
