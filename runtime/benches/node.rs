@@ -1356,15 +1356,17 @@ async fn lifecycle_phase(
     .unwrap()
     .into_inner();
     let mut total = 0;
-    // When the first and the last byte were reported sent: the snapshot
-    // comes before, the destination's checks and swap after.
+    // When sending began and when the destination's checks began: the
+    // snapshot comes before, the destination's checks and swap after.
     let (mut first, mut sent) = (None, None);
     while let Some(p) = s.message().await.unwrap() {
-        total = total.max(p.bytes_total);
-        if p.bytes_done > 0 && first.is_none() {
+        if p.step == "sending" {
+            total = total.max(p.bytes_total);
+        }
+        if p.step == "sending" && first.is_none() {
             first = Some(t.elapsed().as_secs_f64());
         }
-        if p.bytes_total > 0 && p.bytes_done == p.bytes_total && sent.is_none() {
+        if p.step == "checking" && sent.is_none() {
             sent = Some(t.elapsed().as_secs_f64());
         }
     }

@@ -109,12 +109,41 @@ pub struct Pushed<M> {
     pub made: Option<M>,
 }
 
+/// The step a transfer is at; `bytes_done` counts within it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransferStep {
+    /// The source copies the collection into a snapshot file.
+    #[default]
+    Snapshot,
+    /// Chunks of the snapshot cross to the node making the copy.
+    Sending,
+    /// The node making the copy checks the whole file against the manifest
+    /// (size, hash, SQLite's integrity check, type, count).
+    Checking,
+    /// The file is moved into place and opened as the new collection.
+    Opening,
+}
+
+impl TransferStep {
+    /// The step's name in progress reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferStep::Snapshot => "snapshot",
+            TransferStep::Sending => "sending",
+            TransferStep::Checking => "checking",
+            TransferStep::Opening => "opening",
+        }
+    }
+}
+
 /// How far a transfer has got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransferProgress {
-    /// Bytes received (or copied).
+    /// The step under way.
+    pub step: TransferStep,
+    /// Bytes of the snapshot that step has done.
     pub bytes_done: i64,
-    /// Bytes in all.
+    /// Bytes of the snapshot (while it is taken: of the collection).
     pub bytes_total: i64,
     /// Times it resumed after a dropped connection.
     pub resumed: u32,
@@ -236,13 +265,25 @@ impl PartFile {
         Ok(())
     }
 
-    /// Makes the file durable and checks it against `m`.
-    async fn finish(&mut self, m: TransferManifest) -> Result<()> {
+    /// Makes the file durable and checks it against `m`, telling
+    /// `progress` the bytes checked (step `Checking`).
+    async fn finish(
+        &mut self,
+        m: TransferManifest,
+        progress: &watch::Sender<TransferProgress>,
+    ) -> Result<()> {
         let f = self.file.take().expect("the part file");
         let p = self.path.clone();
+        let report = progress.clone();
+        report.send_modify(|s| {
+            s.step = TransferStep::Checking;
+            s.bytes_done = 0;
+        });
         blocking(move || {
             f.sync_all()?;
-            check(&p, &m)
+            check(&p, &m, &mut |done| {
+                report.send_modify(|s| s.bytes_done = done);
+            })
         })
         .await
     }
@@ -322,6 +363,7 @@ impl Transfers {
         ns: &Namespace,
         name: &CollectionName,
         transfer_id: &str,
+        progress: watch::Sender<Progress>,
     ) -> Result<(uuid::Uuid, Outgoing)> {
         self.sweep_outgoing();
         if !transfer_id.is_empty() {
@@ -353,7 +395,6 @@ impl Transfers {
         }
         let id = uuid::Uuid::now_v7();
         let path = self.dir.join(format!("out-{id}.db"));
-        let (progress, _) = watch::channel(Progress::default());
         let (snap, manifest) = self
             .backups
             .snapshot_to(ns, name, &id.to_string(), &path, progress)
@@ -385,7 +426,9 @@ impl Transfers {
         transfer_id: &str,
         offset: i64,
     ) -> Result<PieceStream> {
-        let (id, o) = self.snapshot_for(ns, name, transfer_id).await?;
+        // Nobody here follows a snapshot a peer asked for.
+        let (unseen, _) = watch::channel(Progress::default());
+        let (id, o) = self.snapshot_for(ns, name, transfer_id, unseen).await?;
         let size = o.manifest.size_bytes;
         if offset < 0 || offset > size {
             return Err(Error::invalid(format!(
@@ -447,17 +490,8 @@ impl Transfers {
         dest_ns.writable()?;
         let id = uuid::Uuid::now_v7();
         let path = self.dir.join(format!("clone-{id}.db"));
-        let (snap_progress, mut seen) = watch::channel(Progress::default());
-        let follow = tokio::spawn(async move {
-            while seen.changed().await.is_ok() {
-                let p = *seen.borrow_and_update();
-                progress.send_replace(TransferProgress {
-                    bytes_done: p.pages_done * p.page_size,
-                    bytes_total: p.pages_total * p.page_size,
-                    resumed: 0,
-                });
-            }
-        });
+        let progress = Arc::new(progress);
+        let (snap_progress, follow) = follow_snapshot(progress.clone());
         let made = self
             .backups
             .snapshot_to(ns, name, &id.to_string(), &path, snap_progress)
@@ -465,6 +499,7 @@ impl Transfers {
         let _ = follow.await;
         let out = match made {
             Ok(_) => {
+                progress.send_modify(|s| s.step = TransferStep::Opening);
                 self.backups
                     .restore_file(path.clone(), dest_ns, dest_name, Take::Move, false, |_| {})
                     .await
@@ -496,6 +531,7 @@ impl Transfers {
             .await;
         let out = match received {
             Ok(()) => {
+                progress.send_modify(|s| s.step = TransferStep::Opening);
                 self.backups
                     .restore_file(part.clone(), dest_ns, dest_name, Take::Move, false, |_| {})
                     .await
@@ -558,7 +594,9 @@ impl Transfers {
                             )));
                         }
                         transfer_id = id;
+                        state.step = TransferStep::Sending;
                         state.bytes_total = size_bytes;
+                        progress.send_replace(state);
                     }
                     Piece::Chunk {
                         offset,
@@ -573,7 +611,7 @@ impl Transfers {
                         Err(e) if e.kind == ErrorKind::Unavailable => break e,
                         Err(e) => return Err(e),
                     },
-                    Piece::Manifest(m) => return file.finish(m).await,
+                    Piece::Manifest(m) => return file.finish(m, progress).await,
                 }
             };
             if !retryable(&broke) || state.resumed >= MAX_TRANSFER_RESUMES {
@@ -602,8 +640,11 @@ impl Transfers {
         progress: watch::Sender<TransferProgress>,
     ) -> Result<M> {
         dest_ns.writable()?;
-        let (id, o) = self.snapshot_for(ns, name, "").await?;
         let progress = Arc::new(progress);
+        let (snap_progress, follow) = follow_snapshot(progress.clone());
+        let snapshot = self.snapshot_for(ns, name, "", snap_progress).await;
+        let _ = follow.await;
+        let (id, o) = snapshot?;
         let out = self
             .push_snapshot(
                 sink, resolve, id, &o, ns, name, dest_ns, dest_name, &progress,
@@ -630,6 +671,7 @@ impl Transfers {
     ) -> Result<M> {
         let size = o.manifest.size_bytes;
         let mut state = TransferProgress {
+            step: TransferStep::Sending,
             bytes_total: size,
             ..Default::default()
         };
@@ -670,9 +712,18 @@ impl Transfers {
                 let (pieces, failed) = until_error(pieces);
                 let seen = progress.clone();
                 let pieces = pieces.map(move |p| {
-                    if let Piece::Chunk { offset, data, .. } = &p {
-                        let done = offset + data.len() as i64;
-                        seen.send_modify(|s| s.bytes_done = done);
+                    match &p {
+                        Piece::Chunk { offset, data, .. } => {
+                            let done = offset + data.len() as i64;
+                            seen.send_modify(|s| s.bytes_done = done);
+                        }
+                        // The destination checks and opens the file now,
+                        // and says nothing until it is done.
+                        Piece::Manifest(_) => seen.send_modify(|s| {
+                            s.step = TransferStep::Checking;
+                            s.bytes_done = 0;
+                        }),
+                        Piece::Header { .. } => {}
                     }
                     p
                 });
@@ -689,6 +740,8 @@ impl Transfers {
                 }
                 Err(e) => e,
             };
+            // A retry sends again from where the destination says it is.
+            state.step = TransferStep::Sending;
             state.bytes_done = progress.borrow().bytes_done;
             if !retryable(&broke) || state.resumed >= MAX_TRANSFER_RESUMES {
                 return Err(broke.context(format!("pushing {ns}/{name} to {}", to.node_id)));
@@ -776,7 +829,9 @@ impl Transfers {
                             m.size_bytes
                         )))
                     } else {
-                        match file.finish(m).await {
+                        // The source learns only the outcome.
+                        let (unseen, _) = watch::channel(TransferProgress::default());
+                        match file.finish(m, &unseen).await {
                             Ok(()) => {
                                 self.backups
                                     .restore_file(
@@ -845,6 +900,25 @@ impl Transfers {
             }
         }
     }
+}
+
+/// Reports a snapshot's pages as `progress` (step `Snapshot`) until the
+/// returned sender is dropped; await the handle to see the last report.
+fn follow_snapshot(
+    progress: Arc<watch::Sender<TransferProgress>>,
+) -> (watch::Sender<Progress>, tokio::task::JoinHandle<()>) {
+    let (snap, mut seen) = watch::channel(Progress::default());
+    let follow = tokio::spawn(async move {
+        while seen.changed().await.is_ok() {
+            let p = *seen.borrow_and_update();
+            progress.send_modify(|s| {
+                s.step = TransferStep::Snapshot;
+                s.bytes_done = p.pages_done * p.page_size;
+                s.bytes_total = p.pages_total * p.page_size;
+            });
+        }
+    });
+    (snap, follow)
 }
 
 /// Errors after which a transfer is tried again.
@@ -916,7 +990,7 @@ fn describe(path: &Path) -> Result<TransferManifest> {
 
 /// Checks a received file against its manifest: size, hash, SQLite's
 /// integrity check, type and count.
-fn check(path: &Path, m: &TransferManifest) -> Result<()> {
+fn check(path: &Path, m: &TransferManifest, done: &mut dyn FnMut(i64)) -> Result<()> {
     let problems = backup::verify(
         path,
         &Expected {
@@ -925,7 +999,7 @@ fn check(path: &Path, m: &TransferManifest) -> Result<()> {
             record_count: m.record_count,
             message_type: m.message_type.clone(),
         },
-        &mut |_| {},
+        &mut |p| done(p.bytes_done),
     )?;
     if !problems.is_empty() {
         return Err(Error::failed_precondition(format!(

@@ -105,7 +105,6 @@ macro_rules! relay_to_owner {
     };
 }
 
-/// A collection's description with its owner.
 /// A collection's description with its record count and bytes on disk.
 async fn described(state: &ApiState, m: CollectionMeta) -> Result<proto::CollectionInfo, Error> {
     let (count, size) = state.catalog.get(&m.namespace, &m.name)?.stats().await?;
@@ -650,10 +649,7 @@ impl CollectionRepo for RepoApi {
                 task,
                 seen,
                 transfer_report,
-                |made: proto::CollectionInfo, p| proto::TransferProgress {
-                    collection: Some(made),
-                    ..transfer_report(p)
-                },
+                made_report,
             )));
         }
         self.refuse_taken(&dest_ns, &dest_name, &0)?;
@@ -661,18 +657,16 @@ impl CollectionRepo for RepoApi {
         let transfers = self.0.transfers.clone();
         let state = self.0.clone();
         let task = tokio::spawn(async move {
-            transfers
+            let meta = transfers
                 .clone_here(&ns, &name, dest_ns, dest_name, progress)
-                .await
+                .await?;
+            described(&state, meta).await
         });
         Ok(Response::new(progress_stream(
             task,
             seen,
             transfer_report,
-            move |m: CollectionMeta, p| proto::TransferProgress {
-                collection: Some(info(m, state.node_id.clone(), state.address.clone())),
-                ..transfer_report(p)
-            },
+            made_report,
         )))
     }
 
@@ -713,7 +707,7 @@ impl CollectionRepo for RepoApi {
                 let mesh = state.mesh.clone();
                 let resolve =
                     move || crate::transfers::member(&mesh.view(), &source_id, "source_node");
-                state
+                let meta = state
                     .transfers
                     .fetch(
                         state.peers.as_ref(),
@@ -724,17 +718,15 @@ impl CollectionRepo for RepoApi {
                         dest_name,
                         progress,
                     )
-                    .await
+                    .await?;
+                described(&state, meta).await
             })
         };
         Ok(Response::new(progress_stream(
             task,
             seen,
             transfer_report,
-            move |m: CollectionMeta, p| proto::TransferProgress {
-                collection: Some(info(m, state.node_id.clone(), state.address.clone())),
-                ..transfer_report(p)
-            },
+            made_report,
         )))
     }
 
@@ -803,9 +795,13 @@ impl CollectionRepo for RepoApi {
                 Box::pin(rest),
             )
             .await?;
+        let collection = match pushed.made {
+            Some(m) => Some(described(&self.0, m).await?),
+            None => None,
+        };
         Ok(Response::new(proto::PushCollectionResponse {
             received_bytes: pushed.received_bytes,
-            collection: pushed.made.map(|m| self.info(m)),
+            collection,
         }))
     }
 }
@@ -920,8 +916,17 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// The last report of a clone or fetch: the new collection.
+fn made_report(made: proto::CollectionInfo, p: TransferProgress) -> proto::TransferProgress {
+    proto::TransferProgress {
+        collection: Some(made),
+        ..transfer_report(p)
+    }
+}
+
 fn transfer_report(p: TransferProgress) -> proto::TransferProgress {
     proto::TransferProgress {
+        step: p.step.name().to_string(),
         bytes_done: p.bytes_done,
         bytes_total: p.bytes_total,
         resumed: p.resumed as i32,

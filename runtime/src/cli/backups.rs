@@ -2,7 +2,7 @@
 //! backups. Taking one shows a progress bar (on a terminal) while the node
 //! copies the collection.
 
-use super::output::{info_json, progress_bar};
+use super::output::{follow_steps, info_json, progress_bar};
 use super::{Clients, Outcome};
 use clap::Subcommand;
 use collector::proto;
@@ -194,27 +194,4 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
             Ok(json!({ "freed_bytes": r.freed_bytes }))
         }
     }
-}
-
-/// Follows a verify or restore stream on a progress bar (the step as its
-/// message: hashing, checking, copying); the outcome the last report carries.
-async fn follow_steps<M, R>(
-    mut stream: tonic::Streaming<M>,
-    parts: impl Fn(&M) -> (&str, i64, i64),
-    outcome: impl Fn(M) -> Option<R>,
-) -> Result<R, tonic::Status> {
-    let bar = progress_bar("{msg}");
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let mut done = None;
-    while let Some(p) = stream.message().await? {
-        let (step, at, total) = parts(&p);
-        bar.set_message(step.to_string());
-        bar.set_length(total.max(0) as u64);
-        bar.set_position(at.max(0) as u64);
-        if let Some(r) = outcome(p) {
-            done = Some(r);
-        }
-    }
-    bar.finish_and_clear();
-    done.ok_or_else(|| tonic::Status::internal("the node ended the stream without a result"))
 }

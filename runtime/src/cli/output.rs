@@ -113,3 +113,26 @@ pub fn progress_bar(what: &str) -> indicatif::ProgressBar {
     );
     bar
 }
+
+/// Follows a stream of reports on a progress bar (a verify, restore, clone
+/// or fetch: the step as its message); the outcome the last report carries.
+pub async fn follow_steps<M, R>(
+    mut stream: tonic::Streaming<M>,
+    parts: impl Fn(&M) -> (&str, i64, i64),
+    outcome: impl Fn(M) -> Option<R>,
+) -> Result<R, tonic::Status> {
+    let bar = progress_bar("{msg}");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut done = None;
+    while let Some(p) = stream.message().await? {
+        let (step, at, total) = parts(&p);
+        bar.set_message(step.to_string());
+        bar.set_length(total.max(0) as u64);
+        bar.set_position(at.max(0) as u64);
+        if let Some(r) = outcome(p) {
+            done = Some(r);
+        }
+    }
+    bar.finish_and_clear();
+    done.ok_or_else(|| tonic::Status::internal("the node ended the stream without a result"))
+}

@@ -2,11 +2,10 @@
 //! here or on another member of the mesh, or from another member to here,
 //! with a progress bar on a terminal.
 
-use super::output::{info_json, progress_bar};
+use super::output::{follow_steps, info_json};
 use super::{Clients, Outcome};
 use clap::Args;
 use collector::proto;
-use tonic::Status;
 
 /// `collector clone NAME --to NEW`
 #[derive(Args, Debug)]
@@ -38,18 +37,13 @@ pub struct Fetch {
     as_name: String,
 }
 
-async fn follow(mut stream: tonic::Streaming<proto::TransferProgress>, what: &str) -> Outcome {
-    let bar = progress_bar(what);
-    let mut done = None;
-    while let Some(p) = stream.message().await? {
-        bar.set_length(p.bytes_total.max(0) as u64);
-        bar.set_position(p.bytes_done.max(0) as u64);
-        if let Some(c) = p.collection {
-            done = Some(c);
-        }
-    }
-    bar.finish_and_clear();
-    let c = done.ok_or_else(|| Status::internal("the node ended the stream without a result"))?;
+async fn follow(stream: tonic::Streaming<proto::TransferProgress>) -> Outcome {
+    let c = follow_steps(
+        stream,
+        |p| (p.step.as_str(), p.bytes_done, p.bytes_total),
+        |p| p.collection,
+    )
+    .await?;
     Ok(info_json(c))
 }
 
@@ -66,7 +60,7 @@ pub async fn clone(c: &mut Clients, a: Clone) -> Outcome {
     let stream = proto::collection_repo_client::CollectionRepoClient::clone(&mut c.repo, req)
         .await?
         .into_inner();
-    follow(stream, "cloning").await
+    follow(stream).await
 }
 
 /// Runs `fetch`.
@@ -82,5 +76,5 @@ pub async fn fetch(c: &mut Clients, a: Fetch) -> Outcome {
         })
         .await?
         .into_inner();
-    follow(stream, "fetching").await
+    follow(stream).await
 }

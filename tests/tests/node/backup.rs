@@ -127,7 +127,7 @@ async fn verify_steps(
 /// Checks that a stream of reports went through `order`'s steps in that
 /// order, ending with its last (a fast step may be skipped: reports follow
 /// the work, and a reader may miss some).
-fn assert_steps<'a>(reports: impl IntoIterator<Item = &'a str>, order: &[&str]) {
+pub(crate) fn assert_steps<'a>(reports: impl IntoIterator<Item = &'a str>, order: &[&str]) {
     let seen: Vec<&str> = reports.into_iter().collect();
     let mut at = 0;
     for s in &seen {

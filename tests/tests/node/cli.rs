@@ -163,7 +163,7 @@ fn the_readme_tour_works_with_the_cli() {
 }
 
 #[test]
-fn backups_are_taken_verified_restored_and_deleted_with_the_cli() {
+fn backups_are_taken_verified_restored_and_deleted_and_collections_cloned_with_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let node = ProcessNode::start(BIN, &dir.path().join("data"));
     let proto = dir.path().join("shop.proto");
@@ -222,6 +222,24 @@ fn backups_are_taken_verified_restored_and_deleted_with_the_cli() {
     // Over the original only with --overwrite: ALREADY_EXISTS (6) without.
     let (code, _, err) = run(&node, &["-n", "shop", "backup", "restore", &id]);
     assert_eq!(code, 64 + 6, "{err}");
+    let copy = ok(
+        &node,
+        &["-n", "shop", "clone", "orders", "--to", "orders_copy"],
+    );
+    assert_eq!(
+        (copy["name"].as_str(), copy["record_count"].as_i64()),
+        (Some("orders_copy"), Some(1)),
+        "{copy}"
+    );
+    let got = ok(&node, &["-n", "shop", "get", "orders_copy", "o1"]);
+    assert_eq!(got["data"]["title"], "lamp", "{got}");
+    // Only members of the mesh are fetched from: NOT_FOUND (5).
+    let (code, _, err) = run(
+        &node,
+        &["-n", "shop", "fetch", "orders", "--from", "127.0.0.1:1"],
+    );
+    assert_eq!(code, 64 + 5, "{err}");
+    assert!(err.contains("not a member"), "{err}");
     let gone = ok(&node, &["-n", "shop", "backup", "delete", &id]);
     assert!(gone["freed_bytes"].as_i64().unwrap() > 0, "{gone}");
     let (code, _, _) = run(&node, &["-n", "shop", "backup", "verify", &id]);

@@ -3,6 +3,7 @@
 //! that resume after a dropped connection; only members of the mesh are
 //! ever contacted.
 
+use crate::backup::assert_steps;
 use crate::mesh::{all_up, wait_for};
 use collector::proto;
 use collector_tests::{Clients, Order, ProcessNode};
@@ -128,8 +129,14 @@ async fn clone_copies_a_collection_here_and_to_another_member_with_its_type() {
     let (_nodes, _dirs, c) = pair(300, 200).await;
     let b_id = node_id(&c[1]).await;
 
-    let seen = run(clone_on(&c[0], clone_req("orders", "orders_copy", "")).await).await;
-    let last = seen.unwrap().pop().unwrap();
+    let mut seen = run(clone_on(&c[0], clone_req("orders", "orders_copy", "")).await)
+        .await
+        .unwrap();
+    assert_steps(
+        seen.iter().map(|p| p.step.as_str()),
+        &["snapshot", "opening"],
+    );
+    let last = seen.pop().unwrap();
     let info = last.collection.expect("the new collection");
     assert_eq!(
         (info.name.as_str(), info.indexes.as_slice()),
@@ -141,8 +148,16 @@ async fn clone_copies_a_collection_here_and_to_another_member_with_its_type() {
     let seen = run(clone_on(&c[1], clone_req("orders", "orders_b", &b_id)).await)
         .await
         .unwrap();
+    // The destination checks and opens the file as one step, seen from here.
+    assert_steps(
+        seen.iter().map(|p| p.step.as_str()),
+        &["snapshot", "sending", "checking"],
+    );
     let info = seen.last().unwrap().collection.clone().unwrap();
-    assert_eq!(info.node_id, b_id);
+    assert_eq!(
+        (info.node_id.as_str(), info.record_count),
+        (b_id.as_str(), 300)
+    );
     assert_eq!(count(&c[1], "orders_b").await, 300);
     // B never had shop.proto: it came with the snapshot.
     let protos = c[1]
@@ -225,7 +240,8 @@ async fn cut_with(
     let mut seen = Vec::new();
     let mut interrupt = Some(Box::pin(interrupt));
     while let Some(p) = s.message().await? {
-        if p.bytes_done > 0
+        if p.step == "sending"
+            && p.bytes_done > 0
             && p.bytes_done < p.bytes_total
             && let Some(i) = interrupt.take()
         {
@@ -270,6 +286,10 @@ async fn a_clone_pushed_to_a_member_resumes_after_the_destination_is_killed_and_
     )
     .await
     .expect("the clone completes");
+    assert_steps(
+        seen.iter().map(|p| p.step.as_str()),
+        &["snapshot", "sending", "checking"],
+    );
     let last = seen.last().unwrap();
     assert!(last.resumed >= 1, "{last:?}");
     let info = last.collection.clone().unwrap();
@@ -494,10 +514,15 @@ async fn a_fetch_resumes_after_the_source_is_killed_and_restarted_mid_stream() {
     })
     .await
     .expect("the fetch completes");
+    assert_steps(
+        seen.iter().map(|p| p.step.as_str()),
+        &["snapshot", "sending", "checking", "opening"],
+    );
     let last = seen.last().unwrap();
     assert!(last.resumed >= 1, "{last:?}");
     let info = last.collection.clone().unwrap();
     assert_eq!(info.node_id, node_id(&c[1]).await);
+    assert_eq!(info.record_count, 3000);
     assert_eq!(count(&c[1], "fetched").await, 3000);
     // Nothing of the transfer is left on the receiver.
     assert!(
