@@ -189,11 +189,20 @@ impl Drop for Arriving {
     }
 }
 
+/// Bytes received between two background writebacks of a part file.
+const WRITEBACK_BYTES: i64 = 32 << 20;
+
 /// A file being received chunk by chunk; its length is the last good byte.
 struct PartFile {
     file: Option<std::fs::File>,
     path: PathBuf,
     len: i64,
+    /// `len` when the last writeback started.
+    written_back: i64,
+    /// A writeback under way: the received bytes go to disk while more
+    /// arrive, so the sync at the end has little left to do (this node's
+    /// page cache would otherwise hold the whole file until then).
+    writeback: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl PartFile {
@@ -214,6 +223,8 @@ impl PartFile {
             file: Some(file),
             path: path.to_path_buf(),
             len,
+            written_back: len,
+            writeback: None,
         })
     }
 
@@ -246,7 +257,25 @@ impl PartFile {
         self.file = Some(f);
         wrote?;
         self.len += n;
+        self.write_back();
         Ok(())
+    }
+
+    /// Starts syncing what has arrived, if enough has since the last time
+    /// and no writeback is under way. Best effort: `finish` syncs anyway.
+    fn write_back(&mut self) {
+        if self.len - self.written_back < WRITEBACK_BYTES
+            || self.writeback.as_ref().is_some_and(|w| !w.is_finished())
+        {
+            return;
+        }
+        let Some(clone) = self.file.as_ref().and_then(|f| f.try_clone().ok()) else {
+            return;
+        };
+        self.written_back = self.len;
+        self.writeback = Some(tokio::task::spawn_blocking(move || {
+            let _ = clone.sync_data();
+        }));
     }
 
     /// Drops anything after the last good byte.
@@ -272,6 +301,9 @@ impl PartFile {
         m: TransferManifest,
         progress: &watch::Sender<TransferProgress>,
     ) -> Result<()> {
+        if let Some(w) = self.writeback.take() {
+            let _ = w.await;
+        }
         let f = self.file.take().expect("the part file");
         let p = self.path.clone();
         let report = progress.clone();
