@@ -47,6 +47,9 @@ pub struct Config {
     /// transfer cannot take all of its disk and network. Default: None,
     /// unbounded.
     pub transfer_bytes_per_sec: Option<u64>,
+    /// Largest file attached to a record, in bytes. Default:
+    /// `limits::MAX_FILE_BYTES` (1 GiB).
+    pub max_file_bytes: u64,
     /// Longest timeout a handler registration may ask for. Default:
     /// `limits::MAX_HANDLER_TIMEOUT` (60 s).
     pub max_handler_timeout: Duration,
@@ -75,6 +78,7 @@ impl Default for Config {
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,
+            max_file_bytes: limits::MAX_FILE_BYTES,
             max_handler_timeout: limits::MAX_HANDLER_TIMEOUT,
             max_handler_memory_bytes: limits::MAX_HANDLER_MEMORY_BYTES,
             handler_memory_budget_bytes: limits::HANDLER_MEMORY_BUDGET_BYTES,

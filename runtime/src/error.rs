@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or an environment failure on the node (logged there).
     Internal,
+    /// Stored bytes are lost or damaged (a file's bytes no longer match
+    /// its record).
+    DataLoss,
 }
 
 impl ErrorKind {
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Aborted => 10,
             ErrorKind::Unimplemented => 12,
             ErrorKind::Internal => 13,
+            ErrorKind::DataLoss => 15,
             ErrorKind::Unavailable => 14,
         }
     }
@@ -92,6 +96,7 @@ ctor! {
     deadline_exceeded => DeadlineExceeded,
     cancelled => Cancelled,
     internal => Internal,
+    data_loss => DataLoss,
 }
 
 impl Error {

@@ -75,6 +75,18 @@ pub const MAX_NESTING: usize = 100;
 pub const MAX_NAME_LEN: usize = 63;
 /// Longest record id, in bytes. Over it: INVALID_ARGUMENT.
 pub const MAX_ID_LEN: usize = 512;
+/// Longest path of a file attached to a record, in bytes. Over it:
+/// INVALID_ARGUMENT.
+pub const MAX_FILE_PATH_LEN: usize = 1024;
+/// Longest segment of such a path, in bytes. Over it: INVALID_ARGUMENT.
+pub const MAX_FILE_SEGMENT_LEN: usize = 255;
+/// Largest attached file unless `--max-file-bytes` says otherwise. Over it:
+/// RESOURCE_EXHAUSTED.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Bytes per message of a file streamed out (GetFile).
+pub const FILE_CHUNK_BYTES: usize = 1 << 20;
+/// Largest chunk a client may stream in (PutFile). Over it: INVALID_ARGUMENT.
+pub const MAX_FILE_CHUNK_BYTES: usize = 4 << 20;
 /// Largest record payload, in bytes (half the message limit, so a record
 /// and its JSON form fit one reply). Over it: INVALID_ARGUMENT.
 pub const MAX_RECORD_BYTES: usize = 8 << 20;

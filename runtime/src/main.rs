@@ -52,6 +52,10 @@ enum Command {
         /// Most MiB per second sent to one clone or fetch (default: unbounded).
         #[arg(long = "transfer-rate-mib", env = "COLLECTOR_TRANSFER_RATE_MIB")]
         transfer_rate_mib: Option<u64>,
+        /// Largest file attached to a record, in bytes.
+        #[arg(long = "max-file-bytes", env = "COLLECTOR_MAX_FILE_BYTES",
+              default_value_t = limits::MAX_FILE_BYTES)]
+        max_file_bytes: u64,
         #[command(flatten)]
         handlers: HandlerMaxima,
     },
@@ -110,6 +114,7 @@ async fn main() -> std::process::ExitCode {
             cluster,
             query_timeout,
             transfer_rate_mib,
+            max_file_bytes,
             handlers,
         } => {
             let namespace = if cli.conn.namespace.is_empty() {
@@ -128,6 +133,7 @@ async fn main() -> std::process::ExitCode {
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)
                     .map(|m| m.saturating_mul(1 << 20)),
+                max_file_bytes,
                 max_handler_timeout: handlers
                     .max_handler_timeout
                     .unwrap_or(limits::MAX_HANDLER_TIMEOUT),

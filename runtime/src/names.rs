@@ -1,4 +1,5 @@
-//! Validated names: namespaces, collections and record ids. Every entry point
+//! Validated names: namespaces, collections, record ids and the paths of
+//! files attached to records. Every entry point
 //! checks names here, so the rest of the node can use them in file paths and
 //! SQL without further care.
 
@@ -9,7 +10,7 @@ use std::fmt;
 pub const SYSTEM: &str = "system";
 /// Names refused as namespaces because they would clash with the data layout.
 pub const RESERVED_NAMESPACES: &[&str] = &["repo", "backups", "files", "components"];
-use crate::limits::{MAX_ECHO, MAX_ID_LEN, MAX_NAME_LEN};
+use crate::limits::{MAX_ECHO, MAX_FILE_PATH_LEN, MAX_FILE_SEGMENT_LEN, MAX_ID_LEN, MAX_NAME_LEN};
 
 /// The start of `s`, at most `MAX_ECHO` bytes (cut on a char boundary, with
 /// "…" when cut): what an error message may repeat of client input.
@@ -158,9 +159,104 @@ impl RecordId {
     }
 }
 
+/// The path of a file attached to a record: `/`-separated, relative, 1 to
+/// `MAX_FILE_PATH_LEN` bytes of UTF-8, each segment 1 to
+/// `MAX_FILE_SEGMENT_LEN` bytes and neither `.` nor `..`, with no NUL and
+/// no backslash. It names the file in the record's metadata only: bytes on
+/// disk live under names the node makes, never under this path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FilePath(String);
+
+impl FilePath {
+    /// Checks the path (InvalidArgument naming the rule it breaks).
+    pub fn new(s: &str) -> Result<Self> {
+        let bad = |rule: &str| Err(Error::invalid(format!("file path {:?}: {rule}", clip(s))));
+        if s.is_empty() {
+            return bad("is empty");
+        }
+        if s.len() > MAX_FILE_PATH_LEN {
+            return Err(Error::invalid(format!(
+                "file path is {} bytes; the limit is {MAX_FILE_PATH_LEN}",
+                s.len()
+            )));
+        }
+        if s.contains('\0') {
+            return bad("contains a NUL character");
+        }
+        if s.contains('\\') {
+            return bad("contains a backslash; segments are separated by \"/\"");
+        }
+        if s.starts_with('/') {
+            return bad("starts with \"/\"; paths are relative to the record");
+        }
+        for seg in s.split('/') {
+            match seg {
+                "" => return bad("has an empty segment (\"//\" or a trailing \"/\")"),
+                "." | ".." => return bad("has a \".\" or \"..\" segment"),
+                s if s.len() > MAX_FILE_SEGMENT_LEN => {
+                    return bad(&format!(
+                        "has a segment of {} bytes; the limit is {MAX_FILE_SEGMENT_LEN}",
+                        s.len()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(FilePath(s.to_string()))
+    }
+
+    /// A prefix to list by: empty, or a path (a trailing `/` allowed).
+    pub fn prefix(s: &str) -> Result<String> {
+        if s.is_empty() {
+            return Ok(String::new());
+        }
+        FilePath::new(s.strip_suffix('/').unwrap_or(s))?;
+        Ok(s.to_string())
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_path_rules() {
+        for good in [
+            "a",
+            "users/user-123/profile.jpg",
+            "ünï code/.hidden",
+            "a..b/c.",
+            &"x".repeat(255),
+        ] {
+            assert!(FilePath::new(good).is_ok(), "{good:?} refused");
+        }
+        let cases = [
+            ("", "empty"),
+            ("/etc/passwd", "relative"),
+            ("a//b", "empty segment"),
+            ("a/", "empty segment"),
+            ("../x", "\"..\""),
+            ("a/./b", "\".\""),
+            ("a\0b", "NUL"),
+            ("a\\b", "backslash"),
+        ];
+        for (bad, rule) in cases {
+            let e = FilePath::new(bad).unwrap_err();
+            assert!(e.message.contains(rule), "{bad:?}: {}", e.message);
+        }
+        let e = FilePath::new(&"x".repeat(256)).unwrap_err();
+        assert!(e.message.contains("segment of 256 bytes"), "{}", e.message);
+        let long = ["y"; 600].join("/");
+        let e = FilePath::new(&long).unwrap_err();
+        assert!(e.message.contains("limit is 1024"), "{}", e.message);
+        assert_eq!(FilePath::prefix("docs/").unwrap(), "docs/");
+        assert!(FilePath::prefix("../").is_err());
+    }
 
     #[test]
     fn namespace_rules() {

@@ -205,6 +205,7 @@ impl Node {
             info: crate::node_info::NodeInfo::starting(data_dir.clone()),
             backups,
             transfers,
+            max_file_bytes: config.max_file_bytes,
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -20,14 +20,20 @@ use tonic::{Request, Response, Status};
 pub struct CollectionApi(pub Arc<ApiState>);
 
 /// Where a call on a collection is answered.
-enum Target {
+pub(super) enum Target {
     Here(Namespace, Arc<Collection>),
     /// The collection's owner, another node of the mesh.
     Owner(Member),
 }
 
 impl CollectionApi {
-    fn target<T>(&self, req: &Request<T>, ns: &str, coll: &str, write: bool) -> Result<Target> {
+    pub(super) fn target<T>(
+        &self,
+        req: &Request<T>,
+        ns: &str,
+        coll: &str,
+        write: bool,
+    ) -> Result<Target> {
         let ns = self.0.namespace(req, ns)?;
         if write {
             ns.writable()?;
@@ -358,5 +364,42 @@ impl CollectionService for CollectionApi {
             }),
             node_id: self.0.node_id.clone(),
         }))
+    }
+
+    async fn put_file(
+        &self,
+        req: Request<tonic::Streaming<proto::PutFileRequest>>,
+    ) -> Result<Response<proto::FileInfo>, Status> {
+        self.put_file_call(req).await
+    }
+
+    type GetFileStream = super::files::FileStream;
+
+    async fn get_file(
+        &self,
+        req: Request<proto::GetFileRequest>,
+    ) -> Result<Response<Self::GetFileStream>, Status> {
+        self.get_file_call(req).await
+    }
+
+    async fn stat_file(
+        &self,
+        req: Request<proto::StatFileRequest>,
+    ) -> Result<Response<proto::FileInfo>, Status> {
+        self.stat_file_call(req).await
+    }
+
+    async fn list_files(
+        &self,
+        req: Request<proto::ListFilesRequest>,
+    ) -> Result<Response<proto::ListFilesResponse>, Status> {
+        self.list_files_call(req).await
+    }
+
+    async fn delete_file(
+        &self,
+        req: Request<proto::DeleteFileRequest>,
+    ) -> Result<Response<proto::FileInfo>, Status> {
+        self.delete_file_call(req).await
     }
 }

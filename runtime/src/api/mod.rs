@@ -6,6 +6,7 @@ pub mod connections;
 pub mod dispatcher;
 pub mod dynamic;
 pub mod edge;
+pub mod files;
 pub mod peers;
 pub mod reflection;
 pub mod registry;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub backups: Arc<crate::backups::Backups>,
     /// Clones and fetches.
     pub transfers: Arc<crate::transfers::Transfers>,
+    /// Largest file attached to a record, in bytes.
+    pub max_file_bytes: u64,
 }
 
 impl ApiState {

@@ -465,10 +465,19 @@ pub fn prepare_for_restore(
 }
 
 /// Drops the manifest table of a snapshot that is becoming a collection
-/// file, and syncs it.
+/// file, and its rows of attached files (their bytes do not travel with a
+/// snapshot yet), and syncs it.
 fn finish_restored(dest: &Path) -> Result<()> {
     let conn = Connection::open(dest)?;
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {META_TABLE}"))?;
+    let has_files: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'files'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_files {
+        conn.execute_batch("DELETE FROM files")?;
+    }
     conn.close().map_err(|(_, e)| Error::from(e))?;
     std::fs::File::open(dest)?.sync_all()?;
     Ok(())

@@ -161,6 +161,11 @@ fn db_path(root: &Path, ns: &Namespace, name: &CollectionName) -> PathBuf {
         .join(format!("{name}.db"))
 }
 
+/// Where the files attached to a collection's records live.
+fn files_path(root: &Path, ns: &Namespace, name: &CollectionName) -> PathBuf {
+    root.join("files").join(ns.as_str()).join(name.as_str())
+}
+
 async fn open_blocking(
     meta: &CollectionMeta,
     desc: prost_reflect::MessageDescriptor,
@@ -173,9 +178,12 @@ async fn open_blocking(
         meta.indexes.clone(),
     );
     let path = db_path(root, &ns, &name);
-    tokio::task::spawn_blocking(move || Collection::open(ns, name, desc, path, &indexes, options))
-        .await
-        .map_err(|e| Error::internal(format!("open task failed: {e}")))?
+    let files = files_path(root, &ns, &name);
+    tokio::task::spawn_blocking(move || {
+        Collection::open(ns, name, desc, path, files, &indexes, options)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("open task failed: {e}")))?
 }
 
 /// A description as stored in `system/collections` (and in backups).
@@ -685,6 +693,8 @@ impl Catalog {
             tokio::task::spawn_blocking(move || {
                 e.coll.close();
                 remove_files(e.coll.path());
+                // The bytes of its records' files go with it.
+                let _ = std::fs::remove_dir_all(e.coll.files_root());
             })
             .await
             .map_err(|e| Error::internal(format!("delete task failed: {e}")))?;

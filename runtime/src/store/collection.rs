@@ -5,6 +5,7 @@
 //! cache (`cache`).
 
 use super::cache::RecordCache;
+use super::files::FileArea;
 use super::query::{self, Query};
 use super::reads::{fts_error, row_record, run_count, run_page};
 use super::record::{BatchOutcome, Page, Record, WriteOp, Written};
@@ -54,6 +55,8 @@ pub struct Collection {
     pub name: CollectionName,
     desc: MessageDescriptor,
     path: PathBuf,
+    /// Where the files attached to its records live.
+    pub(super) files: Arc<FileArea>,
     writer: Mutex<Option<SyncSender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -65,12 +68,15 @@ pub struct Collection {
 }
 
 impl Collection {
-    /// Opens (creating if needed) the collection stored at `path`.
+    /// Opens (creating if needed) the collection stored at `path`, with the
+    /// files of its records under `files` (swept of what no record points
+    /// at).
     pub fn open(
         namespace: Namespace,
         name: CollectionName,
         desc: MessageDescriptor,
         path: PathBuf,
+        files: PathBuf,
         indexes: &[String],
         options: Options,
     ) -> Result<Arc<Self>> {
@@ -81,18 +87,23 @@ impl Collection {
         let cache = Arc::new(RecordCache::new(options.cache_bytes));
         let wcache = cache.clone();
         create_indexes(&conn, &desc, indexes)?;
+        let area = Arc::new(FileArea::new(files));
+        area.sweep(&conn)
+            .map_err(|e| e.context(format!("sweeping the files of {namespace}/{name}")))?;
+        let warea = area.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
         let wdesc = desc.clone();
         let label = format!("{namespace}/{name}");
         let handle = std::thread::Builder::new()
             .name(format!("writer {label}"))
-            .spawn(move || writer_loop(conn, wdesc, wcache, rx))
+            .spawn(move || writer_loop(conn, wdesc, wcache, warea, rx))
             .map_err(|e| Error::internal(format!("cannot start writer for {label}: {e}")))?;
         Ok(Arc::new(Collection {
             namespace,
             name,
             desc,
             path,
+            files: area,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
@@ -112,7 +123,12 @@ impl Collection {
         &self.path
     }
 
-    fn send(&self, job: Job) -> Result<()> {
+    /// Where the files attached to its records live.
+    pub fn files_root(&self) -> &Path {
+        self.files.root()
+    }
+
+    pub(super) fn send(&self, job: Job) -> Result<()> {
         let guard = self.writer.lock().expect("writer lock");
         let Some(tx) = guard.as_ref() else {
             if self.replaced.load(Ordering::Acquire) {
@@ -203,7 +219,7 @@ impl Collection {
     /// query lane read is stopped inside SQLite (progress handler) once it
     /// has run `QUERY_TIMEOUT`, or as soon as its caller stops waiting; one
     /// whose caller left while it queued does not start.
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         lane: Lane,
         f: impl FnOnce(&Collection, &Connection) -> Result<T> + Send + 'static,
@@ -402,6 +418,7 @@ mod tests {
             CollectionName::new("m").unwrap(),
             desc,
             dir.join("m.db"),
+            dir.join("m-files"),
             indexes,
             Options {
                 sync_full: false,

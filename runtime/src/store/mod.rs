@@ -2,7 +2,8 @@
 //! layout (`schema`), its one writer with group commit (`writer`), reads on
 //! reader threads (`reads`, `readers`) behind a record cache (`cache`), the
 //! record and write types (`record`), queries (`query`: filters, order and
-//! paging → SQL) and payload encoding (`codec`). The catalogue of
+//! paging → SQL), payload encoding (`codec`) and the files attached to
+//! records (`files`). The catalogue of
 //! collections (`catalog`) is itself a collection.
 //!
 //! The store knows nothing of the type registry: it resolves a collection's
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod catalog;
 pub mod codec;
 pub mod collection;
+pub mod files;
 pub mod query;
 pub mod readers;
 mod reads;
@@ -22,6 +24,7 @@ mod writer;
 
 pub use catalog::{BackupPolicy, Catalog, CollectionMeta, CollectionUpdate, Types};
 pub use collection::{Collection, Options};
+pub use files::{FileArea, FileMeta, FilePage, PutFile};
 pub use query::{Filter, Op, Order, Query, Scalar};
 pub use record::{
     BatchOutcome, Labels, Mask, MaskPart, Page, Record, WriteOp, Written, check_labels,

@@ -8,7 +8,9 @@
 //! `records_fts` is a contentless FTS5 index over the JSON's text values.
 //! `applied_calls` names the handler calls (by request id) whose writes a
 //! batch applied, in that batch's transaction, so a re-run of the call
-//! skips this collection (kept `APPLIED_CALLS_RETAIN`).
+//! skips this collection (kept `APPLIED_CALLS_RETAIN`). `files` describes
+//! the files attached to records (`files`: path, size, hash, version, and
+//! the blob holding the bytes).
 
 use super::query;
 use crate::error::Result;
@@ -43,6 +45,18 @@ CREATE TABLE IF NOT EXISTS applied_calls(
   at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS applied_calls_at ON applied_calls(at);
+CREATE TABLE IF NOT EXISTS files(
+  record TEXT NOT NULL,
+  path TEXT NOT NULL,
+  blob TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  blake3 TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  PRIMARY KEY(record, path)
+) WITHOUT ROWID;
 ";
 
 pub(super) fn open_writer(path: &Path, sync_full: bool) -> Result<Connection> {

@@ -6,6 +6,7 @@
 
 use super::cache::{Change, RecordCache};
 use super::codec;
+use super::files::{self, Doomed, FileArea, FileMeta, FileOp};
 use super::record::{
     BatchOutcome, Labels, MaskPart, Record, WriteOp, Written, check_labels, check_version,
 };
@@ -32,12 +33,15 @@ pub(super) enum Job {
     ),
     /// Index paths to add and to drop.
     Index(Vec<String>, Vec<String>, oneshot::Sender<Result<()>>),
+    /// A file's row put or dropped.
+    File(FileOp, oneshot::Sender<Result<FileMeta>>),
 }
 
 pub(super) fn writer_loop(
     mut conn: Connection,
     desc: MessageDescriptor,
     cache: Arc<RecordCache>,
+    area: Arc<FileArea>,
     rx: Receiver<Job>,
 ) {
     while let Ok(first) = rx.recv() {
@@ -48,7 +52,7 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &desc, &cache, jobs);
+        commit_group(&mut conn, &desc, &cache, &area, jobs);
     }
     // Closing (a clean stop, or the collection going away): move the WAL
     // into the database file, so that the `.db` file is complete on its own
@@ -82,6 +86,7 @@ enum Reply {
     One(oneshot::Sender<Result<Written>>, Result<Written>),
     Batch(oneshot::Sender<Result<BatchOutcome>>, BatchOutcome),
     Index(oneshot::Sender<Result<()>>, Result<()>),
+    File(oneshot::Sender<Result<FileMeta>>, Result<FileMeta>),
 }
 
 /// What a successful write changed, for the record cache.
@@ -97,9 +102,12 @@ fn commit_group(
     conn: &mut Connection,
     desc: &MessageDescriptor,
     cache: &RecordCache,
+    area: &FileArea,
     jobs: Vec<Job>,
 ) {
     let mut changes: Vec<Change> = Vec::new();
+    // File bytes whose rows this group drops, unlinked after its commit.
+    let mut doomed: Vec<Doomed> = Vec::new();
     let mut replies = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     let outcome: Result<()> = (|| {
@@ -111,7 +119,7 @@ fn commit_group(
                     // `apply` raises caller errors before its first write, and a
                     // failed INSERT is undone by SQLite itself. Any other error may
                     // follow a write, so it fails the whole group.
-                    let r = apply(&tx, desc, &op);
+                    let r = apply(&tx, desc, &op, &mut doomed);
                     if let Ok(w) = &r {
                         changes.push(change(&op, w));
                     }
@@ -124,6 +132,7 @@ fn commit_group(
                 Job::Batch(ops, call, reply) => {
                     let mut results: Vec<Result<Written>> = Vec::with_capacity(ops.len());
                     let mut replayed = false;
+                    let doomed_before = doomed.len();
                     let r = in_savepoint(&mut tx, |sp| {
                         if let Some(call) = &call
                             && !mark_applied(sp, call)?
@@ -132,7 +141,7 @@ fn commit_group(
                             return Ok(());
                         }
                         for (i, op) in ops.iter().enumerate() {
-                            match apply(sp, desc, op) {
+                            match apply(sp, desc, op, &mut doomed) {
                                 Ok(w) => results.push(Ok(w)),
                                 Err(e) => {
                                     results.push(Err(e.clone()));
@@ -143,6 +152,10 @@ fn commit_group(
                         Ok(())
                     });
                     let committed = r.is_ok();
+                    if !committed {
+                        // Rolled back: those rows stay, and so do their bytes.
+                        doomed.truncate(doomed_before);
+                    }
                     if replayed {
                         let outcome = BatchOutcome {
                             committed,
@@ -186,6 +199,14 @@ fn commit_group(
                     });
                     replies.push(Reply::Index(reply, r));
                 }
+                Job::File(op, reply) => {
+                    let before = doomed.len();
+                    let r = in_savepoint(&mut tx, |sp| files::apply(sp, &op, &mut doomed));
+                    if r.is_err() {
+                        doomed.truncate(before);
+                    }
+                    replies.push(Reply::File(reply, r));
+                }
             }
         }
         tx.commit()?;
@@ -194,6 +215,7 @@ fn commit_group(
     if outcome.is_ok() {
         // Before any caller hears of its write, so reads see what was acknowledged.
         cache.apply(changes);
+        area.remove(&doomed);
     }
     // A failed commit loses every write of the group: tell each caller so,
     // including those whose jobs were never reached.
@@ -203,6 +225,7 @@ fn commit_group(
                 Job::One(_, tx) => drop(tx.send(Err(e.clone()))),
                 Job::Batch(_, _, tx) => drop(tx.send(Err(e.clone()))),
                 Job::Index(_, _, tx) => drop(tx.send(Err(e.clone()))),
+                Job::File(_, tx) => drop(tx.send(Err(e.clone()))),
             }
         }
     }
@@ -211,6 +234,8 @@ fn commit_group(
             (Reply::One(tx, r), Ok(())) => drop(tx.send(r)),
             (Reply::Batch(tx, b), Ok(())) => drop(tx.send(Ok(b))),
             (Reply::Index(tx, r), Ok(())) => drop(tx.send(r)),
+            (Reply::File(tx, r), Ok(())) => drop(tx.send(r)),
+            (Reply::File(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
             (Reply::One(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
             (Reply::Batch(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
             (Reply::Index(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
@@ -284,7 +309,12 @@ fn write_side_tables(
 /// Applies one write inside the group's transaction. Invariant the writer
 /// relies on: every error for which `Error::before_writes` holds is raised
 /// before the op's first write (or by the INSERT that SQLite undoes itself).
-fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Written> {
+fn apply(
+    tx: &Connection,
+    desc: &MessageDescriptor,
+    op: &WriteOp,
+    doomed: &mut Vec<Doomed>,
+) -> Result<Written> {
     match op {
         WriteOp::Create {
             id,
@@ -415,6 +445,7 @@ fn apply(tx: &Connection, desc: &MessageDescriptor, op: &WriteOp) -> Result<Writ
                 .execute([rid])?;
             tx.prepare_cached("DELETE FROM labels WHERE rid = ?")?
                 .execute([rid])?;
+            files::drop_record(tx, id, doomed)?;
             Ok(Written::Deleted)
         }
     }

@@ -5,6 +5,7 @@ mod cli;
 mod crud;
 mod docs;
 mod durability;
+mod files;
 mod gossip;
 mod handler_limits;
 mod handlers;

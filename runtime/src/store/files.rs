@@ -1,0 +1,684 @@
+//! Files attached to records. A record owns a tree of named files; their
+//! names, sizes, hashes and versions are rows of the collection's `files`
+//! table, and their bytes are blobs under `data/files/<ns>/<name>/`, in a
+//! directory per record named by the hash of its id, under names this node
+//! makes (UUIDv7). A client's path is never a path on disk.
+//!
+//! Every file operation goes through a cap-std `Dir` rooted at the
+//! collection's file area, so a symlink planted inside it cannot make the
+//! node read or write outside; blobs are only ever created new (never
+//! opened for writing), so a planted hard link is never written through.
+//!
+//! A put streams into a temporary blob in the record's directory, hashing
+//! as it goes; only when the stream ends cleanly and the size and hash
+//! preconditions hold is it synced and renamed to its final name, and then
+//! the row pointing at it is written by the collection's writer (which
+//! checks the record exists and the version preconditions, in the same
+//! transaction as any other write). The blob a put replaces, or a delete
+//! removes, is unlinked after that commit. What a crash leaves between
+//! those steps (a temporary, a blob no row points at) is swept when the
+//! collection opens, so the rows and the bytes never disagree.
+
+use super::collection::Collection;
+use super::readers::Lane;
+use super::writer::Job;
+use crate::error::{Error, Result};
+use crate::names::{FilePath, RecordId};
+use cap_std::fs::Dir;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::oneshot;
+use tokio_stream::{Stream, StreamExt};
+
+/// A file's metadata, as `StatFile` and `ListFiles` give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// The record it belongs to.
+    pub record_id: String,
+    /// Its path under the record.
+    pub path: String,
+    /// Bytes.
+    pub size_bytes: i64,
+    /// blake3 of its bytes, hex.
+    pub blake3: String,
+    /// What the client said it is (a MIME type, say).
+    pub content_type: String,
+    /// 1 when first put, +1 on every put over it.
+    pub version: i64,
+    /// When it was first put (µs since the epoch).
+    pub created_us: i64,
+    /// When it was last put (µs since the epoch).
+    pub updated_us: i64,
+}
+
+/// What a put asks for, besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutFile {
+    /// Content type to record.
+    pub content_type: String,
+    /// The bytes must number exactly this many.
+    pub expected_size: Option<i64>,
+    /// The bytes must hash to this (blake3, hex).
+    pub expected_blake3: Option<String>,
+    /// Only if no file is at the path yet (else ALREADY_EXISTS).
+    pub if_absent: bool,
+    /// Only if the file at the path is at this version (else
+    /// FAILED_PRECONDITION).
+    pub expected_version: Option<i64>,
+}
+
+/// A finished blob: synced and under its final name.
+#[derive(Debug, Clone)]
+pub(super) struct Blob {
+    pub name: String,
+    pub size: i64,
+    pub blake3: String,
+}
+
+/// A change to the `files` table, applied by the collection's writer.
+pub(super) enum FileOp {
+    Put {
+        id: RecordId,
+        path: FilePath,
+        blob: Blob,
+        put: PutFile,
+    },
+    Delete {
+        id: RecordId,
+        path: FilePath,
+        expected_version: Option<i64>,
+    },
+}
+
+/// A blob to unlink once the transaction that dropped its row commits.
+pub(super) type Doomed = (RecordId, String);
+
+/// A collection's file area, opened on first use (a collection without
+/// files has no directory).
+pub struct FileArea {
+    root: PathBuf,
+    dir: OnceLock<Dir>,
+}
+
+/// The directory of a record's blobs: its id's hash, so any id is a safe
+/// name.
+fn record_dir(id: &RecordId) -> String {
+    blake3::hash(id.as_str().as_bytes()).to_hex()[..32].to_string()
+}
+
+const TMP_PREFIX: &str = ".tmp-";
+
+impl FileArea {
+    /// The area rooted at `root` (made by the node from checked names).
+    pub fn new(root: PathBuf) -> Self {
+        FileArea {
+            root,
+            dir: OnceLock::new(),
+        }
+    }
+
+    /// Where the area lives.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self) -> Result<&Dir> {
+        if let Some(d) = self.dir.get() {
+            return Ok(d);
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let d = Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())?;
+        Ok(self.dir.get_or_init(|| d))
+    }
+
+    /// Starts a new blob for record `id`: a temporary in its directory.
+    fn create(&self, id: &RecordId) -> Result<BlobWriter> {
+        let rdir = record_dir(id);
+        let dir = self.dir()?;
+        dir.create_dir_all(&rdir)?;
+        let dir = dir.open_dir(&rdir)?;
+        let name = uuid::Uuid::now_v7().to_string();
+        let tmp = format!("{TMP_PREFIX}{name}");
+        let file = dir.open_with(
+            &tmp,
+            cap_std::fs::OpenOptions::new().write(true).create_new(true),
+        )?;
+        Ok(BlobWriter {
+            dir,
+            file: Some(file),
+            tmp,
+            name,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        })
+    }
+
+    /// Opens record `id`'s blob `name` to read.
+    fn open(&self, id: &RecordId, name: &str) -> Result<cap_std::fs::File> {
+        let path = format!("{}/{name}", record_dir(id));
+        Ok(self.dir()?.open(path)?)
+    }
+
+    /// Unlinks blobs whose rows are gone (and their record's directory once
+    /// empty); what cannot be removed now is swept at the next open.
+    pub(super) fn remove(&self, doomed: &[Doomed]) {
+        let Ok(dir) = self.dir() else { return };
+        for (id, name) in doomed {
+            let rdir = record_dir(id);
+            if let Err(e) = dir.remove_file(format!("{rdir}/{name}")) {
+                tracing::warn!(error = %e, "could not remove a file's old bytes; swept at the next open");
+            }
+            // Fails while other files (or a put under way) are in it.
+            let _ = dir.remove_dir(&rdir);
+        }
+    }
+
+    /// Removes temporaries and blobs no row of `conn`'s `files` table points
+    /// at: what a crash between a put's steps, or a restore, left behind.
+    pub(super) fn sweep(&self, conn: &Connection) -> Result<usize> {
+        if !self.root.exists() {
+            return Ok(0);
+        }
+        let mut keep = HashSet::new();
+        let mut st = conn.prepare("SELECT record, blob FROM files")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (record, blob) = row?;
+            if let Ok(id) = RecordId::new(&record) {
+                keep.insert(format!("{}/{blob}", record_dir(&id)));
+            }
+        }
+        let dir = self.dir()?;
+        let mut removed = 0;
+        for rdir in dir.entries()? {
+            let rdir = rdir?;
+            let rname = rdir.file_name().to_string_lossy().into_owned();
+            if !rdir.file_type()?.is_dir() {
+                dir.remove_file(&rname)?;
+                removed += 1;
+                continue;
+            }
+            let sub = dir.open_dir(&rname)?;
+            for blob in sub.entries()? {
+                let blob = blob?;
+                let bname = blob.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&format!("{rname}/{bname}")) {
+                    if blob.file_type()?.is_dir() {
+                        sub.remove_dir_all(&bname)?;
+                    } else {
+                        sub.remove_file(&bname)?;
+                    }
+                    removed += 1;
+                }
+            }
+            let _ = dir.remove_dir(&rname);
+        }
+        if removed > 0 {
+            tracing::info!(removed, root = %self.root.display(), "swept file bytes no record points at");
+        }
+        Ok(removed)
+    }
+}
+
+/// A blob being written: a temporary until `finish` renames it. Dropped
+/// unfinished, the temporary is removed.
+struct BlobWriter {
+    dir: Dir,
+    file: Option<cap_std::fs::File>,
+    tmp: String,
+    name: String,
+    hasher: blake3::Hasher,
+    size: i64,
+}
+
+impl BlobWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        self.size += data.len() as i64;
+        self.file
+            .as_mut()
+            .expect("an unfinished blob")
+            .write_all(data)?;
+        Ok(())
+    }
+
+    /// Checks the preconditions, then syncs and renames the blob into place.
+    fn finish(mut self, put: &PutFile) -> Result<Blob> {
+        let blake3 = self.hasher.finalize().to_hex().to_string();
+        if let Some(n) = put.expected_size
+            && n != self.size
+        {
+            return Err(Error::failed_precondition(format!(
+                "the file is {} bytes, not the expected {n}; nothing was changed",
+                self.size
+            )));
+        }
+        if let Some(h) = &put.expected_blake3
+            && !h.eq_ignore_ascii_case(&blake3)
+        {
+            return Err(Error::failed_precondition(format!(
+                "the file's blake3 is {blake3}, not the expected {:?}; nothing was changed",
+                crate::names::clip(h)
+            )));
+        }
+        let file = self.file.take().expect("an unfinished blob");
+        file.sync_all()?;
+        drop(file);
+        self.dir.rename(&self.tmp, &self.dir, &self.name)?;
+        // The rename itself is durable before any row points at the blob.
+        self.dir.open(".")?.sync_all()?;
+        Ok(Blob {
+            name: self.name.clone(),
+            size: self.size,
+            blake3,
+        })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = self.dir.remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Runs blocking file work off the executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("file task failed: {e}")))?
+}
+
+const COLUMNS: &str = "record, path, size, blake3, content_type, version, created, updated";
+
+fn row_meta(r: &rusqlite::Row) -> rusqlite::Result<FileMeta> {
+    Ok(FileMeta {
+        record_id: r.get(0)?,
+        path: r.get(1)?,
+        size_bytes: r.get(2)?,
+        blake3: r.get(3)?,
+        content_type: r.get(4)?,
+        version: r.get(5)?,
+        created_us: r.get(6)?,
+        updated_us: r.get(7)?,
+    })
+}
+
+/// Applies a file op inside the writer's transaction; blobs whose rows it
+/// drops go to `doomed`.
+pub(super) fn apply(tx: &Connection, op: &FileOp, doomed: &mut Vec<Doomed>) -> Result<FileMeta> {
+    let (id, path) = match op {
+        FileOp::Put { id, path, .. } | FileOp::Delete { id, path, .. } => (id, path),
+    };
+    let existing: Option<(String, i64, i64)> = tx
+        .prepare_cached("SELECT blob, version, created FROM files WHERE record = ? AND path = ?")?
+        .query_row(params![id.as_str(), path.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let not_found = || {
+        Error::not_found(format!(
+            "record {:?} has no file {:?}",
+            crate::names::clip(id.as_str()),
+            path.as_str()
+        ))
+    };
+    let check_version = |expected: Option<i64>, actual: Option<i64>| match (expected, actual) {
+        (Some(v), Some(a)) if v != a => Err(Error::failed_precondition(format!(
+            "file {:?} is at version {a}, not the expected {v}: stat it again and retry",
+            path.as_str()
+        ))),
+        (Some(_), None) => Err(not_found()),
+        _ => Ok(()),
+    };
+    match op {
+        FileOp::Put { blob, put, .. } => {
+            let has_record = tx
+                .prepare_cached("SELECT 1 FROM records WHERE id = ?")?
+                .query_row([id.as_str()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !has_record {
+                return Err(Error::not_found(format!(
+                    "record {:?} not found; a file belongs to a record: create it first",
+                    crate::names::clip(id.as_str())
+                )));
+            }
+            if put.if_absent && existing.is_some() {
+                return Err(Error::already_exists(format!(
+                    "record {:?} has a file {:?} already (if_absent)",
+                    crate::names::clip(id.as_str()),
+                    path.as_str()
+                )));
+            }
+            check_version(put.expected_version, existing.as_ref().map(|e| e.1))?;
+            let now = crate::util::now_us();
+            let (version, created) = match &existing {
+                Some((old, v, c)) => {
+                    doomed.push((id.clone(), old.clone()));
+                    (v + 1, *c)
+                }
+                None => (1, now),
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO files(record, path, blob, size, blake3, content_type, version, created, updated)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                id.as_str(),
+                path.as_str(),
+                blob.name,
+                blob.size,
+                blob.blake3,
+                put.content_type,
+                version,
+                created,
+                now
+            ])?;
+            Ok(FileMeta {
+                record_id: id.as_str().to_string(),
+                path: path.as_str().to_string(),
+                size_bytes: blob.size,
+                blake3: blob.blake3.clone(),
+                content_type: put.content_type.clone(),
+                version,
+                created_us: created,
+                updated_us: now,
+            })
+        }
+        FileOp::Delete {
+            expected_version, ..
+        } => {
+            let Some((old, version, _)) = existing else {
+                return Err(not_found());
+            };
+            check_version(*expected_version, Some(version))?;
+            let meta = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM files WHERE record = ? AND path = ?"
+                ))?
+                .query_row(params![id.as_str(), path.as_str()], row_meta)?;
+            tx.prepare_cached("DELETE FROM files WHERE record = ? AND path = ?")?
+                .execute(params![id.as_str(), path.as_str()])?;
+            doomed.push((id.clone(), old));
+            Ok(meta)
+        }
+    }
+}
+
+/// Drops the rows of every file of record `id` (it is being deleted); their
+/// blobs go to `doomed`.
+pub(super) fn drop_record(tx: &Connection, id: &RecordId, doomed: &mut Vec<Doomed>) -> Result<()> {
+    let mut st = tx.prepare_cached("DELETE FROM files WHERE record = ? RETURNING blob")?;
+    let blobs = st.query_map([id.as_str()], |r| r.get::<_, String>(0))?;
+    for b in blobs {
+        doomed.push((id.clone(), b?));
+    }
+    Ok(())
+}
+
+/// A page of files.
+#[derive(Debug, Clone)]
+pub struct FilePage {
+    /// The files, by path.
+    pub files: Vec<FileMeta>,
+    /// Token of the next page; empty on the last.
+    pub next_token: String,
+}
+
+/// A stream of a file's bytes.
+pub type Bytes = std::pin::Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
+
+impl Collection {
+    /// Puts a file at `path` of record `id` from `chunks`: streamed to a
+    /// temporary, checked, renamed into place and recorded, or nothing
+    /// changes. At most `max_bytes` are taken (RESOURCE_EXHAUSTED).
+    pub async fn put_file(
+        self: &Arc<Self>,
+        id: RecordId,
+        path: FilePath,
+        put: PutFile,
+        mut chunks: impl Stream<Item = Result<Vec<u8>>> + Unpin,
+        max_bytes: u64,
+    ) -> Result<FileMeta> {
+        if let Some(n) = put.expected_size
+            && (n < 0 || n as u64 > max_bytes)
+        {
+            return Err(Error::resource_exhausted(format!(
+                "expected_size {n} is over the file limit of {max_bytes} bytes (--max-file-bytes)"
+            )));
+        }
+        let area = self.files.clone();
+        let rid = id.clone();
+        let mut blob = Some(blocking(move || area.create(&rid)).await?);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            let mut w = blob.take().expect("the blob");
+            if (w.size as u64).saturating_add(chunk.len() as u64) > max_bytes {
+                return Err(Error::resource_exhausted(format!(
+                    "the file is over the limit of {max_bytes} bytes (--max-file-bytes); nothing was changed"
+                )));
+            }
+            // Hashed and written off the executor; the writer comes back.
+            let (w, wrote) = blocking(move || {
+                let wrote = w.write(&chunk);
+                Ok((w, wrote))
+            })
+            .await?;
+            blob = Some(w);
+            wrote?;
+        }
+        let w = blob.take().expect("the blob");
+        // From here on the put runs to its end even if the caller goes: a
+        // renamed blob is either recorded or removed.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let finished = {
+                let put = put.clone();
+                blocking(move || w.finish(&put)).await?
+            };
+            let name = finished.name.clone();
+            let (tx, rx) = oneshot::channel();
+            let sent = this.send(Job::File(
+                FileOp::Put {
+                    id: id.clone(),
+                    path,
+                    blob: finished,
+                    put,
+                },
+                tx,
+            ));
+            let out = match sent {
+                Ok(()) => rx
+                    .await
+                    .map_err(|_| Error::internal("the writer dropped the request"))
+                    .and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            if out.is_err() {
+                let area = this.files.clone();
+                let _ = blocking(move || {
+                    area.remove(&[(id, name)]);
+                    Ok(())
+                })
+                .await;
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::internal(format!("put task failed: {e}")))?
+    }
+
+    /// The metadata of the file at `path` of record `id`.
+    pub async fn stat_file(self: &Arc<Self>, id: RecordId, path: FilePath) -> Result<FileMeta> {
+        self.read(Lane::Point, move |_, conn| {
+            stat(conn, &id, &path).map(|(m, _)| m)
+        })
+        .await
+    }
+
+    /// Files of record `id` whose paths start with `prefix`, by path, after
+    /// the page token.
+    pub async fn list_files(
+        self: &Arc<Self>,
+        id: RecordId,
+        prefix: String,
+        page_size: usize,
+        page_token: String,
+    ) -> Result<FilePage> {
+        self.read(Lane::Query, move |_, conn| {
+            let limit = match page_size {
+                0 => crate::limits::DEFAULT_PAGE_SIZE as usize,
+                n => n.min(crate::limits::MAX_PAGE_SIZE as usize),
+            };
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM files WHERE record = ?1 AND path > ?2
+                   AND substr(path, 1, length(?3)) = ?3 ORDER BY path LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                params![id.as_str(), page_token, prefix, limit as i64 + 1],
+                row_meta,
+            )?;
+            let mut files = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let next_token = if files.len() > limit {
+                files.truncate(limit);
+                files.last().map(|f| f.path.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(FilePage { files, next_token })
+        })
+        .await
+    }
+
+    /// Reads the file at `path` of record `id`: its metadata, and its bytes
+    /// from `offset`, at most `len` of them (0: to the end), in chunks of
+    /// `FILE_CHUNK_BYTES` read as the caller takes them.
+    pub async fn get_file(
+        self: &Arc<Self>,
+        id: RecordId,
+        path: FilePath,
+        offset: i64,
+        len: i64,
+    ) -> Result<(FileMeta, Bytes)> {
+        let (meta, blob) = self
+            .read(Lane::Point, {
+                let (id, path) = (id.clone(), path.clone());
+                move |_, conn| stat(conn, &id, &path)
+            })
+            .await?;
+        if offset < 0 || offset > meta.size_bytes || len < 0 {
+            return Err(Error::invalid(format!(
+                "range at byte {offset} of length {len} is outside the file's {} bytes",
+                meta.size_bytes
+            )));
+        }
+        let end = if len == 0 {
+            meta.size_bytes
+        } else {
+            offset.saturating_add(len).min(meta.size_bytes)
+        };
+        let area = self.files.clone();
+        let size = meta.size_bytes;
+        let file = blocking(move || {
+            let f = area.open(&id, &blob)?;
+            let m = f.metadata()?;
+            if !m.is_file() || m.len() as i64 != size {
+                return Err(Error::data_loss(format!(
+                    "the bytes of file {:?} on disk do not match its record ({} bytes recorded)",
+                    path.as_str(),
+                    size
+                )));
+            }
+            Ok(f.into_std())
+        })
+        .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut file = Some(file);
+            let mut at = offset;
+            while at < end {
+                let f = file.take().expect("the file");
+                let n = (end - at).min(crate::limits::FILE_CHUNK_BYTES as i64);
+                let read = blocking(move || {
+                    let mut f = f;
+                    f.seek(SeekFrom::Start(at as u64))?;
+                    let mut buf = Vec::with_capacity(n as usize);
+                    (&mut f).take(n as u64).read_to_end(&mut buf)?;
+                    Ok((f, buf))
+                })
+                .await;
+                let chunk = match read {
+                    Ok((f, buf)) if buf.len() as i64 == n => {
+                        file = Some(f);
+                        Ok(buf)
+                    }
+                    Ok(_) => Err(Error::data_loss("the file ended early on disk")),
+                    Err(e) => Err(e),
+                };
+                let failed = chunk.is_err();
+                at += n;
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok((
+            meta,
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        ))
+    }
+
+    /// Deletes the file at `path` of record `id` (and frees its bytes).
+    pub async fn delete_file(
+        self: &Arc<Self>,
+        id: RecordId,
+        path: FilePath,
+        expected_version: Option<i64>,
+    ) -> Result<FileMeta> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::File(
+            FileOp::Delete {
+                id,
+                path,
+                expected_version,
+            },
+            tx,
+        ))?;
+        rx.await
+            .map_err(|_| Error::internal("the writer dropped the request"))?
+    }
+
+    /// Files attached to the collection's records, and their bytes.
+    pub async fn file_stats(self: &Arc<Self>) -> Result<(i64, i64)> {
+        self.read(Lane::Point, |_, conn| {
+            Ok(conn.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+    }
+}
+
+fn stat(conn: &Connection, id: &RecordId, path: &FilePath) -> Result<(FileMeta, String)> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, blob FROM files WHERE record = ? AND path = ?"
+    ))?
+    .query_row(params![id.as_str(), path.as_str()], |r| {
+        Ok((row_meta(r)?, r.get::<_, String>(8)?))
+    })
+    .optional()?
+    .ok_or_else(|| {
+        Error::not_found(format!(
+            "record {:?} has no file {:?}",
+            crate::names::clip(id.as_str()),
+            path.as_str()
+        ))
+    })
+}
