@@ -90,8 +90,13 @@ impl CollectionApi {
                     if tx.send(first).await.is_err() {
                         return;
                     }
-                    while let Some(Ok(m)) = stream.next().await {
-                        if tx.send(m).await.is_err() {
+                    // A client stream that breaks here must not end
+                    // cleanly there (the owner would keep what arrived): it
+                    // ends with the abort marker instead.
+                    while let Some(m) = stream.next().await {
+                        let m = m.unwrap_or(proto::PutFileRequest { part: None });
+                        let aborted = m.part.is_none();
+                        if tx.send(m).await.is_err() || aborted {
                             return;
                         }
                     }
@@ -129,6 +134,9 @@ impl CollectionApi {
                 }
                 Ok(data)
             }
+            Ok(proto::PutFileRequest { part: None }) => Err(Error::cancelled(
+                "the sender aborted the put (its source failed); nothing was changed",
+            )),
             Ok(_) => Err(Error::invalid(
                 "a PutFile stream has one header, its first message; the rest are chunks",
             )),

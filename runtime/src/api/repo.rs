@@ -107,10 +107,12 @@ macro_rules! relay_to_owner {
 
 /// A collection's description with its record count and bytes on disk.
 async fn described(state: &ApiState, m: CollectionMeta) -> Result<proto::CollectionInfo, Error> {
-    let (count, size) = state.catalog.get(&m.namespace, &m.name)?.stats().await?;
+    let s = state.catalog.get(&m.namespace, &m.name)?.stats().await?;
     Ok(proto::CollectionInfo {
-        record_count: count,
-        size_bytes: size,
+        record_count: s.records,
+        size_bytes: s.size_bytes,
+        file_count: s.files,
+        file_bytes: s.file_bytes,
         ..info(m, state.node_id.clone(), state.address.clone())
     })
 }

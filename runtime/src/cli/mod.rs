@@ -5,6 +5,7 @@
 
 mod backups;
 mod collections;
+mod files;
 mod mesh;
 mod output;
 mod protos;
@@ -64,6 +65,11 @@ pub enum ClientCmd {
     Backup {
         #[command(subcommand)]
         cmd: backups::BackupCmd,
+    },
+    /// Files attached to records: put, get, stat, ls, rm.
+    Files {
+        #[command(subcommand)]
+        cmd: files::FilesCmd,
     },
     /// Copy a collection to a new name, here or on another member of the mesh.
     Clone(transfers::Clone),
@@ -141,6 +147,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
         ClientCmd::Protos { cmd } => protos::run(&mut c, cmd).await,
         ClientCmd::Collections { cmd } => collections::run(&mut c, cmd).await,
         ClientCmd::Backup { cmd } => backups::run(&mut c, cmd).await,
+        ClientCmd::Files { cmd } => files::run(&mut c, cmd).await,
         ClientCmd::Clone(a) => transfers::clone(&mut c, a).await,
         ClientCmd::Fetch(a) => transfers::fetch(&mut c, a).await,
         ClientCmd::Put(a) => records::put(&mut c, a).await,

@@ -7,8 +7,12 @@ use serde_json::{Value as Json, json};
 use std::path::Path;
 use tonic::Status;
 
-/// Prints a command's result as pretty JSON on stdout.
+/// Prints a command's result as pretty JSON on stdout (nothing for null:
+/// the command's output was something else, e.g. a file's bytes).
 pub fn print(out: &Json) {
+    if out.is_null() {
+        return;
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(out).expect("JSON prints")
@@ -74,6 +78,8 @@ pub fn info_json(c: proto::CollectionInfo) -> Json {
         "indexes": c.indexes,
         "record_count": c.record_count,
         "size_bytes": c.size_bytes,
+        "file_count": c.file_count,
+        "file_bytes": c.file_bytes,
         "node_id": c.node_id,
         "node_address": c.node_address,
         "backup_policy": c.backup_policy.map(|p| json!({
@@ -81,6 +87,21 @@ pub fn info_json(c: proto::CollectionInfo) -> Json {
             "retention_seconds": p.retention_seconds,
             "interval_seconds": p.interval_seconds,
         })),
+    })
+}
+
+/// A file attached to a record.
+pub fn file_json(f: proto::FileInfo) -> Json {
+    let ts = |t: Option<prost_types::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    json!({
+        "record_id": f.record_id,
+        "path": f.path,
+        "size_bytes": f.size_bytes,
+        "blake3": f.blake3,
+        "content_type": f.content_type,
+        "version": f.version,
+        "created_at": ts(f.created_at),
+        "updated_at": ts(f.updated_at),
     })
 }
 

@@ -67,6 +67,19 @@ pub struct Collection {
     replaced: AtomicBool,
 }
 
+/// How much a collection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Records.
+    pub records: i64,
+    /// Bytes of its SQLite file and WAL.
+    pub size_bytes: i64,
+    /// Files attached to its records.
+    pub files: i64,
+    /// Bytes of those files.
+    pub file_bytes: i64,
+}
+
 impl Collection {
     /// Opens (creating if needed) the collection stored at `path`, with the
     /// files of its records under `files` (swept of what no record points
@@ -342,17 +355,27 @@ impl Collection {
         .await
     }
 
-    /// Record count and bytes on disk (database and WAL).
-    pub async fn stats(self: &Arc<Self>) -> Result<(i64, i64)> {
+    /// Records, bytes on disk (database and WAL) and attached files.
+    pub async fn stats(self: &Arc<Self>) -> Result<Stats> {
         self.read(Lane::Point, |c, conn| {
-            let n: i64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
-            let mut size = 0i64;
+            let records: i64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
+            let (files, file_bytes) = conn.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut size_bytes = 0i64;
             for suffix in ["", "-wal"] {
                 let mut p = c.path.clone().into_os_string();
                 p.push(suffix);
-                size += std::fs::metadata(&p).map(|m| m.len() as i64).unwrap_or(0);
+                size_bytes += std::fs::metadata(&p).map(|m| m.len() as i64).unwrap_or(0);
             }
-            Ok((n, size))
+            Ok(Stats {
+                records,
+                size_bytes,
+                files,
+                file_bytes,
+            })
         })
         .await
     }

@@ -652,18 +652,6 @@ impl Collection {
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }
-
-    /// Files attached to the collection's records, and their bytes.
-    pub async fn file_stats(self: &Arc<Self>) -> Result<(i64, i64)> {
-        self.read(Lane::Point, |_, conn| {
-            Ok(conn.query_row(
-                "SELECT count(*), coalesce(sum(size), 0) FROM files",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
-        })
-        .await
-    }
 }
 
 fn stat(conn: &Connection, id: &RecordId, path: &FilePath) -> Result<(FileMeta, String)> {

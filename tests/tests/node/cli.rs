@@ -246,6 +246,174 @@ fn backups_are_taken_verified_restored_and_deleted_and_collections_cloned_with_t
     assert_eq!(code, 64 + 5, "a deleted backup is NOT_FOUND");
 }
 
+/// Runs a client command with `stdin` as its standard input.
+fn run_with_stdin(node: &ProcessNode, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("--node")
+        .arg(node.addr.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run client");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn files_are_put_read_listed_and_removed_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ProcessNode::start(BIN, &dir.path().join("data"));
+    let proto = dir.path().join("shop.proto");
+    std::fs::write(&proto, SHOP_PROTO).unwrap();
+    fn ns<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+        [&["-n", "shop"][..], rest].concat()
+    }
+    ok(&node, &ns(&["protos", "register", proto.to_str().unwrap()]));
+    ok(
+        &node,
+        &ns(&["collections", "create", "orders", "--type", "shop.Order"]),
+    );
+    ok(
+        &node,
+        &ns(&["put", "orders", r#"{"title": "lamp"}"#, "--id", "o1"]),
+    );
+    // From a local file (3 MiB: several chunks), with a content type.
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let src = dir.path().join("manual.pdf");
+    std::fs::write(&src, &big).unwrap();
+    let src = src.to_str().unwrap().to_string();
+    let put = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "files",
+            "put",
+            "orders",
+            "o1",
+            "docs/manual.pdf",
+            &src,
+            "--content-type",
+            "application/pdf",
+        ],
+    );
+    assert_eq!(put["size_bytes"], big.len(), "{put}");
+    assert_eq!(put["blake3"], blake3::hash(&big).to_hex().as_str(), "{put}");
+    assert_eq!(put["version"], 1, "{put}");
+    assert_eq!(put["content_type"], "application/pdf", "{put}");
+    // From stdin.
+    let (code, out, err) = run_with_stdin(
+        &node,
+        &ns(&["files", "put", "orders", "o1", "notes.txt"]),
+        b"hello, files",
+    );
+    assert_eq!(code, 0, "{err}");
+    let notes: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(notes["size_bytes"], 12, "{notes}");
+    // To a local file, replaced whole; and to stdout, whole or a range.
+    let dest = dir.path().join("copy.pdf");
+    let got = ok(
+        &node,
+        &ns(&[
+            "files",
+            "get",
+            "orders",
+            "o1",
+            "docs/manual.pdf",
+            dest.to_str().unwrap(),
+        ]),
+    );
+    assert_eq!(got["blake3"], put["blake3"]);
+    assert!(std::fs::read(&dest).unwrap() == big, "the copy differs");
+    let (code, out, err) = run_with_stdin(
+        &node,
+        &ns(&["files", "get", "orders", "o1", "notes.txt"]),
+        b"",
+    );
+    assert_eq!((code, out.as_slice()), (0, &b"hello, files"[..]), "{err}");
+    let (code, out, err) = run_with_stdin(
+        &node,
+        &ns(&[
+            "files",
+            "get",
+            "orders",
+            "o1",
+            "notes.txt",
+            "--offset",
+            "7",
+            "--length",
+            "5",
+        ]),
+        b"",
+    );
+    assert_eq!((code, out.as_slice()), (0, &b"files"[..]), "{err}");
+    // Listings, stat, and the collection's totals.
+    let all = ok(&node, &ns(&["files", "ls", "orders", "o1"]));
+    let paths: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["docs/manual.pdf", "notes.txt"]);
+    let docs = ok(
+        &node,
+        &ns(&["files", "ls", "orders", "o1", "--prefix", "docs/"]),
+    );
+    assert_eq!(docs.as_array().unwrap().len(), 1, "{docs}");
+    let st = ok(&node, &ns(&["files", "stat", "orders", "o1", "notes.txt"]));
+    assert_eq!(
+        st["blake3"],
+        blake3::hash(b"hello, files").to_hex().as_str()
+    );
+    let info = ok(&node, &ns(&["collections", "get", "orders"]));
+    assert_eq!(info["file_count"], 2, "{info}");
+    assert_eq!(info["file_bytes"], big.len() + 12, "{info}");
+    // Preconditions and failures exit with 64 + the status code.
+    let (code, _, err) = run_with_stdin(
+        &node,
+        &ns(&["files", "put", "orders", "o1", "notes.txt", "--if-absent"]),
+        b"again",
+    );
+    assert_eq!(code, 64 + 6, "ALREADY_EXISTS: {err}");
+    let (code, _, err) = run(
+        &node,
+        &ns(&["files", "put", "orders", "o1", "x/../y", &src]),
+    );
+    assert_eq!(code, 64 + 3, "INVALID_ARGUMENT: {err}");
+    let (code, _, err) = run(
+        &node,
+        &ns(&["files", "put", "orders", "o1", "y", "/no/such/file"]),
+    );
+    assert_eq!(code, 64 + 3, "a missing local file: {err}");
+    let gone = ok(&node, &ns(&["files", "rm", "orders", "o1", "notes.txt"]));
+    assert_eq!(gone["path"], "notes.txt");
+    let (code, _, err) = run(&node, &ns(&["files", "stat", "orders", "o1", "notes.txt"]));
+    assert_eq!(code, 64 + 5, "NOT_FOUND: {err}");
+    // A missing file leaves no partial copy behind.
+    let (code, _, _) = run(
+        &node,
+        &ns(&[
+            "files",
+            "get",
+            "orders",
+            "o1",
+            "notes.txt",
+            dest.to_str().unwrap(),
+        ]),
+    );
+    assert_eq!(code, 64 + 5);
+    assert!(std::fs::read(&dest).unwrap() == big, "the old copy stays");
+}
+
 #[test]
 fn client_commands_report_an_unreachable_node() {
     let out = Command::new(BIN)

@@ -5,7 +5,7 @@ use collector::proto::{self, get_file_response, put_file_request};
 use collector_tests::{Clients, Order, TestNode};
 use tonic::Code;
 
-fn file(record: &str, path: &str) -> Option<proto::FileRef> {
+pub(crate) fn file(record: &str, path: &str) -> Option<proto::FileRef> {
     Some(proto::FileRef {
         namespace: "shop".into(),
         collection: "orders".into(),
@@ -14,7 +14,7 @@ fn file(record: &str, path: &str) -> Option<proto::FileRef> {
     })
 }
 
-fn header(record: &str, path: &str) -> proto::PutFileHeader {
+pub(crate) fn header(record: &str, path: &str) -> proto::PutFileHeader {
     proto::PutFileHeader {
         file: file(record, path),
         content_type: "application/octet-stream".into(),
@@ -23,7 +23,7 @@ fn header(record: &str, path: &str) -> proto::PutFileHeader {
 }
 
 /// Puts `data` in chunks of `chunk` bytes after `h`.
-async fn put_with(
+pub(crate) async fn put_with(
     c: &Clients,
     h: proto::PutFileHeader,
     data: &[u8],
@@ -44,14 +44,14 @@ async fn put_with(
         .map(|r| r.into_inner())
 }
 
-async fn put(c: &Clients, record: &str, path: &str, data: &[u8]) -> proto::FileInfo {
+pub(crate) async fn put(c: &Clients, record: &str, path: &str, data: &[u8]) -> proto::FileInfo {
     put_with(c, header(record, path), data, 1 << 20)
         .await
         .expect("PutFile")
 }
 
 /// Reads a file (a range of it with `offset`/`length`): its header and bytes.
-async fn get_range(
+pub(crate) async fn get_range(
     c: &Clients,
     record: &str,
     path: &str,
@@ -80,11 +80,15 @@ async fn get_range(
     Ok((head.expect("a header first"), bytes))
 }
 
-async fn get(c: &Clients, record: &str, path: &str) -> Result<Vec<u8>, tonic::Status> {
+pub(crate) async fn get(c: &Clients, record: &str, path: &str) -> Result<Vec<u8>, tonic::Status> {
     get_range(c, record, path, 0, 0).await.map(|(_, b)| b)
 }
 
-async fn stat(c: &Clients, record: &str, path: &str) -> Result<proto::FileInfo, tonic::Status> {
+pub(crate) async fn stat(
+    c: &Clients,
+    record: &str,
+    path: &str,
+) -> Result<proto::FileInfo, tonic::Status> {
     c.records
         .clone()
         .stat_file(proto::StatFileRequest {
@@ -94,7 +98,7 @@ async fn stat(c: &Clients, record: &str, path: &str) -> Result<proto::FileInfo, 
         .map(|r| r.into_inner())
 }
 
-async fn list(
+pub(crate) async fn list(
     c: &Clients,
     record: &str,
     prefix: &str,
@@ -117,13 +121,13 @@ async fn list(
 }
 
 /// Bytes that differ at every position (a misplaced chunk shows).
-fn bytes(n: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn bytes(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
         .collect()
 }
 
-fn blake3_hex(b: &[u8]) -> String {
+pub(crate) fn blake3_hex(b: &[u8]) -> String {
     blake3::hash(b).to_hex().to_string()
 }
 
@@ -141,7 +145,7 @@ async fn shop_node(tweak: impl FnOnce(&mut collector::Config)) -> TestNode {
 }
 
 /// Every file (not directory) under `dir`.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -397,7 +401,7 @@ async fn bad_paths_missing_records_and_oversized_files_are_refused_and_change_no
 /// A TCP relay to `to` for one connection at a time; dropping the handle's
 /// sender cuts every connection it carries (as a crashed client or a broken
 /// network would).
-async fn cuttable_relay(
+pub(crate) async fn cuttable_relay(
     to: std::net::SocketAddr,
 ) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
