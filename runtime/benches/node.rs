@@ -1258,6 +1258,7 @@ async fn lifecycle_phase(
             .backup_collection(proto::BackupCollectionRequest {
                 namespace: "bench".into(),
                 name: "life".into(),
+                include_files: false,
             })
             .await
             .unwrap()
@@ -1298,6 +1299,7 @@ async fn lifecycle_phase(
             namespace: "bench".into(),
             name: "life_restored".into(),
             overwrite: false,
+            include_files: false,
         })
         .await
         .unwrap()

@@ -108,6 +108,9 @@ fn adoptable(path: &std::path::Path) -> Result<BackupInfo> {
         blake3,
         page_count,
         page_size: page_size as i32,
+        includes_files: manifest.files_included,
+        file_count: manifest.file_count,
+        file_bytes: manifest.file_bytes,
         node_id: manifest.node_id,
         source: CollectionInfo::decode(manifest.collection_info.as_slice()).ok(),
     })
@@ -205,13 +208,15 @@ impl Backups {
         self.dir.join(format!("{id}.db"))
     }
 
-    /// Takes a backup of a collection on this node while it keeps serving;
-    /// `progress` follows the copy. At most `MAX_BACKUPS_AT_ONCE` run at
-    /// once; more wait their turn.
+    /// Takes a backup of a collection on this node while it keeps serving,
+    /// with the bytes of its files if `include_files`; `progress` follows
+    /// the copy. At most `MAX_BACKUPS_AT_ONCE` run at once; more wait
+    /// their turn.
     pub async fn create(
         &self,
         ns: &Namespace,
         name: &CollectionName,
+        include_files: bool,
         progress: watch::Sender<Progress>,
     ) -> Result<BackupInfo> {
         let meta = self.catalog.meta(ns, name)?;
@@ -224,7 +229,7 @@ impl Backups {
         let path = self.file(&id);
         let started = std::time::Instant::now();
         let (snap, manifest) = self
-            .snapshot_to(ns, name, &id.to_string(), &path, progress)
+            .snapshot_to(ns, name, &id.to_string(), &path, include_files, progress)
             .await?;
         let info = BackupInfo {
             backup_id: id.to_string(),
@@ -237,6 +242,9 @@ impl Backups {
             blake3: snap.blake3,
             page_count: snap.page_count,
             page_size: snap.page_size as i32,
+            includes_files: manifest.files_included,
+            file_count: manifest.file_count,
+            file_bytes: manifest.file_bytes,
             node_id: self.node_id.clone(),
             source: Some(crate::store::catalog::meta_to_proto(&meta)),
         };
@@ -349,9 +357,10 @@ impl Backups {
                     Err(_) => false,
                 };
                 if due {
-                    // Prunes after it.
+                    // Prunes after it. Scheduled backups are for recovery,
+                    // so they carry the files too.
                     let (progress, _) = watch::channel(Progress::default());
-                    if let Err(e) = self.create(ns, name, progress).await {
+                    if let Err(e) = self.create(ns, name, true, progress).await {
                         tracing::warn!(namespace = %ns, collection = %name, error = %e, "scheduled backup failed");
                     }
                     continue;
@@ -371,6 +380,7 @@ impl Backups {
         name: &CollectionName,
         id: &str,
         path: &std::path::Path,
+        include_files: bool,
         progress: watch::Sender<Progress>,
     ) -> Result<(backup::Snapshot, Manifest)> {
         if ns.is_system() {
@@ -393,16 +403,21 @@ impl Backups {
             record_count: 0,
             created_us: crate::util::now_us(),
             node_id: self.node_id.clone(),
+            ..Default::default()
         };
+        // Pinned before the snapshot's read transaction, so no blob its
+        // rows name is unlinked while the bytes are copied.
+        let pin = include_files.then(|| coll.pin_files());
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let source = coll.path().to_path_buf();
         let (t, p) = (tmp.clone(), path.to_path_buf());
         let made = blocking(move || {
-            let snap = backup::snapshot(&source, &t, &mut manifest, &mut |pr| {
+            let snap = backup::snapshot(&source, &t, &mut manifest, pin.as_ref(), &mut |pr| {
                 progress.send_replace(pr);
             })?;
+            drop(pin);
             std::fs::rename(&t, &p)?;
             if let Some(dir) = p.parent() {
                 std::fs::File::open(dir)?.sync_all()?;
@@ -552,14 +567,16 @@ impl Backups {
     }
 
     /// Restores a backup into `ns`/`name` (default: where it was taken
-    /// from), registering its type there if the namespace lacks it; an
-    /// existing collection is replaced only with `overwrite`. The file is
-    /// verified first: a damaged backup is never restored.
+    /// from), registering its type there if the namespace lacks it, with
+    /// its files if `include_files` (FAILED_PRECONDITION if it has none);
+    /// an existing collection is replaced only with `overwrite`. The file
+    /// is verified first: a damaged backup is never restored.
     pub async fn restore(
         &self,
         id: &str,
         ns: Option<Namespace>,
         name: Option<CollectionName>,
+        include_files: bool,
         overwrite: bool,
         progress: watch::Sender<StepProgress>,
     ) -> Result<CollectionMeta> {
@@ -588,9 +605,17 @@ impl Backups {
             None => CollectionName::new(&info.collection)?,
         };
         let meta = self
-            .restore_file(path, ns, name, Take::Copy, overwrite, move |p| {
-                progress.send_replace(p);
-            })
+            .restore_file(
+                path,
+                ns,
+                name,
+                Take::Copy,
+                Some(include_files),
+                overwrite,
+                move |p| {
+                    progress.send_replace(p);
+                },
+            )
             .await?;
         tracing::info!(backup = %info.backup_id, namespace = %meta.namespace, collection = %meta.name, "backup restored");
         Ok(meta)
@@ -599,13 +624,16 @@ impl Backups {
     /// Makes `ns`/`name` hold the records of a checked snapshot file (a
     /// backup, or a clone or fetch): its type registered in `ns` if missing
     /// (a different type under the same names is refused), then the file
-    /// copied or moved in (as `take` says) by the catalogue.
+    /// copied or moved in (as `take` says) by the catalogue, with its files
+    /// as `include_files` says (None: if the snapshot carries them).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn restore_file(
         &self,
         path: PathBuf,
         ns: Namespace,
         name: CollectionName,
         take: Take,
+        include_files: Option<bool>,
         overwrite: bool,
         report: impl FnMut(StepProgress) + Send + 'static,
     ) -> Result<CollectionMeta> {
@@ -642,7 +670,14 @@ impl Backups {
             backup_policy: Default::default(),
         };
         self.catalog
-            .restore(meta, path, take, overwrite, report)
+            .restore(
+                meta,
+                path,
+                take,
+                include_files.unwrap_or(manifest.files_included),
+                overwrite,
+                report,
+            )
             .await
     }
 }

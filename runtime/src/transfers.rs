@@ -74,7 +74,8 @@ pub type PieceStream = Pin<Box<dyn Stream<Item = Result<Piece>> + Send>>;
 /// implements it over gRPC).
 pub trait Source: Send + Sync {
     /// Asks `from` for the collection `ns`/`name` from byte `offset` of the
-    /// snapshot `transfer_id` (empty: a new snapshot).
+    /// snapshot `transfer_id` (empty: a new snapshot, with the records'
+    /// files if `include_files`).
     fn pull(
         &self,
         from: &Member,
@@ -82,6 +83,7 @@ pub trait Source: Send + Sync {
         name: &CollectionName,
         transfer_id: &str,
         offset: i64,
+        include_files: bool,
     ) -> PieceStream;
 }
 
@@ -395,6 +397,7 @@ impl Transfers {
         ns: &Namespace,
         name: &CollectionName,
         transfer_id: &str,
+        include_files: bool,
         progress: watch::Sender<Progress>,
     ) -> Result<(uuid::Uuid, Outgoing)> {
         self.sweep_outgoing();
@@ -429,7 +432,7 @@ impl Transfers {
         let path = self.dir.join(format!("out-{id}.db"));
         let (snap, manifest) = self
             .backups
-            .snapshot_to(ns, name, &id.to_string(), &path, progress)
+            .snapshot_to(ns, name, &id.to_string(), &path, include_files, progress)
             .await?;
         let o = Outgoing {
             path,
@@ -457,10 +460,13 @@ impl Transfers {
         name: &CollectionName,
         transfer_id: &str,
         offset: i64,
+        include_files: bool,
     ) -> Result<PieceStream> {
         // Nobody here follows a snapshot a peer asked for.
         let (unseen, _) = watch::channel(Progress::default());
-        let (id, o) = self.snapshot_for(ns, name, transfer_id, unseen).await?;
+        let (id, o) = self
+            .snapshot_for(ns, name, transfer_id, include_files, unseen)
+            .await?;
         let size = o.manifest.size_bytes;
         if offset < 0 || offset > size {
             return Err(Error::invalid(format!(
@@ -510,13 +516,15 @@ impl Transfers {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    /// Copies `ns`/`name` to `dest_ns`/`dest_name` on this node.
+    /// Copies `ns`/`name` to `dest_ns`/`dest_name` on this node, with the
+    /// records' files if `include_files`.
     pub async fn clone_here(
         &self,
         ns: &Namespace,
         name: &CollectionName,
         dest_ns: Namespace,
         dest_name: CollectionName,
+        include_files: bool,
         progress: watch::Sender<TransferProgress>,
     ) -> Result<CollectionMeta> {
         dest_ns.writable()?;
@@ -526,14 +534,29 @@ impl Transfers {
         let (snap_progress, follow) = follow_snapshot(progress.clone());
         let made = self
             .backups
-            .snapshot_to(ns, name, &id.to_string(), &path, snap_progress)
+            .snapshot_to(
+                ns,
+                name,
+                &id.to_string(),
+                &path,
+                include_files,
+                snap_progress,
+            )
             .await;
         let _ = follow.await;
         let out = match made {
             Ok(_) => {
                 progress.send_modify(|s| s.step = TransferStep::Opening);
                 self.backups
-                    .restore_file(path.clone(), dest_ns, dest_name, Take::Move, false, |_| {})
+                    .restore_file(
+                        path.clone(),
+                        dest_ns,
+                        dest_name,
+                        Take::Move,
+                        None,
+                        false,
+                        |_| {},
+                    )
                     .await
             }
             Err(e) => Err(e),
@@ -543,8 +566,9 @@ impl Transfers {
     }
 
     /// Copies `ns`/`name` from the member `resolve` names into a new
-    /// collection `dest_ns`/`dest_name` here. `resolve` is asked again
-    /// before each resume (the member may have moved or restarted).
+    /// collection `dest_ns`/`dest_name` here, with the records' files if
+    /// `include_files`. `resolve` is asked again before each resume (the
+    /// member may have moved or restarted).
     #[allow(clippy::too_many_arguments)]
     pub async fn fetch(
         &self,
@@ -554,18 +578,27 @@ impl Transfers {
         name: &CollectionName,
         dest_ns: Namespace,
         dest_name: CollectionName,
+        include_files: bool,
         progress: watch::Sender<TransferProgress>,
     ) -> Result<CollectionMeta> {
         dest_ns.writable()?;
         let part = self.dir.join(format!("in-{}.part", uuid::Uuid::now_v7()));
         let received = self
-            .receive(source, resolve, ns, name, &part, &progress)
+            .receive(source, resolve, ns, name, include_files, &part, &progress)
             .await;
         let out = match received {
             Ok(()) => {
                 progress.send_modify(|s| s.step = TransferStep::Opening);
                 self.backups
-                    .restore_file(part.clone(), dest_ns, dest_name, Take::Move, false, |_| {})
+                    .restore_file(
+                        part.clone(),
+                        dest_ns,
+                        dest_name,
+                        Take::Move,
+                        None,
+                        false,
+                        |_| {},
+                    )
                     .await
             }
             Err(e) => Err(e),
@@ -574,12 +607,14 @@ impl Transfers {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn receive(
         &self,
         source: &dyn Source,
         resolve: impl Fn() -> Result<Member>,
         ns: &Namespace,
         name: &CollectionName,
+        include_files: bool,
         part: &Path,
         progress: &watch::Sender<TransferProgress>,
     ) -> Result<()> {
@@ -603,7 +638,14 @@ impl Transfers {
                 }
             };
             last_from = from.node_id.clone();
-            let mut stream = source.pull(&from, ns, name, &transfer_id, state.bytes_done);
+            let mut stream = source.pull(
+                &from,
+                ns,
+                name,
+                &transfer_id,
+                state.bytes_done,
+                include_files,
+            );
             let broke = loop {
                 let piece = match stream.next().await {
                     Some(Ok(p)) => p,
@@ -669,12 +711,15 @@ impl Transfers {
         name: &CollectionName,
         dest_ns: &Namespace,
         dest_name: &CollectionName,
+        include_files: bool,
         progress: watch::Sender<TransferProgress>,
     ) -> Result<M> {
         dest_ns.writable()?;
         let progress = Arc::new(progress);
         let (snap_progress, follow) = follow_snapshot(progress.clone());
-        let snapshot = self.snapshot_for(ns, name, "", snap_progress).await;
+        let snapshot = self
+            .snapshot_for(ns, name, "", include_files, snap_progress)
+            .await;
         let _ = follow.await;
         let (id, o) = snapshot?;
         let out = self
@@ -740,7 +785,7 @@ impl Transfers {
                 let at = asked.received_bytes;
                 state.bytes_done = at;
                 progress.send_replace(state);
-                let pieces = self.pull(ns, name, &id.to_string(), at).await?;
+                let pieces = self.pull(ns, name, &id.to_string(), at, false).await?;
                 let (pieces, failed) = until_error(pieces);
                 let seen = progress.clone();
                 let pieces = pieces.map(move |p| {
@@ -871,6 +916,7 @@ impl Transfers {
                                         dest_ns,
                                         dest_name,
                                         Take::Move,
+                                        None,
                                         false,
                                         |_| {},
                                     )
@@ -945,8 +991,8 @@ fn follow_snapshot(
             let p = *seen.borrow_and_update();
             progress.send_modify(|s| {
                 s.step = TransferStep::Snapshot;
-                s.bytes_done = p.pages_done * p.page_size;
-                s.bytes_total = p.pages_total * p.page_size;
+                s.bytes_done = p.bytes_done();
+                s.bytes_total = p.bytes_total();
             });
         }
     });

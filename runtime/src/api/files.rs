@@ -10,6 +10,7 @@ use crate::proto::{self, collection_service_client::CollectionServiceClient};
 use crate::store::{Collection, FileMeta, PutFile};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -90,13 +91,10 @@ impl CollectionApi {
                     if tx.send(first).await.is_err() {
                         return;
                     }
-                    // A client stream that breaks here must not end
-                    // cleanly there (the owner would keep what arrived): it
-                    // ends with the abort marker instead.
-                    while let Some(m) = stream.next().await {
-                        let m = m.unwrap_or(proto::PutFileRequest { part: None });
-                        let aborted = m.part.is_none();
-                        if tx.send(m).await.is_err() || aborted {
+                    // A client stream that breaks here just stops: with no
+                    // `end` the owner changes nothing.
+                    while let Some(Ok(m)) = stream.next().await {
+                        if tx.send(m).await.is_err() {
                             return;
                         }
                     }
@@ -121,30 +119,53 @@ impl CollectionApi {
             if_absent: header.if_absent,
             expected_version: header.expected_version,
         };
-        let chunks = stream.map(|m| match m {
-            Ok(proto::PutFileRequest {
-                part: Some(Part::Chunk(data)),
-            }) => {
-                if data.len() > crate::limits::MAX_FILE_CHUNK_BYTES {
-                    return Err(Error::invalid(format!(
-                        "a chunk of {} bytes; send at most {} per message",
-                        data.len(),
-                        crate::limits::MAX_FILE_CHUNK_BYTES
-                    )));
+        // Only an explicit `end` commits (see PutFileRequest): the stream
+        // is read up to it, and one that stops before it fails the put.
+        let ended = Arc::new(AtomicBool::new(false));
+        let seen_end = ended.clone();
+        let body = stream
+            .take_while(move |m| {
+                let end = matches!(
+                    m,
+                    Ok(proto::PutFileRequest {
+                        part: Some(Part::End(_))
+                    })
+                );
+                seen_end.fetch_or(end, Ordering::Relaxed);
+                !end
+            })
+            .map(|m| match m {
+                Ok(proto::PutFileRequest {
+                    part: Some(Part::Chunk(data)),
+                }) => {
+                    if data.len() > crate::limits::MAX_FILE_CHUNK_BYTES {
+                        return Err(Error::invalid(format!(
+                            "a chunk of {} bytes; send at most {} per message",
+                            data.len(),
+                            crate::limits::MAX_FILE_CHUNK_BYTES
+                        )));
+                    }
+                    Ok(data)
                 }
-                Ok(data)
+                Ok(_) => Err(Error::invalid(
+                    "a PutFile stream is one header, then chunks, then end",
+                )),
+                Err(s) => Err(Error::unavailable(format!(
+                    "the PutFile stream broke; nothing was changed: {}",
+                    crate::names::clip(s.message())
+                ))),
+            });
+        let mut checked = false;
+        let tail = tokio_stream::iter(std::iter::from_fn(move || {
+            if checked || ended.load(Ordering::Relaxed) {
+                return None;
             }
-            Ok(proto::PutFileRequest { part: None }) => Err(Error::cancelled(
-                "the sender aborted the put (its source failed); nothing was changed",
-            )),
-            Ok(_) => Err(Error::invalid(
-                "a PutFile stream has one header, its first message; the rest are chunks",
-            )),
-            Err(s) => Err(Error::unavailable(format!(
-                "the PutFile stream broke; nothing was changed: {}",
-                crate::names::clip(s.message())
-            ))),
-        });
+            checked = true;
+            Some(Err(Error::invalid(
+                "the PutFile stream stopped before its end message, so nothing was changed (send end after the last chunk)",
+            )))
+        }));
+        let chunks = body.chain(tail);
         let made = coll
             .put_file(id, path, put, Box::pin(chunks), self.0.max_file_bytes)
             .await?;

@@ -334,6 +334,7 @@ impl crate::transfers::Source for GrpcLink {
         name: &crate::names::CollectionName,
         transfer_id: &str,
         offset: i64,
+        include_files: bool,
     ) -> crate::transfers::PieceStream {
         use tokio_stream::StreamExt;
         let peer = from.node_id.clone();
@@ -344,6 +345,7 @@ impl crate::transfers::Source for GrpcLink {
             name: name.to_string(),
             transfer_id: transfer_id.to_string(),
             offset,
+            include_files,
         });
         req.metadata_mut().insert(super::HOP_HEADER, 1.into());
         let (tx, rx) = tokio::sync::mpsc::channel(2);

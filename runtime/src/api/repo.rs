@@ -418,15 +418,17 @@ impl CollectionRepo for RepoApi {
         let (progress, seen) = tokio::sync::watch::channel(Progress::default());
         let backups = self.0.backups.clone();
         // Its own task: a caller that goes away does not cut a backup short.
-        let task = tokio::spawn(async move { backups.create(&ns, &name, progress).await });
+        let with_files = r.include_files;
+        let task =
+            tokio::spawn(async move { backups.create(&ns, &name, with_files, progress).await });
         Ok(Response::new(progress_stream(
             task,
             seen,
             |p: Progress| proto::BackupProgress {
                 pages_done: p.pages_done,
                 pages_total: p.pages_total,
-                bytes_done: p.pages_done * p.page_size,
-                bytes_total: p.pages_total * p.page_size,
+                bytes_done: p.bytes_done(),
+                bytes_total: p.bytes_total(),
                 backup: None,
             },
             |b: proto::BackupInfo, _| proto::BackupProgress {
@@ -570,7 +572,14 @@ impl CollectionRepo for RepoApi {
         let state = self.0.clone();
         let task = tokio::spawn(async move {
             let meta = backups
-                .restore(&r.backup_id, ns, name, r.overwrite, progress)
+                .restore(
+                    &r.backup_id,
+                    ns,
+                    name,
+                    r.include_files,
+                    r.overwrite,
+                    progress,
+                )
                 .await?;
             described(&state, meta).await
         });
@@ -643,6 +652,7 @@ impl CollectionRepo for RepoApi {
                         &name,
                         &dest_ns,
                         &dest_name,
+                        r.include_files,
                         progress,
                     )
                     .await
@@ -660,7 +670,7 @@ impl CollectionRepo for RepoApi {
         let state = self.0.clone();
         let task = tokio::spawn(async move {
             let meta = transfers
-                .clone_here(&ns, &name, dest_ns, dest_name, progress)
+                .clone_here(&ns, &name, dest_ns, dest_name, r.include_files, progress)
                 .await?;
             described(&state, meta).await
         });
@@ -718,6 +728,7 @@ impl CollectionRepo for RepoApi {
                         &name,
                         dest_ns,
                         dest_name,
+                        r.include_files,
                         progress,
                     )
                     .await?;
@@ -745,7 +756,7 @@ impl CollectionRepo for RepoApi {
         let pieces = self
             .0
             .transfers
-            .pull(&ns, &name, &r.transfer_id, r.offset)
+            .pull(&ns, &name, &r.transfer_id, r.offset, r.include_files)
             .await?;
         let out = pieces.map(|p| Ok(piece_to_proto(p?)));
         Ok(Response::new(Box::pin(out) as Self::PullCollectionStream))

@@ -15,6 +15,9 @@ pub enum BackupCmd {
     Create {
         /// The collection.
         collection: String,
+        /// Carry the bytes of the records' files too.
+        #[arg(long)]
+        include_files: bool,
     },
     /// Backups of the namespace, or of one collection, newest first.
     List {
@@ -49,6 +52,9 @@ pub enum BackupCmd {
         /// Replace the collection if it exists.
         #[arg(long)]
         overwrite: bool,
+        /// Restore the records' files too (the backup must include them).
+        #[arg(long)]
+        include_files: bool,
     },
     /// Delete a backup and its file.
     Delete {
@@ -70,6 +76,9 @@ pub fn backup_json(b: &proto::BackupInfo) -> Json {
         "blake3": b.blake3,
         "page_count": b.page_count,
         "page_size": b.page_size,
+        "includes_files": b.includes_files,
+        "file_count": b.file_count,
+        "file_bytes": b.file_bytes,
         "node_id": b.node_id,
     })
 }
@@ -86,12 +95,16 @@ fn parse_time(s: &str) -> Result<prost_types::Timestamp, tonic::Status> {
 pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
     let ns = c.ns.clone();
     match cmd {
-        BackupCmd::Create { collection } => {
+        BackupCmd::Create {
+            collection,
+            include_files,
+        } => {
             let mut stream = c
                 .repo
                 .backup_collection(proto::BackupCollectionRequest {
                     namespace: ns,
                     name: collection,
+                    include_files,
                 })
                 .await?
                 .into_inner();
@@ -165,7 +178,12 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
                 "backup": v.backup.as_ref().map(backup_json),
             }))
         }
-        BackupCmd::Restore { id, to, overwrite } => {
+        BackupCmd::Restore {
+            id,
+            to,
+            overwrite,
+            include_files,
+        } => {
             let stream = c
                 .repo
                 .restore_backup(proto::RestoreBackupRequest {
@@ -174,6 +192,7 @@ pub async fn run(c: &mut Clients, cmd: BackupCmd) -> Outcome {
                     namespace: if to.is_some() { ns } else { String::new() },
                     name: to.unwrap_or_default(),
                     overwrite,
+                    include_files,
                 })
                 .await?
                 .into_inner();

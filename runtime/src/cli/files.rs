@@ -154,8 +154,8 @@ async fn put(c: &mut Clients, a: Put) -> Outcome {
         ..Default::default()
     };
     // The reader runs beside the call, a few chunks ahead of the network. A
-    // read error ends the stream with the abort marker (so the node keeps
-    // the old version) and is what the command reports.
+    // read error stops the stream before its end (so the node keeps the
+    // old version) and is what the command reports.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let from = a.from.clone();
     let progress = bar.clone();
@@ -168,11 +168,12 @@ async fn put(c: &mut Clients, a: Put) -> Outcome {
         {
             return Ok(());
         }
-        let read = read_chunks(input, &tx, &progress).await;
-        if read.is_err() {
-            let _ = tx.send(proto::PutFileRequest { part: None }).await;
-        }
-        read.map_err(|e| local(&from, e))
+        read_chunks(input, &tx, &progress)
+            .await
+            .map_err(|e| local(&from, e))?;
+        let end = proto::put_file_request::Part::End(proto::PutFileEnd {});
+        let _ = tx.send(proto::PutFileRequest { part: Some(end) }).await;
+        Ok(())
     });
     let answer = c
         .records

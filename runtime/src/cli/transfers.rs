@@ -22,6 +22,9 @@ pub struct Clone {
     /// (default: the node holding the collection).
     #[arg(long = "to-node", default_value = "")]
     to_node: String,
+    /// Copy the records' files too.
+    #[arg(long)]
+    include_files: bool,
 }
 
 /// `collector fetch NAME --from NODE`
@@ -35,6 +38,9 @@ pub struct Fetch {
     /// The name it gets here (default: the same).
     #[arg(long = "as", default_value = "")]
     as_name: String,
+    /// Copy the records' files too.
+    #[arg(long)]
+    include_files: bool,
 }
 
 async fn follow(stream: tonic::Streaming<proto::TransferProgress>) -> Outcome {
@@ -55,6 +61,7 @@ pub async fn clone(c: &mut Clients, a: Clone) -> Outcome {
         dest_namespace: a.to_namespace,
         dest_name: a.to,
         dest_node: a.to_node,
+        include_files: a.include_files,
     };
     // The generated `clone` RPC, not `Clone::clone`.
     let stream = proto::collection_repo_client::CollectionRepoClient::clone(&mut c.repo, req)
@@ -73,6 +80,7 @@ pub async fn fetch(c: &mut Clients, a: Fetch) -> Outcome {
             name: a.name,
             dest_namespace: String::new(),
             dest_name: a.as_name,
+            include_files: a.include_files,
         })
         .await?
         .into_inner();

@@ -4,6 +4,13 @@
 //! restores on a node that never saw the type and reads with the stock
 //! `sqlite3` CLI. Its blake3 hash is taken over the finished file.
 //!
+//! A backup that includes files carries their bytes in the same file, in a
+//! `collector_file_chunks` table (1 MiB rows, by blob and sequence), each
+//! blob checked against its hash as it is copied. One file keeps a backup
+//! one thing to hash, verify, move, clone and fetch; a restore moves the
+//! bytes back out into blobs and drops the table (then VACUUMs, so the
+//! collection file does not keep their pages).
+//!
 //! The snapshot uses SQLite's backup API from a read-only connection that
 //! holds one read transaction for the whole copy. Stepped from a connection
 //! that reopens its read lock at every step, the backup restarts whenever
@@ -21,6 +28,11 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::io::Read;
 use std::path::Path;
+
+use super::files::{FileArea, FilesPin};
+
+/// The table a backup's file bytes live in.
+const CHUNKS_TABLE: &str = "collector_file_chunks";
 
 /// Bytes a restore copies between progress reports.
 const COPY_PIECE_BYTES: u64 = 8 << 20;
@@ -54,6 +66,12 @@ pub struct Manifest {
     pub created_us: i64,
     /// The node that took it.
     pub node_id: String,
+    /// Whether it carries the bytes of the records' files.
+    pub files_included: bool,
+    /// Files it carries.
+    pub file_count: i64,
+    /// Bytes of those files.
+    pub file_bytes: i64,
 }
 
 /// How far a snapshot has got.
@@ -65,6 +83,22 @@ pub struct Progress {
     pub pages_total: i64,
     /// Bytes per page.
     pub page_size: i64,
+    /// Bytes of attached files copied so far.
+    pub file_bytes_done: i64,
+    /// Bytes of attached files to copy (known once the pages are copied).
+    pub file_bytes_total: i64,
+}
+
+impl Progress {
+    /// Bytes copied so far, pages and files.
+    pub fn bytes_done(&self) -> i64 {
+        self.pages_done * self.page_size + self.file_bytes_done
+    }
+
+    /// Bytes to copy, pages and files.
+    pub fn bytes_total(&self) -> i64 {
+        self.pages_total * self.page_size + self.file_bytes_total
+    }
 }
 
 /// A step of verifying or restoring a backup file.
@@ -77,6 +111,8 @@ pub enum Step {
     Checking,
     /// Copying the file into place (a restore).
     Copying,
+    /// Writing the attached files back out (a restore with files).
+    Files,
 }
 
 impl Step {
@@ -86,6 +122,7 @@ impl Step {
             Step::Hashing => "hashing",
             Step::Checking => "checking",
             Step::Copying => "copying",
+            Step::Files => "files",
         }
     }
 }
@@ -117,14 +154,16 @@ pub struct Snapshot {
 }
 
 /// Copies the collection file `source` into a new file `dest` (which must
-/// not exist) as one consistent snapshot, then writes `manifest` into it
-/// (its `record_count` taken from the snapshot) and syncs it. On error
+/// not exist) as one consistent snapshot, with the bytes of its files when
+/// `files` is given (pinned before this is called), then writes `manifest`
+/// into it (its counts taken from the snapshot) and syncs it. On error
 /// `dest` may be left behind: the caller names it as a temporary and
 /// removes it.
 pub fn snapshot(
     source: &Path,
     dest: &Path,
     manifest: &mut Manifest,
+    files: Option<&FilesPin>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Snapshot> {
     if dest.exists() {
@@ -155,6 +194,7 @@ pub fn snapshot(
                 pages_done: (p.pagecount - p.remaining) as i64,
                 pages_total: p.pagecount as i64,
                 page_size,
+                ..Default::default()
             });
             match step {
                 StepResult::Done => break,
@@ -170,6 +210,24 @@ pub fn snapshot(
     }
     src.execute_batch("COMMIT")?;
     drop(src);
+    manifest.files_included = files.is_some();
+    if let Some(pin) = files {
+        let pages: i64 = dst.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let at = Progress {
+            pages_done: pages,
+            pages_total: pages,
+            page_size,
+            ..Default::default()
+        };
+        (manifest.file_count, manifest.file_bytes) =
+            copy_files_in(&dst, pin, &mut |done, total| {
+                progress(Progress {
+                    file_bytes_done: done,
+                    file_bytes_total: total,
+                    ..at
+                })
+            })?;
+    }
     // The copied header says WAL (the source's mode): make the file one
     // self-contained database again before writing the manifest.
     dst.pragma_update(None, "journal_mode", "DELETE")?;
@@ -185,6 +243,91 @@ pub fn snapshot(
         size_bytes,
         blake3,
     })
+}
+
+/// Whether a snapshot has a `files` table (a collection made before files
+/// existed may not).
+fn has_files_table(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'files'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Copies the blob of every `files` row of the snapshot `dst` into its
+/// chunks table, checking each against its recorded size and hash; the
+/// files and bytes copied. `report` gets (bytes done, bytes total).
+fn copy_files_in(
+    dst: &Connection,
+    pin: &FilesPin,
+    report: &mut dyn FnMut(i64, i64),
+) -> Result<(i64, i64)> {
+    dst.execute_batch(&format!(
+        "CREATE TABLE {CHUNKS_TABLE}(blob TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (blob, seq))"
+    ))?;
+    if !has_files_table(dst)? {
+        return Ok((0, 0));
+    }
+    let rows: Vec<(String, String, String, i64, String)> = dst
+        .prepare("SELECT record, path, blob, size, blake3 FROM files ORDER BY record, path")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let total: i64 = rows.iter().map(|r| r.3).sum();
+    let mut done = 0i64;
+    report(0, total);
+    dst.execute_batch("BEGIN")?;
+    {
+        let mut put = dst.prepare(&format!(
+            "INSERT INTO {CHUNKS_TABLE}(blob, seq, data) VALUES (?, ?, ?)"
+        ))?;
+        let mut buf = vec![0u8; crate::limits::FILE_CHUNK_BYTES];
+        for (record, path, blob, size, blake3) in &rows {
+            let damaged = |what: String| {
+                Error::data_loss(format!(
+                    "file {:?} of record {:?} is damaged on this node ({what}); nothing was backed up",
+                    crate::names::clip(path),
+                    crate::names::clip(record)
+                ))
+            };
+            let mut f = pin
+                .open(record, blob)
+                .map_err(|e| damaged(format!("its bytes cannot be read: {}", e.message)))?;
+            let mut h = blake3::Hasher::new();
+            let (mut n, mut seq) = (0i64, 0i64);
+            loop {
+                let got = read_full(&mut f, &mut buf)?;
+                if got == 0 {
+                    break;
+                }
+                h.update(&buf[..got]);
+                put.execute(params![blob, seq, &buf[..got]])?;
+                n += got as i64;
+                seq += 1;
+                done += got as i64;
+                report(done, total);
+            }
+            if n != *size || h.finalize().to_hex().as_str() != blake3 {
+                return Err(damaged("its bytes no longer match its hash".into()));
+            }
+        }
+    }
+    dst.execute_batch("COMMIT")?;
+    Ok((rows.len() as i64, total))
+}
+
+/// Reads until `buf` is full or the input ends; the bytes read.
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            got => n += got,
+        }
+    }
+    Ok(n)
 }
 
 fn write_manifest(conn: &Connection, m: &Manifest) -> Result<()> {
@@ -204,6 +347,9 @@ fn write_manifest(conn: &Connection, m: &Manifest) -> Result<()> {
     put.execute(params!["record_count", m.record_count])?;
     put.execute(params!["created_us", m.created_us])?;
     put.execute(params!["node_id", m.node_id])?;
+    put.execute(params!["files_included", m.files_included])?;
+    put.execute(params!["file_count", m.file_count])?;
+    put.execute(params!["file_bytes", m.file_bytes])?;
     Ok(())
 }
 
@@ -250,6 +396,16 @@ fn read_manifest_from(conn: &Connection) -> Result<Manifest> {
             _ => Err(Error::failed_precondition(format!("{key} is not a blob"))),
         }
     };
+    // Absent from backups taken before files travelled: none included.
+    let optional_int = |key: &str| -> Result<i64> {
+        match get(key) {
+            Ok(Value::Integer(n)) => Ok(n),
+            Ok(_) => Err(Error::failed_precondition(format!(
+                "{key} is not an integer"
+            ))),
+            Err(_) => Ok(0),
+        }
+    };
     let format = text("format")?;
     if format != FORMAT {
         return Err(Error::failed_precondition(format!(
@@ -267,6 +423,9 @@ fn read_manifest_from(conn: &Connection) -> Result<Manifest> {
         record_count: int("record_count")?,
         created_us: int("created_us")?,
         node_id: text("node_id")?,
+        files_included: optional_int("files_included")? != 0,
+        file_count: optional_int("file_count")?,
+        file_bytes: optional_int("file_bytes")?,
     })
 }
 
@@ -408,6 +567,13 @@ fn sqlite_checks(path: &Path, expected: &Expected) -> Result<Vec<String>> {
         }
         Err(e) => problems.push(format!("manifest: {}", e.message)),
     }
+    match read_manifest_from(&conn) {
+        Ok(m) if m.files_included => match check_chunks(&conn, &m) {
+            Ok(found) => problems.extend(found),
+            Err(e) => problems.push(format!("checking its files failed: {}", e.message)),
+        },
+        _ => {}
+    }
     match conn.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0)) {
         Ok(n) if n != expected.record_count => problems.push(format!(
             "it holds {n} records; {} were recorded",
@@ -415,6 +581,57 @@ fn sqlite_checks(path: &Path, expected: &Expected) -> Result<Vec<String>> {
         )),
         Ok(_) => {}
         Err(e) => problems.push(format!("counting its records failed: {e}")),
+    }
+    Ok(problems)
+}
+
+/// Re-reads every file a backup carries: its chunks must add up to the
+/// size and hash its row records, and the rows to the manifest's counts.
+fn check_chunks(conn: &Connection, m: &Manifest) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut files =
+        conn.prepare("SELECT record, path, blob, size, blake3 FROM files ORDER BY record, path")?;
+    let mut chunks = conn.prepare(&format!(
+        "SELECT data FROM {CHUNKS_TABLE} WHERE blob = ? ORDER BY seq"
+    ))?;
+    let rows = files.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let (mut count, mut bytes) = (0i64, 0i64);
+    for row in rows {
+        let (record, path, blob, size, blake3) = row?;
+        let mut h = blake3::Hasher::new();
+        let mut n = 0i64;
+        let mut data = chunks.query([&blob])?;
+        while let Some(r) = data.next()? {
+            let piece = r.get_ref(0)?.as_blob().unwrap_or_default();
+            h.update(piece);
+            n += piece.len() as i64;
+        }
+        if n != size || h.finalize().to_hex().as_str() != blake3 {
+            problems.push(format!(
+                "file {:?} of record {:?}: its bytes do not match its size and hash",
+                crate::names::clip(&path),
+                crate::names::clip(&record)
+            ));
+            if problems.len() >= crate::limits::MAX_LISTED_ERRORS {
+                break;
+            }
+        }
+        count += 1;
+        bytes += size;
+    }
+    if problems.is_empty() && (count, bytes) != (m.file_count, m.file_bytes) {
+        problems.push(format!(
+            "it holds {count} files of {bytes} bytes; the manifest says {} of {}",
+            m.file_count, m.file_bytes
+        ));
     }
     Ok(problems)
 }
@@ -430,17 +647,20 @@ pub enum Take {
 }
 
 /// Makes `dest` (a new file) a collection file from the snapshot `source`
-/// (copied or moved, as `take` says): the manifest table dropped, synced.
-/// Used by restore, which renames it into place.
+/// (copied or moved, as `take` says): its files written out into `files`
+/// when given (a snapshot that carries none is refused), the tables only
+/// a snapshot has dropped, synced. Used by restore, which renames it into
+/// place.
 pub fn prepare_for_restore(
     source: &Path,
     dest: &Path,
     take: Take,
+    files: Option<&FileArea>,
     report: &mut dyn FnMut(StepProgress),
 ) -> Result<()> {
     // The same file system (both under the data dir), so a rename.
     if take == Take::Move && std::fs::rename(source, dest).is_ok() {
-        return finish_restored(dest);
+        return finish_restored(dest, files, report);
     }
     let mut from = std::fs::File::open(source)?;
     let total = from.metadata()?.len() as i64;
@@ -461,24 +681,90 @@ pub fn prepare_for_restore(
         });
     }
     drop(to);
-    finish_restored(dest)
+    finish_restored(dest, files, report)
 }
 
-/// Drops the manifest table of a snapshot that is becoming a collection
-/// file, and its rows of attached files (their bytes do not travel with a
-/// snapshot yet), and syncs it.
-fn finish_restored(dest: &Path) -> Result<()> {
+/// Turns a snapshot into a collection file: writes its files out into
+/// `files` (under new blob names, its rows updated to match) or, without
+/// `files`, drops their rows; drops the manifest and chunk tables; VACUUMs
+/// if there were chunks (their pages would stay in the file); syncs.
+fn finish_restored(
+    dest: &Path,
+    files: Option<&FileArea>,
+    report: &mut dyn FnMut(StepProgress),
+) -> Result<()> {
     let conn = Connection::open(dest)?;
-    conn.execute_batch(&format!("DROP TABLE IF EXISTS {META_TABLE}"))?;
-    let has_files: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'files'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_files {
-        conn.execute_batch("DELETE FROM files")?;
+    let manifest = read_manifest_from(&conn)?;
+    let has_files = has_files_table(&conn)?;
+    match files {
+        Some(_) if !manifest.files_included => {
+            return Err(Error::failed_precondition(
+                "the snapshot does not include files (it was taken without include_files): restore it without include_files",
+            ));
+        }
+        Some(area) if has_files => write_files_out(&conn, area, &manifest, report)?,
+        None if has_files => conn.execute_batch("DELETE FROM files")?,
+        _ => {}
+    }
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {META_TABLE}; DROP TABLE IF EXISTS {CHUNKS_TABLE};"
+    ))?;
+    if manifest.files_included {
+        conn.execute_batch("VACUUM")?;
     }
     conn.close().map_err(|(_, e)| Error::from(e))?;
     std::fs::File::open(dest)?.sync_all()?;
+    Ok(())
+}
+
+/// Writes every file of the snapshot `conn` into `area` as a new blob,
+/// checked against its row, and points the row at it.
+fn write_files_out(
+    conn: &Connection,
+    area: &FileArea,
+    manifest: &Manifest,
+    report: &mut dyn FnMut(StepProgress),
+) -> Result<()> {
+    let rows: Vec<(String, String, String, i64, String)> = conn
+        .prepare("SELECT record, path, blob, size, blake3 FROM files ORDER BY record, path")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let total = manifest.file_bytes;
+    let mut done = 0i64;
+    let at = |bytes_done| StepProgress {
+        step: Step::Files,
+        bytes_done,
+        bytes_total: total,
+    };
+    report(at(0));
+    let mut renamed = Vec::with_capacity(rows.len());
+    {
+        let mut chunks = conn.prepare(&format!(
+            "SELECT data FROM {CHUNKS_TABLE} WHERE blob = ? ORDER BY seq"
+        ))?;
+        for (record, path, blob, size, blake3) in rows {
+            let mut data = chunks.query([&blob])?;
+            let mut pieces = std::iter::from_fn(|| match data.next() {
+                Ok(Some(r)) => Some(r.get::<_, Vec<u8>>(0).map_err(Error::from).inspect(|b| {
+                    done += b.len() as i64;
+                })),
+                Ok(None) => None,
+                Err(e) => Some(Err(e.into())),
+            });
+            let name = area.install(&record, size, &blake3, &mut pieces)?;
+            report(at(done));
+            renamed.push((record, path, name));
+        }
+    }
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut set = conn.prepare("UPDATE files SET blob = ? WHERE record = ? AND path = ?")?;
+        for (record, path, name) in &renamed {
+            set.execute(params![name, record, path])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
     Ok(())
 }

@@ -552,6 +552,7 @@ impl Catalog {
         mut meta: CollectionMeta,
         backup: PathBuf,
         take: super::backup::Take,
+        include_files: bool,
         overwrite: bool,
         mut report: impl FnMut(super::backup::StepProgress) + Send + 'static,
     ) -> Result<CollectionMeta> {
@@ -584,14 +585,23 @@ impl Catalog {
         let path = db_path(&self.root, &meta.namespace, &meta.name);
         let staging = with_suffix(&path, ".restoring");
         let (b, st) = (backup.clone(), staging.clone());
+        // The snapshot's files go into the collection's area under new
+        // names before the swap: until then they are orphans the old
+        // collection never touches (and a crash leaves them to its sweep);
+        // after it, the old collection's blobs are, swept at the open below.
+        let area = include_files
+            .then(|| super::FileArea::new(files_path(&self.root, &meta.namespace, &meta.name)));
         blocking(move || {
             if let Some(dir) = st.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let _ = std::fs::remove_file(&st);
-            super::backup::prepare_for_restore(&b, &st, take, &mut report)
+            super::backup::prepare_for_restore(&b, &st, take, area.as_ref(), &mut report)
         })
-        .await?;
+        .await
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&staging);
+        })?;
         if let Some((_, coll)) = &old {
             let coll = coll.clone();
             blocking(move || {

@@ -101,6 +101,44 @@ pub(super) type Doomed = (RecordId, String);
 pub struct FileArea {
     root: PathBuf,
     dir: OnceLock<Dir>,
+    pins: std::sync::Mutex<Pins>,
+}
+
+/// Snapshots under way, and the blobs their rows may still name: unlinked
+/// only once the last snapshot is done.
+#[derive(Default)]
+struct Pins {
+    count: usize,
+    deferred: Vec<Doomed>,
+}
+
+/// Keeps every blob of a collection on disk while it is held (a snapshot
+/// copies the blobs its rows name; a put or delete committed meanwhile
+/// must not unlink them under it). Taken before the snapshot's read
+/// transaction begins.
+pub struct FilesPin {
+    area: Arc<FileArea>,
+}
+
+impl FilesPin {
+    /// Opens record `record`'s blob `blob` to read.
+    pub fn open(&self, record: &str, blob: &str) -> Result<cap_std::fs::File> {
+        self.area.open(&RecordId::new(record)?, blob)
+    }
+}
+
+impl Drop for FilesPin {
+    fn drop(&mut self) {
+        let deferred = {
+            let mut p = self.area.pins.lock().expect("pins lock");
+            p.count -= 1;
+            if p.count > 0 {
+                return;
+            }
+            std::mem::take(&mut p.deferred)
+        };
+        self.area.unlink(&deferred);
+    }
 }
 
 /// The directory of a record's blobs: its id's hash, so any id is a safe
@@ -117,7 +155,44 @@ impl FileArea {
         FileArea {
             root,
             dir: OnceLock::new(),
+            pins: Default::default(),
         }
+    }
+
+    /// Holds every blob on disk until the pin is dropped.
+    pub fn pin(self: &Arc<Self>) -> FilesPin {
+        self.pins.lock().expect("pins lock").count += 1;
+        FilesPin { area: self.clone() }
+    }
+
+    /// Puts a blob restored from a snapshot in record `record`'s directory,
+    /// under a new name (so it never meets a blob of the collection it may
+    /// replace, which is still serving): streamed from `chunks`, checked
+    /// against `size` and `blake3`, synced and renamed. Its new name.
+    pub fn install(
+        &self,
+        record: &str,
+        size: i64,
+        blake3: &str,
+        chunks: &mut dyn Iterator<Item = Result<Vec<u8>>>,
+    ) -> Result<String> {
+        let mut w = self.create(&RecordId::new(record)?)?;
+        for chunk in chunks {
+            w.write(&chunk?)?;
+        }
+        let check = PutFile {
+            expected_size: Some(size),
+            expected_blake3: Some(blake3.to_string()),
+            ..Default::default()
+        };
+        let blob = w.finish(&check).map_err(|e| {
+            Error::data_loss(format!(
+                "a file of record {:?} in the snapshot is damaged: {}",
+                crate::names::clip(record),
+                e.message
+            ))
+        })?;
+        Ok(blob.name)
     }
 
     /// Where the area lives.
@@ -163,8 +238,20 @@ impl FileArea {
     }
 
     /// Unlinks blobs whose rows are gone (and their record's directory once
-    /// empty); what cannot be removed now is swept at the next open.
+    /// empty), or, while a snapshot pins them, once it is done; what cannot
+    /// be removed is swept at the next open.
     pub(super) fn remove(&self, doomed: &[Doomed]) {
+        {
+            let mut p = self.pins.lock().expect("pins lock");
+            if p.count > 0 {
+                p.deferred.extend_from_slice(doomed);
+                return;
+            }
+        }
+        self.unlink(doomed);
+    }
+
+    fn unlink(&self, doomed: &[Doomed]) {
         let Ok(dir) = self.dir() else { return };
         for (id, name) in doomed {
             let rdir = record_dir(id);
@@ -434,6 +521,12 @@ pub struct FilePage {
 pub type Bytes = std::pin::Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
 
 impl Collection {
+    /// Holds every blob of the collection on disk until dropped (see
+    /// [`FilesPin`]).
+    pub fn pin_files(&self) -> FilesPin {
+        self.files.pin()
+    }
+
     /// Puts a file at `path` of record `id` from `chunks`: streamed to a
     /// temporary, checked, renamed into place and recorded, or nothing
     /// changes. At most `max_bytes` are taken (RESOURCE_EXHAUSTED).

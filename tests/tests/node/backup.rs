@@ -15,6 +15,7 @@ async fn backup(c: &Clients, coll: &str) -> (proto::BackupInfo, Vec<proto::Backu
         .backup_collection(proto::BackupCollectionRequest {
             namespace: "shop".into(),
             name: coll.into(),
+            include_files: false,
         })
         .await
         .expect("BackupCollection")
@@ -58,6 +59,7 @@ async fn restore_steps(
             namespace: ns.into(),
             name: name.into(),
             overwrite,
+            include_files: false,
         })
         .await?
         .into_inner();
@@ -681,6 +683,7 @@ async fn backup_ids_and_names_cannot_reach_outside_the_data_dir() {
         .backup_collection(proto::BackupCollectionRequest {
             namespace: "shop".into(),
             name: "missing".into(),
+            include_files: false,
         })
         .await
     else {
@@ -1036,6 +1039,7 @@ async fn kill_9_during_a_backup_or_a_restore_leaves_the_old_state_or_the_new_one
                     .backup_collection(proto::BackupCollectionRequest {
                         namespace: "shop".into(),
                         name: "orders".into(),
+                        include_files: false,
                     })
                     .await
                 {

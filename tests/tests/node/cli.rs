@@ -412,6 +412,34 @@ fn files_are_put_read_listed_and_removed_with_the_cli() {
     );
     assert_eq!(code, 64 + 5);
     assert!(std::fs::read(&dest).unwrap() == big, "the old copy stays");
+    // Backups carry them with --include-files, restores bring them back.
+    let b = ok(
+        &node,
+        &ns(&["backup", "create", "orders", "--include-files"]),
+    );
+    assert_eq!(
+        (b["includes_files"].as_bool(), b["file_count"].as_i64()),
+        (Some(true), Some(1)),
+        "{b}"
+    );
+    let id = b["backup_id"].as_str().unwrap();
+    let r = ok(
+        &node,
+        &ns(&[
+            "backup",
+            "restore",
+            id,
+            "--to",
+            "orders_f",
+            "--include-files",
+        ]),
+    );
+    assert_eq!(r["file_bytes"], big.len(), "{r}");
+    let c = ok(
+        &node,
+        &ns(&["clone", "orders", "--to", "orders_c", "--include-files"]),
+    );
+    assert_eq!(c["file_count"], 1, "{c}");
 }
 
 #[test]

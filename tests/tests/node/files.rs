@@ -37,6 +37,9 @@ pub(crate) async fn put_with(
             part: Some(put_file_request::Part::Chunk(piece.to_vec())),
         });
     }
+    msgs.push(proto::PutFileRequest {
+        part: Some(put_file_request::Part::End(proto::PutFileEnd {})),
+    });
     c.records
         .clone()
         .put_file(tokio_stream::iter(msgs))
@@ -131,7 +134,7 @@ pub(crate) fn blake3_hex(b: &[u8]) -> String {
     blake3::hash(b).to_hex().to_string()
 }
 
-async fn shop_node(tweak: impl FnOnce(&mut collector::Config)) -> TestNode {
+pub(crate) async fn shop_node(tweak: impl FnOnce(&mut collector::Config)) -> TestNode {
     let mut n = TestNode::start_with(tweak).await;
     n.clients.register_shop("shop").await;
     n.clients.create_orders("shop", "orders", &[]).await;
@@ -369,6 +372,25 @@ async fn bad_paths_missing_records_and_oversized_files_are_refused_and_change_no
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A stream that stops before its end (as a cancelled call looks to the
+    // node) changes nothing.
+    put(c, "o1", "ended.txt", b"old").await;
+    let e = c
+        .records
+        .clone()
+        .put_file(tokio_stream::iter([
+            proto::PutFileRequest {
+                part: Some(put_file_request::Part::Header(header("o1", "ended.txt"))),
+            },
+            proto::PutFileRequest {
+                part: Some(put_file_request::Part::Chunk(b"new".to_vec())),
+            },
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("end"), "{e:?}");
+    assert_eq!(get(c, "o1", "ended.txt").await.unwrap(), b"old");
     // Over --max-file-bytes, streamed or announced.
     put(c, "o1", "keep.bin", b"old").await;
     let e = put_with(
@@ -393,9 +415,9 @@ async fn bad_paths_missing_records_and_oversized_files_are_refused_and_change_no
     .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert_eq!(get(c, "o1", "keep.bin").await.unwrap(), b"old");
-    // Nothing but the one file's bytes is on disk: no temporaries.
+    // Nothing but the two files' bytes is on disk: no temporaries.
     let left = files_under(&n.dir.path().join("files/shop/orders"));
-    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left.len(), 2, "{left:?}");
 }
 
 /// A TCP relay to `to` for one connection at a time; dropping the handle's
@@ -547,6 +569,9 @@ async fn symlinks_planted_in_the_file_area_are_not_followed_out_of_it() {
         },
         proto::PutFileRequest {
             part: Some(put_file_request::Part::Chunk(secret.to_vec())),
+        },
+        proto::PutFileRequest {
+            part: Some(put_file_request::Part::End(proto::PutFileEnd {})),
         },
     ];
     s.put_file(tokio_stream::iter(msgs)).await.unwrap();

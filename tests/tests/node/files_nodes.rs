@@ -68,6 +68,27 @@ async fn cuttable_put(
     (call, tx, cut)
 }
 
+async fn peer_id(c: &Clients) -> String {
+    c.repo
+        .clone()
+        .meta(proto::MetaRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .node_id
+}
+
+/// The collection a clone or fetch made (its last report).
+async fn last_collection(
+    mut s: tonic::Streaming<proto::TransferProgress>,
+) -> proto::CollectionInfo {
+    let mut last = None;
+    while let Some(p) = s.message().await.unwrap() {
+        last = p.collection.or(last);
+    }
+    last.expect("the last report has the collection")
+}
+
 fn area(data: &Path) -> std::path::PathBuf {
     data.join("files/shop/orders")
 }
@@ -141,6 +162,55 @@ async fn files_round_trip_through_a_node_that_does_not_own_them() {
     .await;
     let now = stat(&ca, "o1", "video.bin").await.unwrap();
     assert_eq!((now.version, now.blake3), (1, made.blake3.clone()));
+    // Pushed to B with its files (clone), and pulled to B (fetch): the
+    // 100 MiB arrive whole, hashes checked, in B's own file area.
+    let b_id = peer_id(&cb).await;
+    let mut repo = ca.repo.clone();
+    let s = proto::collection_repo_client::CollectionRepoClient::clone(
+        &mut repo,
+        proto::CloneRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            dest_name: "pushed".into(),
+            dest_node: b_id,
+            include_files: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pushed = last_collection(s.into_inner()).await;
+    assert_eq!(
+        (pushed.file_count, pushed.file_bytes),
+        (1, big.len() as i64)
+    );
+    let a_id = peer_id(&ca).await;
+    let s = cb
+        .repo
+        .clone()
+        .fetch(proto::FetchRequest {
+            source_node: a_id,
+            namespace: "shop".into(),
+            name: "orders".into(),
+            dest_name: "pulled".into(),
+            include_files: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pulled = last_collection(s.into_inner()).await;
+    assert_eq!(
+        (pulled.file_count, pulled.file_bytes),
+        (1, big.len() as i64)
+    );
+    for coll in ["pushed", "pulled"] {
+        let blobs = files_under(&dirs[1].path().join("files/shop").join(coll));
+        assert_eq!(blobs.len(), 1, "{coll}: {blobs:?}");
+        assert!(
+            std::fs::read(&blobs[0]).unwrap() == big,
+            "{coll}: the bytes differ"
+        );
+    }
     // A delete through B frees A's bytes.
     cb.records
         .clone()

@@ -117,6 +117,7 @@ fn clone_req(name: &str, dest: &str, node: &str) -> proto::CloneRequest {
         dest_namespace: String::new(),
         dest_name: dest.into(),
         dest_node: node.into(),
+        include_files: false,
     }
 }
 
