@@ -5,7 +5,8 @@
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
 //! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhlme";
 //! BENCH_LIFECYCLE_MB the size of the collection phase l backs up, restores
-//! and clones, default 1024).
+//! and clones, default 1024; BENCH_FILE_MB the size of the file phase f
+//! puts and gets, default 256).
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -701,7 +702,7 @@ async fn main() {
         );
     }
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhlme".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhlfme".into());
     let phase = |p: char| phases.contains(p);
     let mut rng = Rng(0x9E3779B97F4A7C15);
 
@@ -976,6 +977,12 @@ async fn main() {
         lifecycle_phase(&node, &dir, &channels, &pool, secs).await;
     }
 
+    // (f) Files: PutFile and GetFile of one big file vs a local write + fsync
+    // and a local read of the same bytes.
+    if phase('f') {
+        files_phase(node.data_dir.clone(), &channels[0]).await;
+    }
+
     // (m) Mesh: a Dispatch through a peer vs the same call on the owner.
     if phase('m') {
         mesh_phase(&node, &dir, secs, floor_p50[0]).await;
@@ -1180,6 +1187,157 @@ async fn fill_mb(ch: &Channel, pool: &prost_reflect::DescriptorPool, name: &str,
 }
 
 /// A plain copy of `from` to `to`, synced: MB/s.
+/// Phase f: a file of BENCH_FILE_MB put with PutFile (1 MiB chunks) and read
+/// back with GetFile, each against the floor of doing the same on a local
+/// file in the data dir (write + fsync; read, page cache warm as for the node).
+async fn files_phase(data_dir: std::path::PathBuf, ch: &Channel) {
+    let mb: usize = std::env::var("BENCH_FILE_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
+    let mut repo = CollectionRepoClient::new(ch.clone());
+    repo.create_collection(proto::CreateCollectionRequest {
+        namespace: "bench".into(),
+        name: "docs".into(),
+        message_type: "shop.Order".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut svc = CollectionServiceClient::new(ch.clone()).max_decoding_message_size(8 << 20);
+    svc.create(proto::CreateRequest {
+        namespace: "bench".into(),
+        collection: "docs".into(),
+        record: Some(proto::Record {
+            id: "d1".into(),
+            json: r#"{"title": "a record with a file"}"#.into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let total = (mb as u64) << 20;
+    let mbs = |secs: f64| total as f64 / secs / 1e6;
+    // Floors, on the data dir's file system.
+    let (path, data) = (data_dir.join("floor.bin"), chunk.clone());
+    let (write_floor, read_floor) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&path).unwrap();
+        for _ in 0..mb {
+            f.write_all(&data).unwrap();
+        }
+        f.sync_all().unwrap();
+        let w = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut f = std::fs::File::open(&path).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        while f.read(&mut buf).unwrap() > 0 {}
+        let r = t.elapsed().as_secs_f64();
+        std::fs::remove_file(&path).unwrap();
+        (w, r)
+    })
+    .await
+    .unwrap();
+    println!(
+        "(f) local write + fsync of {mb} MiB     {:>7.0} MB/s  (floor)",
+        mbs(write_floor)
+    );
+    println!(
+        "(f) local read of {mb} MiB              {:>7.0} MB/s  (floor)",
+        mbs(read_floor)
+    );
+    // A second floor for reads: the same bytes through a plain loopback TCP
+    // socket (what any remote read must at least pay), 1 MiB writes.
+    let tcp_floor = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let data = chunk.clone();
+        let sender = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            for _ in 0..mb {
+                s.write_all(&data).await.unwrap();
+            }
+        });
+        let t = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        while n < total {
+            n += c.read(&mut buf).await.unwrap() as u64;
+        }
+        sender.await.unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    println!(
+        "(f) loopback TCP of {mb} MiB            {:>7.0} MB/s  (floor)",
+        mbs(tcp_floor)
+    );
+    let file = || {
+        Some(proto::FileRef {
+            namespace: "bench".into(),
+            collection: "docs".into(),
+            record_id: "d1".into(),
+            path: "big.bin".into(),
+        })
+    };
+    use proto::put_file_request::Part;
+    let header = proto::PutFileRequest {
+        part: Some(Part::Header(proto::PutFileHeader {
+            file: file(),
+            ..Default::default()
+        })),
+    };
+    let msgs = std::iter::once(header)
+        .chain((0..mb).map(move |_| proto::PutFileRequest {
+            part: Some(Part::Chunk(chunk.clone())),
+        }))
+        .chain(std::iter::once(proto::PutFileRequest {
+            part: Some(Part::End(proto::PutFileEnd {})),
+        }));
+    let t = Instant::now();
+    let made = svc
+        .put_file(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
+    let put = t.elapsed().as_secs_f64();
+    assert_eq!(made.size_bytes as u64, total);
+    println!(
+        "(f) PutFile {mb} MiB                    {:>7.0} MB/s  {:.2}x the local write",
+        mbs(put),
+        write_floor / put
+    );
+    let t = Instant::now();
+    let mut s = svc
+        .get_file(proto::GetFileRequest {
+            file: file(),
+            offset: 0,
+            length: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0u64;
+    while let Some(m) = s.message().await.unwrap() {
+        if let Some(proto::get_file_response::Part::Chunk(b)) = m.part {
+            got += b.len() as u64;
+        }
+    }
+    let get = t.elapsed().as_secs_f64();
+    assert_eq!(got, total);
+    println!(
+        "(f) GetFile {mb} MiB                    {:>7.0} MB/s  {:.2}x the local read, {:.2}x loopback TCP",
+        mbs(get),
+        read_floor / get,
+        tcp_floor / get
+    );
+}
+
 fn copy_rate(from: &std::path::Path, to: &std::path::Path) -> f64 {
     let t = Instant::now();
     let n = std::fs::copy(from, to).unwrap();

@@ -270,6 +270,11 @@ impl Node {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(crate::limits::MAX_STREAMS_PER_CONNECTION)
+                // Windows that grow with the connection's bandwidth-delay
+                // product: a streamed file is not held to a fixed 1 MiB.
+                .http2_adaptive_window(Some(true))
+                // A 1 MiB file chunk in one frame (HTTP/2's default is 16 KiB).
+                .max_frame_size(Some(1 << 20))
                 .layer(api::edge::layer())
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(

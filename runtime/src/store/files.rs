@@ -149,6 +149,13 @@ fn record_dir(id: &RecordId) -> String {
 
 const TMP_PREFIX: &str = ".tmp-";
 
+/// Chunks a put's receiver may be ahead of its writer.
+const PUT_QUEUE_CHUNKS: usize = 4;
+
+/// Bytes a put writes between asking the kernel to start writing them back,
+/// so its final fsync has little left to do.
+const WRITEBACK_BYTES: usize = 32 << 20;
+
 impl FileArea {
     /// The area rooted at `root` (made by the node from checked names).
     pub fn new(root: PathBuf) -> Self {
@@ -228,6 +235,7 @@ impl FileArea {
             name,
             hasher: blake3::Hasher::new(),
             size: 0,
+            writeback: None,
         })
     }
 
@@ -319,9 +327,24 @@ struct BlobWriter {
     name: String,
     hasher: blake3::Hasher,
     size: i64,
+    /// A background sync under way (see `start_writeback`).
+    writeback: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl BlobWriter {
+    /// Starts writing back what was written so far, on another thread,
+    /// unless the last one is still under way.
+    fn start_writeback(&mut self) {
+        if self.writeback.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        if let Some(clone) = self.file.as_ref().and_then(|f| f.try_clone().ok()) {
+            self.writeback = Some(tokio::task::spawn_blocking(move || {
+                let _ = clone.sync_data();
+            }));
+        }
+    }
+
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
         self.size += data.len() as i64;
@@ -547,25 +570,56 @@ impl Collection {
         }
         let area = self.files.clone();
         let rid = id.clone();
-        let mut blob = Some(blocking(move || area.create(&rid)).await?);
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            let mut w = blob.take().expect("the blob");
-            if (w.size as u64).saturating_add(chunk.len() as u64) > max_bytes {
-                return Err(Error::resource_exhausted(format!(
-                    "the file is over the limit of {max_bytes} bytes (--max-file-bytes); nothing was changed"
-                )));
+        // One blocking task hashes and writes while the next chunks arrive:
+        // receiving and writing overlap, a few chunks apart.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PUT_QUEUE_CHUNKS);
+        let writing = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
+            let mut w = area.create(&rid)?;
+            let mut unsynced = 0usize;
+            for chunk in rx {
+                w.write(&chunk)?;
+                unsynced += chunk.len();
+                if unsynced >= WRITEBACK_BYTES {
+                    w.start_writeback();
+                    unsynced = 0;
+                }
             }
-            // Hashed and written off the executor; the writer comes back.
-            let (w, wrote) = blocking(move || {
-                let wrote = w.write(&chunk);
-                Ok((w, wrote))
-            })
-            .await?;
-            blob = Some(w);
-            wrote?;
+            Ok(w)
+        });
+        let mut size = 0u64;
+        let received: Result<()> = async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                size = size.saturating_add(chunk.len() as u64);
+                if size > max_bytes {
+                    return Err(Error::resource_exhausted(format!(
+                        "the file is over the limit of {max_bytes} bytes (--max-file-bytes); nothing was changed"
+                    )));
+                }
+                // Blocks only while the writer is PUT_QUEUE_CHUNKS behind.
+                let mut pending = Some(chunk);
+                while let Some(c) = pending.take() {
+                    match tx.try_send(c) {
+                        Ok(()) => {}
+                        Err(std::sync::mpsc::TrySendError::Full(c)) => {
+                            pending = Some(c);
+                            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                        }
+                        // The writer failed: its error is reported below.
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Ok(()),
+                    }
+                }
+            }
+            Ok(())
         }
-        let w = blob.take().expect("the blob");
+        .await;
+        drop(tx);
+        let written = writing
+            .await
+            .map_err(|e| Error::internal(format!("file task failed: {e}")))?;
+        // A failed receive drops the writer, which removes its temporary.
+        received?;
+        let w = written?;
         // From here on the put runs to its end even if the caller goes: a
         // renamed blob is either recorded or removed.
         let this = self.clone();
