@@ -145,6 +145,7 @@ impl Node {
             sync_full: config.sync_full,
             cache_bytes: config.record_cache_bytes,
             query_timeout: config.query_timeout,
+            max_file_bytes: config.max_file_bytes,
         };
         let system = catalog::open_system(&data_dir, options).await?;
         let registry = Arc::new(Registry::load(system.protos.clone()).await?);
@@ -205,7 +206,6 @@ impl Node {
             info: crate::node_info::NodeInfo::starting(data_dir.clone()),
             backups,
             transfers,
-            max_file_bytes: config.max_file_bytes,
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();

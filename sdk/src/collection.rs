@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 /// the method returns `Ok`; an `Err` or a panic discards all of them.
 pub struct Collection<T> {
     name: String,
-    inner: wit::Collection,
+    pub(crate) inner: wit::Collection,
     _type: PhantomData<fn() -> T>,
 }
 

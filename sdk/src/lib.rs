@@ -27,12 +27,14 @@
 mod collection;
 mod context;
 mod error;
+mod files;
 pub mod log;
 mod query;
 
 pub use collection::{Collection, Doc, Page};
 pub use context::{Context, invoke_service};
 pub use error::{Error, Result};
+pub use files::{FileInfo, FilePage};
 pub use query::{Query, Value};
 
 /// Re-exported so guests name one prost version with the SDK.

@@ -166,9 +166,7 @@ impl CollectionApi {
             )))
         }));
         let chunks = body.chain(tail);
-        let made = coll
-            .put_file(id, path, put, Box::pin(chunks), self.0.max_file_bytes)
-            .await?;
+        let made = coll.put_file(id, path, put, Box::pin(chunks)).await?;
         Ok(Response::new(info(made)))
     }
 

@@ -60,8 +60,6 @@ pub struct ApiState {
     pub backups: Arc<crate::backups::Backups>,
     /// Clones and fetches.
     pub transfers: Arc<crate::transfers::Transfers>,
-    /// Largest file attached to a record, in bytes.
-    pub max_file_bytes: u64,
 }
 
 impl ApiState {

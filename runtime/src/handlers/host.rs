@@ -7,15 +7,18 @@
 //! is atomic per collection, not across collections). A `get` sees the
 //! call's own staged writes; `search` and `count` see only committed data.
 //!
-//! The per-call host state lives here; a new import (e.g. `files`) adds its
-//! `HostApi` methods to `CollectionsHost` in a sibling file of this one.
+//! File changes (the `files` import, in `handlers::files`) are staged the
+//! same way and go in the same batch as the collection's record writes.
+//!
+//! The per-call host state lives here; a new import adds its `HostApi`
+//! methods to `CollectionsHost` in a sibling file of this one.
 
 use super::call::{CallOptions, Invocation};
 use super::{Grant, Handlers};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
 use crate::store::{self, Collection, Labels, Record, WriteOp, codec};
-use crate::wasm::{HostApi, HostFuture, WriteSpec};
+use crate::wasm::{FileSpec, HostApi, HostFuture, WriteSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +28,7 @@ pub(super) struct CollectionsHost {
     namespace: Namespace,
     grants: Vec<Grant>,
     /// Collections the guest opened, indexed by handle.
-    open: Mutex<Vec<OpenState>>,
+    pub(super) open: Mutex<Vec<OpenState>>,
     options: CallOptions,
     /// Set once the call `invoke`s another method, whose writes may have
     /// committed: the node then never re-runs the call.
@@ -42,10 +45,12 @@ pub(super) struct CommitError {
 }
 
 /// A collection the call opened, with the writes it staged there.
-struct OpenState {
-    coll: Arc<Collection>,
+pub(super) struct OpenState {
+    pub(super) coll: Arc<Collection>,
     read_only: bool,
     pending: Vec<WriteOp>,
+    /// File changes, applied after `pending` in the same batch.
+    pub(super) files: Vec<store::FileChange>,
     /// The call's view of records it wrote: None = deleted.
     overlay: HashMap<String, Option<Arc<Record>>>,
     /// The version of each record the call last read from the store (None:
@@ -77,7 +82,7 @@ impl CollectionsHost {
             .lock()
             .expect("open lock")
             .iter()
-            .any(|o| !o.pending.is_empty())
+            .any(|o| !o.pending.is_empty() || !o.files.is_empty())
     }
 
     /// Applies the call's staged writes: each collection's in one batch, in
@@ -87,7 +92,10 @@ impl CollectionsHost {
         let open = std::mem::take(&mut *self.open.lock().expect("open lock"));
         let mut applied: Vec<String> = Vec::new();
         let invoked = self.invoked.load(std::sync::atomic::Ordering::Acquire);
-        for o in open.into_iter().filter(|o| !o.pending.is_empty()) {
+        for o in open
+            .into_iter()
+            .filter(|o| !o.pending.is_empty() || !o.files.is_empty())
+        {
             let fail = |error: Error, applied: &[String]| {
                 let mut error = error;
                 if !applied.is_empty() {
@@ -105,7 +113,7 @@ impl CollectionsHost {
                 }
             };
             let call = self.options.request_id.clone();
-            let outcome = match o.coll.batch_of_call(o.pending, call).await {
+            let outcome = match o.coll.batch_with_files(o.pending, o.files, call).await {
                 Ok(outcome) => outcome,
                 Err(e) => return Err(fail(e, &applied)),
             };
@@ -145,7 +153,7 @@ impl CollectionsHost {
         Ok(())
     }
 
-    fn coll(&self, handle: u32) -> Result<(Arc<Collection>, bool)> {
+    pub(super) fn coll(&self, handle: u32) -> Result<(Arc<Collection>, bool)> {
         self.open
             .lock()
             .expect("open lock")
@@ -155,7 +163,7 @@ impl CollectionsHost {
     }
 
     /// The record as this call sees it.
-    async fn current(
+    pub(super) async fn current(
         &self,
         handle: u32,
         c: &Arc<Collection>,
@@ -247,6 +255,7 @@ impl CollectionsHost {
             pending: Vec::new(),
             overlay: HashMap::new(),
             seen: HashMap::new(),
+            files: Vec::new(),
         });
         Ok((open.len() - 1) as u32)
     }
@@ -255,13 +264,7 @@ impl CollectionsHost {
     /// mistakes at once (the batch at commit checks again against the
     /// store), and stages it.
     async fn stage_write(&self, handle: u32, op: WriteSpec) -> Result<Option<Arc<Record>>> {
-        let (c, read_only) = self.coll(handle)?;
-        if read_only {
-            return Err(Error::permission_denied(format!(
-                "collection {} is granted read-only",
-                c.name
-            )));
-        }
+        let c = self.writable(handle)?;
         let (key, op, view) = match op {
             WriteSpec::Create { id, data, labels } => {
                 self.stage_create(handle, &c, id, data, labels).await?
@@ -283,8 +286,25 @@ impl CollectionsHost {
         let mut open = self.open.lock().expect("open lock");
         let o = &mut open[handle as usize];
         o.pending.push(op);
+        if view.is_none() {
+            // The record's files go with it: changes staged to them would
+            // fail at commit, after the delete.
+            o.files.retain(|f| f.record_id().as_str() != key);
+        }
         o.overlay.insert(key, view.clone());
         Ok(view)
+    }
+
+    /// The open collection `handle`, if the call may write to it.
+    pub(super) fn writable(&self, handle: u32) -> Result<Arc<Collection>> {
+        let (c, read_only) = self.coll(handle)?;
+        if read_only {
+            return Err(Error::permission_denied(format!(
+                "collection {} is granted read-only",
+                c.name
+            )));
+        }
+        Ok(c)
     }
 
     async fn stage_create(
@@ -439,5 +459,41 @@ impl HostApi for CollectionsHost {
                 .store(true, std::sync::atomic::Ordering::Release);
             self.handlers.invoke_from(call).await
         })
+    }
+
+    fn stat_file<'a>(
+        &'a self,
+        handle: u32,
+        id: &'a str,
+        path: &'a str,
+    ) -> HostFuture<'a, store::FileMeta> {
+        Box::pin(self.file_stat(handle, id, path))
+    }
+
+    fn list_files<'a>(
+        &'a self,
+        handle: u32,
+        id: &'a str,
+        prefix: String,
+        page_size: u32,
+        page_token: String,
+    ) -> HostFuture<'a, store::FilePage> {
+        Box::pin(self.file_list(handle, id, prefix, page_size, page_token))
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        handle: u32,
+        id: &'a str,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+        max: usize,
+    ) -> HostFuture<'a, Vec<u8>> {
+        Box::pin(self.file_read(handle, id, path, offset, len, max))
+    }
+
+    fn change_file(&self, handle: u32, change: FileSpec) -> HostFuture<'_, ()> {
+        Box::pin(self.stage_file(handle, change))
     }
 }

@@ -7,6 +7,7 @@
 
 mod call;
 mod components;
+mod files;
 mod host;
 
 pub use call::{CallOptions, Cancel, Canceller, Invocation, Invoker};

@@ -35,6 +35,8 @@ pub struct Options {
     pub cache_bytes: u64,
     /// Time a search or count may run inside SQLite.
     pub query_timeout: std::time::Duration,
+    /// Largest file attached to a record, in bytes (`--max-file-bytes`).
+    pub max_file_bytes: u64,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             sync_full: true,
             cache_bytes: crate::limits::RECORD_CACHE_BYTES,
             query_timeout: QUERY_TIMEOUT,
+            max_file_bytes: crate::limits::MAX_FILE_BYTES,
         }
     }
 }
@@ -62,6 +65,8 @@ pub struct Collection {
     readers: Mutex<Vec<Connection>>,
     cache: Arc<RecordCache>,
     query_timeout: std::time::Duration,
+    /// Largest file attached to a record, in bytes.
+    pub(super) max_file_bytes: u64,
     /// Set when a restore replaced the collection: writes that reach this
     /// (closed) one are told to retry, not that it is gone.
     replaced: AtomicBool,
@@ -122,6 +127,7 @@ impl Collection {
             readers: Mutex::new(Vec::new()),
             cache,
             query_timeout: options.query_timeout,
+            max_file_bytes: options.max_file_bytes,
             replaced: AtomicBool::new(false),
         }))
     }
@@ -195,7 +201,7 @@ impl Collection {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Batch(ops, call, tx))?;
+        self.send(Job::Batch(ops, Vec::new(), call, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }

@@ -21,8 +21,10 @@
 
 use super::collection::Collection;
 use super::readers::Lane;
+use super::record::{BatchOutcome, WriteOp};
 use super::writer::Job;
 use crate::error::{Error, Result};
+use crate::limits::MAX_BATCH_OPS;
 use crate::names::{FilePath, RecordId};
 use cap_std::fs::Dir;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -68,6 +70,43 @@ pub struct PutFile {
     /// Only if the file at the path is at this version (else
     /// FAILED_PRECONDITION).
     pub expected_version: Option<i64>,
+}
+
+/// A file change made in one batch with record writes (what a handler
+/// stages): applied only if the whole batch is.
+#[derive(Debug, Clone)]
+pub enum FileChange {
+    /// Puts `data` at `path` of record `id`.
+    Put {
+        /// The record.
+        id: RecordId,
+        /// The file's path under it.
+        path: FilePath,
+        /// Content type to record.
+        content_type: String,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Only if the file is at this version (else FAILED_PRECONDITION).
+        expected_version: Option<i64>,
+    },
+    /// Deletes the file at `path` of record `id`.
+    Delete {
+        /// The record.
+        id: RecordId,
+        /// The file's path under it.
+        path: FilePath,
+        /// Only if the file is at this version.
+        expected_version: Option<i64>,
+    },
+}
+
+impl FileChange {
+    /// The record whose file it changes.
+    pub fn record_id(&self) -> &RecordId {
+        match self {
+            FileChange::Put { id, .. } | FileChange::Delete { id, .. } => id,
+        }
+    }
 }
 
 /// A finished blob: synced and under its final name.
@@ -396,6 +435,60 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Writes the bytes of `files`' puts as finished blobs, and turns the
+/// changes into the writer's ops; if one fails, those already written are
+/// removed.
+fn write_blobs(area: &FileArea, files: Vec<FileChange>) -> Result<(Vec<FileOp>, Vec<Doomed>)> {
+    let mut ops = Vec::with_capacity(files.len());
+    let mut blobs: Vec<Doomed> = Vec::new();
+    for f in files {
+        let op = match f {
+            FileChange::Put {
+                id,
+                path,
+                content_type,
+                data,
+                expected_version,
+            } => {
+                let put = PutFile {
+                    content_type,
+                    expected_version,
+                    ..Default::default()
+                };
+                let written = area.create(&id).and_then(|mut w| {
+                    w.write(&data)?;
+                    w.finish(&put)
+                });
+                let blob = match written {
+                    Ok(b) => b,
+                    Err(e) => {
+                        area.remove(&blobs);
+                        return Err(e);
+                    }
+                };
+                blobs.push((id.clone(), blob.name.clone()));
+                FileOp::Put {
+                    id,
+                    path,
+                    blob,
+                    put,
+                }
+            }
+            FileChange::Delete {
+                id,
+                path,
+                expected_version,
+            } => FileOp::Delete {
+                id,
+                path,
+                expected_version,
+            },
+        };
+        ops.push(op);
+    }
+    Ok((ops, blobs))
+}
+
 /// Runs blocking file work off the executor.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -550,17 +643,85 @@ impl Collection {
         self.files.pin()
     }
 
+    /// Largest file a record may have, in bytes (`--max-file-bytes`).
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
+    /// RESOURCE_EXHAUSTED if a file of `n` bytes is over the limit.
+    pub fn check_file_size(&self, n: u64) -> Result<()> {
+        if n > self.max_file_bytes {
+            return Err(Error::resource_exhausted(format!(
+                "a file of {n} bytes is over the limit of {} bytes (--max-file-bytes); nothing was changed",
+                self.max_file_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// `batch_of_call` that also makes `files` changes, after the record
+    /// ops and in the same transaction (so a file can go on a record the
+    /// batch creates). The new bytes are written and synced first, and
+    /// removed again unless the batch is applied; once started it runs to
+    /// its end even if the caller goes.
+    pub async fn batch_with_files(
+        self: &Arc<Self>,
+        ops: Vec<WriteOp>,
+        files: Vec<FileChange>,
+        call: Option<String>,
+    ) -> Result<BatchOutcome> {
+        if files.is_empty() {
+            return self.batch_of_call(ops, call).await;
+        }
+        if ops.len() + files.len() > MAX_BATCH_OPS {
+            return Err(Error::invalid(format!(
+                "{} record and file changes in one batch; the limit is {MAX_BATCH_OPS}",
+                ops.len() + files.len()
+            )));
+        }
+        for f in &files {
+            if let FileChange::Put { data, .. } = f {
+                self.check_file_size(data.len() as u64)?;
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let area = this.files.clone();
+            let (file_ops, blobs) = blocking(move || write_blobs(&area, files)).await?;
+            let (tx, rx) = oneshot::channel();
+            let out = match this.send(Job::Batch(ops, file_ops, call, tx)) {
+                Ok(()) => rx
+                    .await
+                    .map_err(|_| Error::internal("the writer dropped the request"))
+                    .and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            let applied = matches!(&out, Ok(o) if o.committed && !o.replayed);
+            if !applied && !blobs.is_empty() {
+                let area = this.files.clone();
+                let _ = blocking(move || {
+                    area.remove(&blobs);
+                    Ok(())
+                })
+                .await;
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::internal(format!("batch task failed: {e}")))?
+    }
+
     /// Puts a file at `path` of record `id` from `chunks`: streamed to a
     /// temporary, checked, renamed into place and recorded, or nothing
-    /// changes. At most `max_bytes` are taken (RESOURCE_EXHAUSTED).
+    /// changes. At most `max_file_bytes` are taken (RESOURCE_EXHAUSTED).
     pub async fn put_file(
         self: &Arc<Self>,
         id: RecordId,
         path: FilePath,
         put: PutFile,
         mut chunks: impl Stream<Item = Result<Vec<u8>>> + Unpin,
-        max_bytes: u64,
     ) -> Result<FileMeta> {
+        let max_bytes = self.max_file_bytes;
         if let Some(n) = put.expected_size
             && (n < 0 || n as u64 > max_bytes)
         {

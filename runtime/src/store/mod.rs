@@ -24,7 +24,7 @@ mod writer;
 
 pub use catalog::{BackupPolicy, Catalog, CollectionMeta, CollectionUpdate, Types};
 pub use collection::{Collection, Options};
-pub use files::{FileArea, FileMeta, FilePage, PutFile};
+pub use files::{FileArea, FileChange, FileMeta, FilePage, PutFile};
 pub use query::{Filter, Op, Order, Query, Scalar};
 pub use record::{
     BatchOutcome, Labels, Mask, MaskPart, Page, Record, WriteOp, Written, check_labels,

@@ -25,9 +25,12 @@ use crate::limits::GROUP_MAX;
 /// What callers queue for the writer.
 pub(super) enum Job {
     One(WriteOp, oneshot::Sender<Result<Written>>),
-    /// The ops, and the handler call they belong to, if it has a request id.
+    /// The ops, the file changes applied after them (in the same
+    /// transaction), and the handler call they belong to, if it has a
+    /// request id.
     Batch(
         Vec<WriteOp>,
+        Vec<FileOp>,
         Option<String>,
         oneshot::Sender<Result<BatchOutcome>>,
     ),
@@ -129,7 +132,7 @@ fn commit_group(
                         return Err(e);
                     }
                 }
-                Job::Batch(ops, call, reply) => {
+                Job::Batch(ops, file_ops, call, reply) => {
                     let mut results: Vec<Result<Written>> = Vec::with_capacity(ops.len());
                     let mut replayed = false;
                     let doomed_before = doomed.len();
@@ -147,6 +150,12 @@ fn commit_group(
                                     results.push(Err(e.clone()));
                                     return Err(e.context(format!("ops[{i}]")));
                                 }
+                            }
+                        }
+                        for (i, op) in file_ops.iter().enumerate() {
+                            if let Err(e) = files::apply(sp, op, &mut doomed) {
+                                results.push(Err(e.clone()));
+                                return Err(e.context(format!("files[{i}]")));
                             }
                         }
                         Ok(())
@@ -176,7 +185,8 @@ fn commit_group(
                     let results = if committed {
                         results
                     } else {
-                        (0..ops.len())
+                        // One more result than ops if a file change failed.
+                        (0..ops.len().max(results.len()))
                             .map(|i| match results.get(i) {
                                 Some(Err(e)) if i == failed_at => Err(e.clone()),
                                 _ => Err(Error::aborted(format!("not applied: ops[{failed_at}] failed, so the batch was rolled back"))),
@@ -223,7 +233,7 @@ fn commit_group(
         for job in jobs {
             match job {
                 Job::One(_, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Batch(_, _, tx) => drop(tx.send(Err(e.clone()))),
+                Job::Batch(_, _, _, tx) => drop(tx.send(Err(e.clone()))),
                 Job::Index(_, _, tx) => drop(tx.send(Err(e.clone()))),
                 Job::File(_, tx) => drop(tx.send(Err(e.clone()))),
             }

@@ -1,6 +1,7 @@
 //! The host side of the handler world: per-call state (WASI without ambient
 //! authority, limits, counters) and the imports `collections`, `invoke` and
-//! `log`, which reach the node only through `HostApi`.
+//! `log`, which reach the node only through `HostApi` (`files` is in
+//! `wasm::files`).
 
 use super::bindings::collector::runtime::{collections, invoke, log, types};
 use crate::error::{Error, ErrorKind};
@@ -41,6 +42,33 @@ pub enum WriteSpec {
     },
 }
 
+/// A change to a file of a record that a handler asks for.
+#[derive(Debug, Clone)]
+pub enum FileSpec {
+    /// Put `data` at `path` of record `id` (replacing what is there).
+    Put {
+        /// The record.
+        id: String,
+        /// The file's path under it.
+        path: String,
+        /// Content type to record.
+        content_type: String,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Only if the file is at this version.
+        expected_version: Option<i64>,
+    },
+    /// Delete the file at `path` of record `id`.
+    Delete {
+        /// The record.
+        id: String,
+        /// The file's path under it.
+        path: String,
+        /// Only if the file is at this version.
+        expected_version: Option<i64>,
+    },
+}
+
 /// A host operation in flight; boxed so `HostApi` stays object-safe.
 pub type HostFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
@@ -66,6 +94,35 @@ pub trait HostApi: Send + Sync {
         method: &'a str,
         input: &'a [u8],
     ) -> HostFuture<'a, Vec<u8>>;
+    /// The metadata of a (committed) file of a record.
+    fn stat_file<'a>(
+        &'a self,
+        handle: u32,
+        id: &'a str,
+        path: &'a str,
+    ) -> HostFuture<'a, store::FileMeta>;
+    /// A page of a record's (committed) files under `prefix`.
+    fn list_files<'a>(
+        &'a self,
+        handle: u32,
+        id: &'a str,
+        prefix: String,
+        page_size: u32,
+        page_token: String,
+    ) -> HostFuture<'a, store::FilePage>;
+    /// `len` bytes of a file from `offset` (0: to the end); at most `max`
+    /// of them, else RESOURCE_EXHAUSTED.
+    fn read_file<'a>(
+        &'a self,
+        handle: u32,
+        id: &'a str,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+        max: usize,
+    ) -> HostFuture<'a, Vec<u8>>;
+    /// Stages a file change, applied with the call's writes.
+    fn change_file(&self, handle: u32, change: FileSpec) -> HostFuture<'_, ()>;
 }
 
 /// A handler with no grants: every collection and every invoke is refused.
@@ -103,6 +160,33 @@ impl HostApi for DenyAll {
     ) -> HostFuture<'a, Vec<u8>> {
         denied(format!("this handler may not invoke {service}/{method}"))
     }
+    fn stat_file<'a>(&'a self, _: u32, _: &'a str, _: &'a str) -> HostFuture<'a, store::FileMeta> {
+        denied(NO_GRANTS.into())
+    }
+    fn list_files<'a>(
+        &'a self,
+        _: u32,
+        _: &'a str,
+        _: String,
+        _: u32,
+        _: String,
+    ) -> HostFuture<'a, store::FilePage> {
+        denied(NO_GRANTS.into())
+    }
+    fn read_file<'a>(
+        &'a self,
+        _: u32,
+        _: &'a str,
+        _: &'a str,
+        _: u64,
+        _: u64,
+        _: usize,
+    ) -> HostFuture<'a, Vec<u8>> {
+        denied(NO_GRANTS.into())
+    }
+    fn change_file(&self, _: u32, _: FileSpec) -> HostFuture<'_, ()> {
+        denied(NO_GRANTS.into())
+    }
 }
 
 /// The resource behind a guest's `collection` handle.
@@ -125,7 +209,7 @@ pub enum Stop {
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    api: std::sync::Arc<dyn HostApi>,
+    pub(super) api: std::sync::Arc<dyn HostApi>,
     memory_cap: usize,
     /// Bytes this store holds of the budget: its linear memories and the
     /// writes its calls buffered.
@@ -172,8 +256,13 @@ impl State {
         self.memory_cap
     }
 
+    /// Bytes the call may still take before its memory cap.
+    pub(super) fn memory_left(&self) -> usize {
+        self.memory_cap.saturating_sub(self.charged)
+    }
+
     /// Counts a host call; past the cap the call traps.
-    fn tick(&mut self) -> wasmtime::Result<()> {
+    pub(super) fn tick(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
         if self.host_calls > self.max_host_calls {
             self.stop = Some(Stop::HostCallCap);
@@ -182,7 +271,7 @@ impl State {
         Ok(())
     }
 
-    fn handle_of(&self, r: &Resource<OpenCollection>) -> wasmtime::Result<u32> {
+    pub(super) fn handle_of(&self, r: &Resource<OpenCollection>) -> wasmtime::Result<u32> {
         Ok(self.table.get(r)?.handle)
     }
 
@@ -219,7 +308,7 @@ impl State {
 
     /// Charges `n` bytes the host keeps for the call until it ends; past a
     /// cap the call traps.
-    fn charge_kept(&mut self, n: usize) -> wasmtime::Result<()> {
+    pub(super) fn charge_kept(&mut self, n: usize) -> wasmtime::Result<()> {
         if !self.charge(n) {
             wasmtime::bail!("the host's state for the call exceeds its memory");
         }
@@ -228,7 +317,7 @@ impl State {
 }
 
 /// Bytes a buffered write costs besides its id, payload and labels.
-const WRITE_OVERHEAD: usize = 256;
+pub(super) const WRITE_OVERHEAD: usize = 256;
 /// Bytes remembering a read record's version costs besides its id.
 const READ_OVERHEAD: usize = 64;
 
@@ -361,7 +450,7 @@ fn query(q: collections::Query) -> store::Query {
     }
 }
 
-type GuestResult<T> = wasmtime::Result<Result<T, types::Error>>;
+pub(super) type GuestResult<T> = wasmtime::Result<Result<T, types::Error>>;
 
 impl types::Host for State {}
 

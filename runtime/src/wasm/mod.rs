@@ -12,11 +12,12 @@
 
 mod bindings;
 mod compiled;
+mod files;
 pub mod host;
 
 pub use bindings::collector::runtime::types::CallContext;
 pub use compiled::CompiledCache;
-pub use host::{DenyAll, HostApi, HostFuture, WriteSpec};
+pub use host::{DenyAll, FileSpec, HostApi, HostFuture, WriteSpec};
 
 use crate::error::{Error, Result};
 use host::{State, Stop};

@@ -6,6 +6,7 @@ mod crud;
 mod docs;
 mod durability;
 mod files;
+mod files_handlers;
 mod files_lifecycle;
 mod files_nodes;
 mod gossip;
