@@ -39,6 +39,10 @@ fn put(_: &Context, r: PutRequest) -> Result<FileReply> {
     if r.then_delete_record {
         c.delete(&r.id)?;
     }
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(r.linger_ms.into());
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
     fail_if(r.fail_after)?;
     Ok(FileReply {
         size: r.content.len() as i64,

@@ -38,6 +38,8 @@ struct PutRequest {
     then_delete_record: bool,
     #[prost(bool, tag = "9")]
     fail_after: bool,
+    #[prost(uint32, tag = "10")]
+    linger_ms: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -465,4 +467,43 @@ async fn handler_file_reads_and_writes_are_bounded_by_its_limits() {
     call(c, "Put", &put_req("d1", "f.bin", &bytes(60 << 10, 1)))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_whose_record_goes_before_its_commit_leaves_no_file_bytes() {
+    let mut n = TestNode::start().await;
+    setup(&mut n.clients, 0).await;
+    let c = n.clients.clone();
+    create_doc(&c, "docs", "d1").await;
+    let files_dir = n.dir.path().join("files");
+
+    // The call stages a file on d1, then lingers; d1 is deleted meanwhile,
+    // so its batch fails at commit, the node re-runs the call, and the
+    // re-run finds no record.
+    let mut p = put_req("d1", "late.bin", &bytes(300_000, 4));
+    p.linger_ms = 1500;
+    let caller = {
+        let c = c.clone();
+        tokio::spawn(async move { call(&c, "Put", &p).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    c.records
+        .clone()
+        .delete(proto::DeleteRequest {
+            namespace: NS.into(),
+            collection: "docs".into(),
+            id: "d1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = caller.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("create it first"), "{}", e.message());
+    assert!(!record_exists(&c, "docs", "d1").await);
+    assert_eq!(
+        files_under(&files_dir),
+        Vec::<std::path::PathBuf>::new(),
+        "the bytes the failed batch wrote are removed"
+    );
 }
