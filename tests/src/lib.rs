@@ -162,6 +162,31 @@ impl Clients {
             .expect("register shop.proto");
     }
 
+    /// Registers `guests/<guest>/proto/<guest>.proto` (the file an
+    /// example guest generates its types from) in `ns`.
+    pub async fn register_guest_proto(&mut self, ns: &str, guest: &str) {
+        let file = format!("{guest}.proto");
+        let content = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../guests")
+                .join(guest)
+                .join("proto")
+                .join(&file),
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+        self.registry
+            .register_proto(proto::RegisterProtoRequest {
+                namespace: ns.into(),
+                sources: vec![proto::ProtoSource {
+                    name: file.clone(),
+                    content,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("register {file}: {e:?}"));
+    }
+
     /// Creates a shop.Order collection.
     pub async fn create_orders(
         &mut self,

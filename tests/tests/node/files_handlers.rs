@@ -104,22 +104,7 @@ async fn call(c: &Clients, method: &str, req: &impl Message) -> Result<FileReply
 /// The .proto, collections `docs`, `archive` and `secret` (attach.Doc), and
 /// the guest granted `docs` read-write and `archive` read-only.
 async fn setup(c: &mut Clients, memory_mib: u32) {
-    let source = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../guests/attach/proto/attach.proto"),
-    )
-    .unwrap();
-    c.registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: NS.into(),
-            sources: vec![proto::ProtoSource {
-                name: "attach.proto".into(),
-                content: source,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.register_guest_proto(NS, "attach").await;
     for name in ["docs", "archive", "secret"] {
         c.repo
             .create_collection(proto::CreateCollectionRequest {

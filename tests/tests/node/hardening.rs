@@ -239,12 +239,7 @@ struct Entry {
 async fn a_handler_cannot_store_a_record_over_the_size_limit() {
     let mut n = TestNode::start().await;
     let c = &mut n.clients;
-    let src = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../guests/guestbook/proto/guestbook.proto"),
-    )
-    .unwrap();
-    register_proto(c, "guestbook.proto", src).await.unwrap();
+    c.register_guest_proto("deep", "guestbook").await;
     create_collection(c, "entries", "guestbook.Entry").await;
     c.registry
         .register_service(proto::RegisterServiceRequest {

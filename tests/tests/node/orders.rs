@@ -130,22 +130,7 @@ fn basket(customer: &str, items: Vec<LineItem>) -> CreateOrder {
 /// Everything a user does before the first call: the .proto, the two
 /// collections, a catalogue, and the component with its grants.
 async fn setup(c: &mut Clients) {
-    let source = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../guests/orders/proto/orders.proto"),
-    )
-    .unwrap();
-    c.registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: NS.into(),
-            sources: vec![proto::ProtoSource {
-                name: "orders.proto".into(),
-                content: source,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.register_guest_proto(NS, "orders").await;
     for (name, ty, indexes) in [
         ("products", "orders.Product", vec![]),
         ("orders", "orders.Order", vec!["customer".to_string()]),
