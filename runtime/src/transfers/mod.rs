@@ -404,15 +404,8 @@ impl Transfers {
             )
             .await;
         let _ = follow.await;
-        let out = match made {
-            Ok(_) => {
-                progress.send_modify(|s| s.step = TransferStep::Opening);
-                self.open_received(path.clone(), dest_ns, dest_name).await
-            }
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_file(&path);
-        out
+        self.open_received(made.map(drop), &path, dest_ns, dest_name, &progress)
+            .await
     }
 
     /// Copies `ns`/`name` from the member `resolve` names into a new
@@ -436,15 +429,8 @@ impl Transfers {
         let received = self
             .receive(source, resolve, ns, name, include_files, &part, &progress)
             .await;
-        let out = match received {
-            Ok(()) => {
-                progress.send_modify(|s| s.step = TransferStep::Opening);
-                self.open_received(part.clone(), dest_ns, dest_name).await
-            }
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_file(&part);
-        out
+        self.open_received(received, &part, dest_ns, dest_name, &progress)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -748,12 +734,10 @@ impl Transfers {
                     } else {
                         // The source learns only the outcome.
                         let (unseen, _) = watch::channel(TransferProgress::default());
-                        match file.finish(m, &unseen).await {
-                            Ok(()) => self.open_received(path.clone(), dest_ns, dest_name).await,
-                            Err(e) => Err(e),
-                        }
+                        let finished = file.finish(m, &unseen).await;
+                        self.open_received(finished, &path, dest_ns, dest_name, &unseen)
+                            .await
                     };
-                    let _ = std::fs::remove_file(&path);
                     let meta = made?;
                     self.incoming.lock().expect("incoming lock").insert(
                         id,
@@ -772,17 +756,36 @@ impl Transfers {
         })
     }
 
-    /// Opens a snapshot that arrived (or was taken) here as the new
-    /// collection `ns`/`name`, moving the file into place.
+    /// If the snapshot at `path` `arrived` (or was taken) whole, opens it
+    /// as the new collection `ns`/`name`, moving the file into place; the
+    /// file is gone afterwards either way.
     async fn open_received(
         &self,
-        path: PathBuf,
+        arrived: Result<()>,
+        path: &Path,
         ns: Namespace,
         name: CollectionName,
+        progress: &watch::Sender<TransferProgress>,
     ) -> Result<CollectionMeta> {
-        self.backups
-            .restore_file(path, ns, name, Take::Move, None, false, |_| {})
-            .await
+        let out = match arrived {
+            Ok(()) => {
+                progress.send_modify(|s| s.step = TransferStep::Opening);
+                self.backups
+                    .restore_file(
+                        path.to_path_buf(),
+                        ns,
+                        name,
+                        Take::Move,
+                        None,
+                        false,
+                        |_| {},
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(path);
+        out
     }
 
     /// True if the push `transfer_id` made its collection here lately (a

@@ -5,7 +5,7 @@
 use crate::files::{
     blake3_hex, bytes, cuttable_relay, files_under, get, get_range, header, list, put_with, stat,
 };
-use crate::mesh::{all_up, wait_for};
+use crate::mesh::{all_up, wait_for, wait_for_collection};
 use collector::proto::{self, put_file_request};
 use collector_tests::{Clients, Order, ProcessNode};
 use std::path::Path;
@@ -104,16 +104,7 @@ async fn files_round_trip_through_a_node_that_does_not_own_them() {
         wait_for(c, "both alive", Duration::from_secs(20), |ps| all_up(ps, 2)).await;
     }
     shop_on(&mut ca).await;
-    wait_for(
-        &cb,
-        "B sees A's collection",
-        Duration::from_secs(20),
-        |ps| {
-            ps.iter()
-                .any(|p| p.collections.iter().any(|c| c.name == "orders"))
-        },
-    )
-    .await;
+    wait_for_collection(&cb, "orders").await;
     // 100 MiB through B, in 4 MiB chunks; B pipes them to A as they come.
     let big = bytes(100 << 20, 9);
     let made = put_with(&cb, header("o1", "video.bin"), &big, 4 << 20)

@@ -73,6 +73,16 @@ pub(crate) async fn wait_for(
     }
 }
 
+/// Waits until `c`'s node sees a peer's collection `name` (20 s at most).
+pub(crate) async fn wait_for_collection(c: &Clients, name: &str) {
+    let what = format!("a peer's collection {name} seen");
+    wait_for(c, &what, Duration::from_secs(20), |ps| {
+        ps.iter()
+            .any(|p| p.collections.iter().any(|c| c.name == name))
+    })
+    .await;
+}
+
 pub(crate) fn state_of(ps: &[proto::Peer], id: &str) -> Option<proto::PeerState> {
     ps.iter()
         .find(|p| p.node_id == id)

@@ -4,7 +4,7 @@
 //! ever contacted.
 
 use crate::backup::assert_steps;
-use crate::mesh::{all_up, wait_for};
+use crate::mesh::{all_up, wait_for, wait_for_collection};
 use collector::proto;
 use collector_tests::{Clients, Order, ProcessNode};
 use std::time::Duration;
@@ -73,16 +73,7 @@ async fn pair(n: usize, bytes: usize) -> (Vec<ProcessNode>, Vec<tempfile::TempDi
                 .committed
         );
     }
-    wait_for(
-        &cb,
-        "B sees A's collection",
-        Duration::from_secs(20),
-        |ps| {
-            ps.iter()
-                .any(|p| p.collections.iter().any(|c| c.name == "orders"))
-        },
-    )
-    .await;
+    wait_for_collection(&cb, "orders").await;
     (vec![a, b], dirs, vec![ca, cb])
 }
 
