@@ -76,7 +76,7 @@ pub(crate) async fn get_range(
     while let Some(m) = s.message().await? {
         match m.part {
             Some(get_file_response::Part::Header(h)) => head = Some(h),
-            Some(get_file_response::Part::Chunk(b)) => bytes.extend(b),
+            Some(get_file_response::Part::Chunk(b)) => bytes.extend_from_slice(&b),
             None => panic!("an empty GetFile message"),
         }
     }

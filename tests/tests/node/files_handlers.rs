@@ -206,7 +206,7 @@ async fn grpc_get(
     let mut data = Vec::new();
     while let Some(m) = s.message().await? {
         if let Some(proto::get_file_response::Part::Chunk(b)) = m.part {
-            data.extend(b);
+            data.extend_from_slice(&b);
         }
     }
     Ok((info, data))

@@ -46,7 +46,7 @@ async fn contents(c: &Clients, coll: &str) -> BTreeMap<(String, String), String>
             let mut data = Vec::new();
             while let Some(m) = s.message().await.unwrap() {
                 if let Some(get_file_response::Part::Chunk(b)) = m.part {
-                    data.extend(b);
+                    data.extend_from_slice(&b);
                 }
             }
             assert_eq!(blake3_hex(&data), f.blake3, "{coll}/{record}/{}", f.path);
