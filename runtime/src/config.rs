@@ -37,6 +37,10 @@ pub struct Config {
     /// Nodes only form a mesh with nodes of the same cluster id. Default:
     /// `limits::DEFAULT_CLUSTER` (`collector`).
     pub cluster_id: String,
+    /// The cluster's secret: gossip is sealed with a key derived from it
+    /// (`mesh::seal`), so only nodes holding it take part. Default: none
+    /// (gossip is not authenticated).
+    pub cluster_secret: Option<crate::mesh::seal::ClusterSecret>,
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
@@ -75,6 +79,7 @@ impl Default for Config {
             join: Vec::new(),
             advertise: None,
             cluster_id: limits::DEFAULT_CLUSTER.to_string(),
+            cluster_secret: None,
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,
@@ -139,6 +144,15 @@ impl Config {
                 "handler_memory_budget_bytes (--handler-memory-budget, {} MiB) is below max_handler_memory_bytes (--max-handler-memory, {} MiB): one call could never get its cap",
                 self.handler_memory_budget_bytes >> 20,
                 self.max_handler_memory_bytes >> 20
+            )));
+        }
+        if let Some(crate::mesh::seal::ClusterSecret(s)) = &self.cluster_secret
+            && s.len() < limits::MIN_CLUSTER_SECRET_BYTES
+        {
+            return Err(Error::invalid(format!(
+                "the cluster secret is {} bytes; it needs at least {} (e.g. 32 random bytes)",
+                s.len(),
+                limits::MIN_CLUSTER_SECRET_BYTES
             )));
         }
         if self.cluster_id.is_empty() {

@@ -16,6 +16,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Nodes form a mesh only with nodes of the same cluster id.
 pub const DEFAULT_CLUSTER: &str = "collector";
+
+/// Fewest bytes a cluster secret may have (`serve --cluster-secret-file`);
+/// a shorter one fails the start with INVALID_ARGUMENT.
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
 /// Largest gRPC message a node accepts or sends. Over it: RESOURCE_EXHAUSTED
 /// (tonic's own check, before the request is decoded).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;

@@ -45,6 +45,13 @@ enum Command {
         /// Nodes form a mesh only with nodes of the same cluster id.
         #[arg(long, env = "COLLECTOR_CLUSTER", default_value = limits::DEFAULT_CLUSTER)]
         cluster: String,
+        /// A file holding the cluster's secret (at least 16 bytes; every
+        /// member needs the same one): gossip is then sealed with a key
+        /// derived from it, and a node without it cannot join, read or
+        /// forge gossip. Make one with e.g. `head -c 32 /dev/urandom >
+        /// secret` and keep it readable only by the node's user.
+        #[arg(long = "cluster-secret-file", env = "COLLECTOR_CLUSTER_SECRET_FILE")]
+        cluster_secret_file: Option<PathBuf>,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -112,6 +119,7 @@ async fn main() -> std::process::ExitCode {
             join,
             advertise,
             cluster,
+            cluster_secret_file,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -122,6 +130,14 @@ async fn main() -> std::process::ExitCode {
             } else {
                 cli.conn.namespace
             };
+            let cluster_secret = match cluster_secret_file.as_deref().map(std::fs::read) {
+                None => None,
+                Some(Ok(s)) => Some(collector::mesh::seal::ClusterSecret(s)),
+                Some(Err(e)) => {
+                    eprintln!("collector: cannot read --cluster-secret-file: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             let config = Config {
                 data_dir,
                 listen,
@@ -129,6 +145,7 @@ async fn main() -> std::process::ExitCode {
                 join: join.clone(),
                 advertise,
                 cluster_id: cluster,
+                cluster_secret,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)
@@ -170,6 +187,13 @@ async fn main() -> std::process::ExitCode {
                 mesh.cluster_id,
                 mesh.max_detection_time()
             );
+            if mesh.gossip_key.is_some() {
+                println!("  gossip     sealed with the cluster secret");
+            } else {
+                println!(
+                    "  gossip     NOT authenticated: any host that reaches the port can join (use --cluster-secret-file)"
+                );
+            }
             if !join.is_empty() {
                 println!("  joining    {}", join.join(", "));
             }

@@ -82,6 +82,10 @@ async fn bind(config: &Config, node_id: &str) -> Result<(TcpIncoming, Arc<Member
             gossip_listen: bound,
             seeds: config.join.clone(),
             cluster_id: config.cluster_id.clone(),
+            gossip_key: config
+                .cluster_secret
+                .as_ref()
+                .map(crate::mesh::seal::gossip_key),
             gossip_interval: config.gossip_interval,
             started_us: crate::util::now_us(),
         })

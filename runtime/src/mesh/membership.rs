@@ -28,6 +28,9 @@ pub struct MembershipConfig {
     pub seeds: Vec<String>,
     /// Nodes gossip only with nodes of the same cluster id.
     pub cluster_id: String,
+    /// Seals gossip with this key (`seal::gossip_key` of the cluster
+    /// secret); None gossips in the clear.
+    pub gossip_key: Option<super::seal::GossipKey>,
     /// Time between gossip rounds; failure detection scales with it.
     pub gossip_interval: Duration,
     /// Start time of this incarnation (microseconds), its generation.
@@ -168,8 +171,14 @@ async fn launch(
         (keys::STARTED.to_string(), config.started_us.to_string()),
     ];
     initial.extend(published.iter().map(|(k, v)| (k.clone(), v.clone())));
-    chitchat::spawn_chitchat(cc_config, initial, &UdpTransport)
-        .await
+    let spawned = match config.gossip_key {
+        Some(key) => {
+            let sealed = super::seal::SealedUdp::new(key, config.cluster_id.clone());
+            chitchat::spawn_chitchat(cc_config, initial, &sealed).await
+        }
+        None => chitchat::spawn_chitchat(cc_config, initial, &UdpTransport).await,
+    };
+    spawned
         .map_err(|e| {
             Error::unavailable(format!(
                 "cannot gossip on {}/udp: {e:#}; the mesh uses the gRPC port number over UDP, so it must be free too",

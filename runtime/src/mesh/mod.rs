@@ -13,6 +13,7 @@ pub mod link;
 pub mod membership;
 pub mod requests;
 pub mod routing;
+pub mod seal;
 pub mod view;
 
 use crate::error::{Error, Result};

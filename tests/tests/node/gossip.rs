@@ -5,6 +5,7 @@
 
 use crate::mesh::{all_up, peers, state_of, wait_for};
 use collector::limits::{DEFAULT_CLUSTER, MAX_MESH_MEMBERS};
+use collector::mesh::seal::ClusterSecret;
 use collector::proto;
 use collector_tests::{ProcessNode, TestNode};
 use std::time::Duration;
@@ -92,6 +93,79 @@ async fn a_malformed_datagram_cannot_take_a_node_out_of_the_mesh() {
         "gossip never stopped (its supervisor did not have to restart it)"
     );
     answers_syn(&sock, b_handle.addr).await;
+}
+
+fn secret(s: &str) -> Option<ClusterSecret> {
+    Some(ClusterSecret(s.as_bytes().to_vec()))
+}
+
+/// The ids of the other nodes `c`'s node knows of, alive or dead.
+async fn others(c: &collector_tests::Clients) -> Vec<String> {
+    peers(c)
+        .await
+        .into_iter()
+        .filter(|p| p.state != proto::PeerState::Self_ as i32)
+        .map(|p| p.node_id)
+        .collect()
+}
+
+/// With a cluster secret, gossip is sealed: a node holding the same secret
+/// joins, one with another secret or none never does (neither side lists
+/// the other), and datagrams made by hand (the SYN and the malformed delta
+/// above) are dropped unread: no answer, no harm.
+#[tokio::test]
+async fn sealed_gossip_admits_only_nodes_with_the_cluster_secret() {
+    const S: &str = "a cluster secret of some length";
+    let a = TestNode::start_with(|c| c.cluster_secret = secret(S)).await;
+    let a_addr = a.handle.as_ref().unwrap().addr;
+    let b = TestNode::start_with(|c| {
+        c.cluster_secret = secret(S);
+        c.join = vec![a_addr.to_string()];
+    })
+    .await;
+    wait_for(&a.clients, "B joins", Duration::from_secs(10), |ps| {
+        all_up(ps, 2)
+    })
+    .await;
+    let wrong = TestNode::start_with(|c| {
+        c.cluster_secret = secret("another secret, just as long");
+        c.join = vec![a_addr.to_string()];
+    })
+    .await;
+    let none = TestNode::start_with(|c| c.join = vec![a_addr.to_string()]).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..3 {
+        sock.send_to(&datagram::syn(&["intruder"], DEFAULT_CLUSTER), a_addr)
+            .await
+            .unwrap();
+        sock.send_to(&datagram::bad_ack("intruder"), a_addr)
+            .await
+            .unwrap();
+    }
+    let mut buf = vec![0; 65_536];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "a sealed node answered an unsealed SYN"
+    );
+    // Ten gossip rounds and more: the outsiders are still outside.
+    stay_connected(&a, &b, Duration::from_secs(3)).await;
+    assert_eq!(others(&a.clients).await, [node_id(&b)], "A knows of B only");
+    for outsider in [&wrong, &none] {
+        let seen = others(&outsider.clients).await;
+        assert!(seen.is_empty(), "an outsider learnt of {seen:?}");
+    }
+    // A config with a short secret does not start.
+    let dir = tempfile::tempdir().unwrap();
+    let short = collector::Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cluster_secret: secret("short"),
+        ..Default::default()
+    };
+    let e = collector::Config::validate(&short).unwrap_err();
+    assert!(e.message.contains("at least 16"), "{}", e.message);
 }
 
 /// A datagram of compressed repeats once inflated to gigabytes inside

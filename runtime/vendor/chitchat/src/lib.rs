@@ -62,7 +62,13 @@ pub fn setup_tracing_for_tests() {
 /// we send the self digest "in full".
 /// An Ethernet frame size of 1400B would limit us to 20 nodes
 /// or so.
-pub(crate) const MAX_UDP_DATAGRAM_PAYLOAD_SIZE: usize = 65_507;
+/// Collector's patch: `SEAL_OVERHEAD` bytes less than the 65,507 a UDP
+/// datagram holds, so an envelope still fits one datagram once a transport
+/// seals it (a nonce and a tag around it).
+pub(crate) const MAX_UDP_DATAGRAM_PAYLOAD_SIZE: usize = 65_507 - SEAL_OVERHEAD;
+
+/// Bytes a sealing transport may add around an envelope (Collector's patch).
+pub const SEAL_OVERHEAD: usize = 64;
 
 /// The most nodes one cluster state holds (Collector's patch). A digest of
 /// this many nodes still fits one datagram with room for a delta.

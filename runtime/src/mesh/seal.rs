@@ -1,0 +1,272 @@
+//! Sealed gossip: every chitchat datagram travels in an XChaCha20-Poly1305
+//! box keyed from the cluster secret (`--cluster-secret-file`), so a node
+//! without the secret can neither read the mesh's gossip nor inject
+//! members, ownership claims or registrations: what does not open is
+//! dropped before chitchat decodes a byte of it, with a warning at most
+//! every `WARN_EVERY`.
+//!
+//! A datagram is `MAGIC` ‖ a random 24-byte nonce ‖ the sealed envelope;
+//! the cluster id is the associated data, so a box sealed for another
+//! cluster does not open either. Not covered: replay of a recorded datagram
+//! (chitchat ignores state older than it holds, so a replay can only repeat
+//! what was true) and peer RPCs, which are still plain gRPC.
+
+use async_trait::async_trait;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chitchat::ChitchatEnvelope;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Marks a sealed datagram (and its format's version).
+const MAGIC: &[u8; 4] = b"CGS1";
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// The largest datagram a peer sends.
+const MAX_DATAGRAM: usize = 65_507;
+/// Least time between two warnings about datagrams that did not open.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+const _: () = assert!(MAGIC.len() + NONCE_LEN + TAG_LEN <= chitchat::SEAL_OVERHEAD);
+
+/// A cluster's secret; its `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterSecret({} bytes)", self.0.len())
+    }
+}
+
+/// The key gossip is sealed with; its `Debug` form does not show it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GossipKey([u8; 32]);
+
+impl std::fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GossipKey(..)")
+    }
+}
+
+/// The gossip key of a cluster secret (blake3's key derivation, so the
+/// secret itself is never a key of anything else).
+pub fn gossip_key(secret: &ClusterSecret) -> GossipKey {
+    GossipKey(blake3::derive_key(
+        "collector 2026-12 gossip seal v1",
+        &secret.0,
+    ))
+}
+
+/// A chitchat transport over UDP that seals what it sends and drops what
+/// does not open.
+pub struct SealedUdp {
+    key: GossipKey,
+    cluster_id: String,
+}
+
+impl SealedUdp {
+    /// Seals with `key` (see `gossip_key`) for cluster `cluster_id`.
+    pub fn new(key: GossipKey, cluster_id: String) -> Self {
+        SealedUdp { key, cluster_id }
+    }
+}
+
+#[async_trait]
+impl Transport for SealedUdp {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = tokio::net::UdpSocket::bind(listen_addr).await?;
+        Ok(Box::new(SealedSocket {
+            socket,
+            cipher: XChaCha20Poly1305::new(&self.key.0.into()),
+            aad: self.cluster_id.clone().into_bytes(),
+            plain: Vec::with_capacity(MAX_DATAGRAM),
+            buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
+            dropped: 0,
+            last_warn: None,
+        }))
+    }
+}
+
+struct SealedSocket {
+    socket: tokio::net::UdpSocket,
+    cipher: XChaCha20Poly1305,
+    aad: Vec<u8>,
+    plain: Vec<u8>,
+    buf: Box<[u8]>,
+    /// Datagrams dropped since the last warning.
+    dropped: u64,
+    last_warn: Option<Instant>,
+}
+
+impl SealedSocket {
+    /// The envelope in `datagram`, if it opens and decodes.
+    fn open_datagram(&self, datagram: &[u8]) -> Result<ChitchatEnvelope, &'static str> {
+        let rest = datagram
+            .strip_prefix(MAGIC)
+            .ok_or("not sealed (an unauthenticated node, or a forgery)")?;
+        if rest.len() < NONCE_LEN + TAG_LEN {
+            return Err("too short to be sealed");
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &self.aad,
+                },
+            )
+            .map_err(|_| "does not open with this cluster's secret")?;
+        ChitchatEnvelope::deserialize(&mut plain.as_slice())
+            .map_err(|_| "opens but does not decode")
+    }
+
+    fn note_dropped(&mut self, from: SocketAddr, why: &str) {
+        self.dropped += 1;
+        if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            tracing::warn!(%from, why, dropped = self.dropped, "gossip datagram dropped");
+            self.dropped = 0;
+            self.last_warn = Some(Instant::now());
+        }
+    }
+}
+
+#[async_trait]
+impl Socket for SealedSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        self.plain.clear();
+        envelope.serialize(&mut self.plain);
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &self.plain,
+                    aad: &self.aad,
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("cannot seal a gossip datagram"))?;
+        let mut datagram = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+        datagram.extend_from_slice(MAGIC);
+        datagram.extend_from_slice(&nonce);
+        datagram.extend_from_slice(&sealed);
+        // A peer that is gone is not a broken transport: chitchat retries.
+        let num_bytes_sent = match self.socket.send_to(&datagram, to).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "gossip send failed");
+                0
+            }
+        };
+        Ok(SendOutcome { num_bytes_sent })
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            let (n, from_addr) = match self.socket.recv_from(&mut self.buf).await {
+                Ok(r) => r,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::OutOfMemory
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if n > MAX_DATAGRAM {
+                self.note_dropped(from_addr, "larger than a datagram");
+                continue;
+            }
+            match self.open_datagram(&self.buf[..n]) {
+                Ok(envelope) => {
+                    return Ok(RecvOutcome {
+                        from_addr,
+                        envelope,
+                        num_bytes_received: n,
+                    });
+                }
+                Err(why) => self.note_dropped(from_addr, why),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chitchat::{ChitchatMessage, ProtocolVersion};
+
+    fn envelope() -> ChitchatEnvelope {
+        ChitchatEnvelope {
+            version: ProtocolVersion::V1,
+            message: ChitchatMessage::BadCluster,
+        }
+    }
+
+    async fn socket(key: GossipKey, cluster: &str) -> (Box<dyn Socket>, SocketAddr) {
+        let s = SealedUdp::new(key, cluster.into())
+            .open("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = s.local_addr().unwrap();
+        (s, addr)
+    }
+
+    /// Only a socket with the same secret and cluster id opens a datagram;
+    /// the rest are dropped, and the next good one still arrives.
+    #[tokio::test]
+    async fn only_the_same_secret_and_cluster_open_a_datagram() {
+        let key = gossip_key(&ClusterSecret(b"the cluster's secret".to_vec()));
+        let (mut rx, at) = socket(key, "c1").await;
+        let (mut good, _) = socket(key, "c1").await;
+        let (mut other_secret, _) =
+            socket(gossip_key(&ClusterSecret(b"another secret".to_vec())), "c1").await;
+        let (mut other_cluster, _) = socket(key, "c2").await;
+        other_secret.send(at, envelope()).await.unwrap();
+        other_cluster.send(at, envelope()).await.unwrap();
+        let plain = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut forged = envelope().serialize_to_plain();
+        plain.send_to(&forged, at).await.unwrap();
+        forged.splice(0..0, MAGIC.iter().copied().chain([0; NONCE_LEN + TAG_LEN]));
+        plain.send_to(&forged, at).await.unwrap();
+        good.send(at, envelope()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the good datagram arrives")
+            .unwrap();
+        assert_eq!(got.envelope, envelope());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "nothing else opened"
+        );
+    }
+
+    trait Plain {
+        fn serialize_to_plain(&self) -> Vec<u8>;
+    }
+    impl Plain for ChitchatEnvelope {
+        fn serialize_to_plain(&self) -> Vec<u8> {
+            let mut b = Vec::new();
+            self.serialize(&mut b);
+            b
+        }
+    }
+}
