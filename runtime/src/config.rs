@@ -38,7 +38,8 @@ pub struct Config {
     /// `limits::DEFAULT_CLUSTER` (`collector`).
     pub cluster_id: String,
     /// The cluster's secret: gossip is sealed with a key derived from it
-    /// (`mesh::seal`), so only nodes holding it take part. Default: none
+    /// and peer calls prove it (`mesh::seal`, `api::peer_gate`), so only
+    /// nodes holding it take part. Default: none
     /// (gossip is not authenticated).
     pub cluster_secret: Option<crate::mesh::seal::ClusterSecret>,
     /// Time between gossip rounds; a silent member is marked dead after

@@ -20,6 +20,9 @@ pub const DEFAULT_CLUSTER: &str = "collector";
 /// Fewest bytes a cluster secret may have (`serve --cluster-secret-file`);
 /// a shorter one fails the start with INVALID_ARGUMENT.
 pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+/// How far (ms) the time in a member's proof on a peer call may be from
+/// this node's clock; outside it the call is treated as a client's.
+pub const PEER_PROOF_SKEW_MS: i64 = 60_000;
 /// Largest gRPC message a node accepts or sends. Over it: RESOURCE_EXHAUSTED
 /// (tonic's own check, before the request is decoded).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;

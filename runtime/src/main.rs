@@ -47,8 +47,9 @@ enum Command {
         cluster: String,
         /// A file holding the cluster's secret (at least 16 bytes; every
         /// member needs the same one): gossip is then sealed with a key
-        /// derived from it, and a node without it cannot join, read or
-        /// forge gossip. Make one with e.g. `head -c 32 /dev/urandom >
+        /// derived from it and peer calls carry a proof of it, so a node
+        /// without it cannot join, read or forge gossip, nor call the
+        /// peer-only methods. Make one with e.g. `head -c 32 /dev/urandom >
         /// secret` and keep it readable only by the node's user.
         #[arg(long = "cluster-secret-file", env = "COLLECTOR_CLUSTER_SECRET_FILE")]
         cluster_secret_file: Option<PathBuf>,

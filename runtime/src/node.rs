@@ -186,9 +186,14 @@ impl Node {
 
         let (incoming, membership) = bind(&config, &node_id).await?;
         let addr = incoming.local_addr()?;
+        let peer_key = config
+            .cluster_secret
+            .as_ref()
+            .map(crate::mesh::seal::PeerKey::of);
         let peers = Arc::new(api::peers::GrpcLink::new(
             config.max_message_bytes,
             membership.subscribe(),
+            peer_key,
         ));
         let mesh = Mesh::start(
             membership,
@@ -280,6 +285,7 @@ impl Node {
                 // A 1 MiB file chunk in one frame (HTTP/2's default is 16 KiB).
                 .max_frame_size(Some(1 << 20))
                 .layer(api::edge::layer())
+                .layer(api::peer_gate::layer(peer_key))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     api::connections::Connections::new(incoming),

@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod dynamic;
 pub mod edge;
 pub mod files;
+pub mod peer_gate;
 pub mod peers;
 pub mod reflection;
 pub mod registry;
@@ -35,6 +36,9 @@ pub const REQUEST_ID_HEADER: &str = "x-collector-request-id";
 pub const COLLECTION_HEADER: &str = "x-collector-collection";
 /// Metadata key carrying how many `invoke`s deep a forwarded call is.
 pub const DEPTH_HEADER: &str = "x-collector-depth";
+/// Metadata key carrying a member's proof that it holds the cluster secret
+/// (see `peer_gate`).
+pub const PEER_HEADER: &str = "x-collector-peer";
 
 /// What every adapter needs.
 pub struct ApiState {

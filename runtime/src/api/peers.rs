@@ -2,9 +2,10 @@
 //! `PeerLink` over CollectiveDispatcher, and `relay`, which forwards a
 //! client's request unchanged to the node that should answer it.
 
-use super::{DEPTH_HEADER, HOP_HEADER, NAMESPACE_HEADER, status::from_peer};
+use super::{DEPTH_HEADER, HOP_HEADER, NAMESPACE_HEADER, PEER_HEADER, status::from_peer};
 use crate::error::{Error, Result};
 use crate::mesh::link::{FetchedService, LinkFuture, PeerLink, RemoteCall, RemoteOutcome};
+use crate::mesh::seal::PeerKey;
 use crate::mesh::view::View;
 use crate::mesh::{DiscoverQuery, view::Member};
 use crate::proto::{
@@ -33,6 +34,8 @@ pub struct GrpcLink {
     /// The mesh view, so a call to a member that is declared dead while the
     /// call is in flight fails at once instead of hanging.
     views: watch::Receiver<Arc<View>>,
+    /// Proves this node's calls come from a member (with a cluster secret).
+    key: Option<PeerKey>,
 }
 
 /// Transport headers a forward must not copy (tonic sets its own).
@@ -44,17 +47,36 @@ fn forwardable(key: &str) -> bool {
             "te" | "content-type" | "user-agent" | "host" | "content-length" | "accept-encoding"
         )
         || key == HOP_HEADER
-        || key == DEPTH_HEADER)
+        || key == DEPTH_HEADER
+        || key == PEER_HEADER)
 }
 
 impl GrpcLink {
     /// A link whose calls accept messages up to `max_message_bytes`.
-    pub fn new(max_message_bytes: usize, views: watch::Receiver<Arc<View>>) -> Self {
+    pub fn new(
+        max_message_bytes: usize,
+        views: watch::Receiver<Arc<View>>,
+        key: Option<PeerKey>,
+    ) -> Self {
         GrpcLink {
             channels: Mutex::new(HashMap::new()),
             max_message_bytes,
             views,
+            key,
         }
+    }
+
+    /// A fresh proof of membership for a call about to be sent, if the node
+    /// has a cluster secret.
+    fn proof(&self) -> Option<MetadataValue<tonic::metadata::Ascii>> {
+        let key = self.key.as_ref()?;
+        key.proof(crate::util::now_us() / 1000).parse().ok()
+    }
+
+    /// Marks a call this node makes to a peer on its own behalf: one hop,
+    /// and the proof.
+    pub fn mark_own_call(&self, m: &mut MetadataMap) {
+        mark(m, 1, 0, self.proof());
     }
 
     /// Resolves when the member at `address` is declared dead (or gone).
@@ -123,7 +145,12 @@ impl GrpcLink {
         let (meta, _, msg) = req.into_parts();
         let mut out = Request::new(msg);
         copy_metadata(&meta, out.metadata_mut());
-        mark(out.metadata_mut(), opts.hop.saturating_add(1), opts.depth);
+        mark(
+            out.metadata_mut(),
+            opts.hop.saturating_add(1),
+            opts.depth,
+            self.proof(),
+        );
         let out = with_timeout(out, opts.deadline);
         let fut = call(self.channel(&peer.address)?, out);
         run(
@@ -151,10 +178,18 @@ fn copy_metadata(from: &MetadataMap, to: &mut MetadataMap) {
     }
 }
 
-fn mark(m: &mut MetadataMap, hop: u32, depth: u32) {
+fn mark(
+    m: &mut MetadataMap,
+    hop: u32,
+    depth: u32,
+    proof: Option<MetadataValue<tonic::metadata::Ascii>>,
+) {
     m.insert(HOP_HEADER, MetadataValue::from(hop));
     if depth > 0 {
         m.insert(DEPTH_HEADER, MetadataValue::from(depth));
+    }
+    if let Some(p) = proof {
+        m.insert(PEER_HEADER, p);
     }
 }
 
@@ -209,6 +244,7 @@ impl PeerLink for GrpcLink {
     fn dispatch(&self, address: &str, call: RemoteCall) -> LinkFuture<RemoteOutcome> {
         let client = self.dispatcher(address);
         let (dead, peer) = (self.until_dead(address), address.to_string());
+        let proof = self.proof();
         Box::pin(async move {
             let mut client = client?;
             let mut req = Request::new(proto::DispatchRequest {
@@ -234,7 +270,7 @@ impl PeerLink for GrpcLink {
             if let Ok(ns) = call.namespace.parse() {
                 req.metadata_mut().insert(NAMESPACE_HEADER, ns);
             }
-            mark(req.metadata_mut(), 1, call.depth);
+            mark(req.metadata_mut(), 1, call.depth, proof);
             let req = with_timeout(req, call.deadline);
             let r = run(dead, &peer, call.deadline, client.dispatch(req))
                 .await?
@@ -270,9 +306,12 @@ impl PeerLink for GrpcLink {
             descriptors_only: !with_component,
         };
         let (dead, peer) = (self.until_dead(address), address.to_string());
+        let proof = self.proof();
         Box::pin(async move {
             let deadline = Some(Instant::now() + FETCH_TIMEOUT);
-            let req = with_timeout(Request::new(req), deadline);
+            let mut req = Request::new(req);
+            mark(req.metadata_mut(), 1, 0, proof);
+            let req = with_timeout(req, deadline);
             let r = run(dead, &peer, deadline, client?.fetch_component(req))
                 .await?
                 .into_inner();
@@ -290,6 +329,7 @@ impl PeerLink for GrpcLink {
 
     fn discover(&self, address: &str, q: DiscoverQuery) -> LinkFuture<Vec<CollectionMeta>> {
         let channel = self.channel(address);
+        let proof = self.proof();
         let (dead, peer) = (self.until_dead(address), address.to_string());
         let max = self.max_message_bytes;
         Box::pin(async move {
@@ -305,7 +345,7 @@ impl PeerLink for GrpcLink {
                     .unwrap_or_default(),
             });
             // One hop: the peer answers with its own collections only.
-            mark(req.metadata_mut(), 1, 0);
+            mark(req.metadata_mut(), 1, 0, proof);
             let deadline = Some(Instant::now() + DISCOVER_TIMEOUT);
             let req = with_timeout(req, deadline);
             let r = run(dead, &peer, deadline, client.discover(req))
@@ -347,7 +387,7 @@ impl crate::transfers::Source for GrpcLink {
             offset,
             include_files,
         });
-        req.metadata_mut().insert(super::HOP_HEADER, 1.into());
+        self.mark_own_call(req.metadata_mut());
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
             let opened = match channel {
@@ -414,9 +454,10 @@ impl crate::transfers::Sink<proto::CollectionInfo> for GrpcLink {
             }
         });
         let messages = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let proof = self.proof();
         Box::pin(async move {
             let mut req = Request::new(messages);
-            req.metadata_mut().insert(super::HOP_HEADER, 1.into());
+            mark(req.metadata_mut(), 1, 0, proof);
             let answer = CollectionRepoClient::new(channel?)
                 .max_encoding_message_size(max)
                 .push_collection(req)

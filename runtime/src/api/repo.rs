@@ -78,7 +78,7 @@ impl RepoApi {
             file_set: Some(prost_types::FileDescriptorSet { file: files }),
             sources: vec![],
         });
-        req.metadata_mut().insert(super::HOP_HEADER, 1.into());
+        self.0.peers.mark_own_call(req.metadata_mut());
         CollectorRegistryClient::new(self.0.peers.channel(&peer.address)?)
             .register_proto(req)
             .await

@@ -1,3 +1,6 @@
+//! The cluster secret's two uses, each with its own derived key. Peer
+//! calls carry a proof made with `PeerKey` (checked by `api::peer_gate`).
+//!
 //! Sealed gossip: every chitchat datagram travels in an XChaCha20-Poly1305
 //! box keyed from the cluster secret (`--cluster-secret-file`), so a node
 //! without the secret can neither read the mesh's gossip nor inject
@@ -9,7 +12,8 @@
 //! the cluster id is the associated data, so a box sealed for another
 //! cluster does not open either. Not covered: replay of a recorded datagram
 //! (chitchat ignores state older than it holds, so a replay can only repeat
-//! what was true) and peer RPCs, which are still plain gRPC.
+//! what was true); peer calls are plain gRPC, so their proof can be read
+//! and replayed within `PEER_PROOF_SKEW_MS` by whoever sees the traffic.
 
 use async_trait::async_trait;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -57,6 +61,49 @@ pub fn gossip_key(secret: &ClusterSecret) -> GossipKey {
         "collector 2026-12 gossip seal v1",
         &secret.0,
     ))
+}
+
+/// The key a node proves with that a gRPC call comes from a member (see
+/// `api::peer_gate`); its `Debug` form does not show it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PeerKey([u8; 32]);
+
+impl std::fmt::Debug for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerKey(..)")
+    }
+}
+
+use crate::limits::PEER_PROOF_SKEW_MS;
+
+impl PeerKey {
+    /// The peer-call key of a cluster secret.
+    pub fn of(secret: &ClusterSecret) -> Self {
+        PeerKey(blake3::derive_key(
+            "collector 2026-12 peer calls v1",
+            &secret.0,
+        ))
+    }
+
+    /// A proof for a call made at `now_ms`: `<ms>.<keyed blake3 of it, hex>`.
+    pub fn proof(&self, now_ms: i64) -> String {
+        let t = now_ms.to_string();
+        format!("{t}.{}", blake3::keyed_hash(&self.0, t.as_bytes()).to_hex())
+    }
+
+    /// True if `proof` was made with this key within `PEER_PROOF_SKEW_MS`
+    /// of `now_ms` (compared in constant time).
+    pub fn verify(&self, proof: &str, now_ms: i64) -> bool {
+        let Some((t, mac)) = proof.split_once('.') else {
+            return false;
+        };
+        let (Ok(at), Ok(mac)) = (t.parse::<i64>(), blake3::Hash::from_hex(mac)) else {
+            return false;
+        };
+        // blake3::Hash's equality is constant-time.
+        (now_ms - at).abs() <= PEER_PROOF_SKEW_MS
+            && blake3::keyed_hash(&self.0, t.as_bytes()) == mac
+    }
 }
 
 /// A chitchat transport over UDP that seals what it sends and drops what
@@ -230,6 +277,23 @@ mod tests {
 
     /// Only a socket with the same secret and cluster id opens a datagram;
     /// the rest are dropped, and the next good one still arrives.
+    #[test]
+    fn a_peer_proof_holds_only_with_the_same_key_and_near_its_time() {
+        let key = PeerKey::of(&ClusterSecret(b"s1 s1 s1 s1 s1 s1".to_vec()));
+        let other = PeerKey::of(&ClusterSecret(b"s2 s2 s2 s2 s2 s2".to_vec()));
+        let now = 1_780_000_000_000;
+        let p = key.proof(now);
+        assert!(key.verify(&p, now + PEER_PROOF_SKEW_MS));
+        assert!(!key.verify(&p, now + PEER_PROOF_SKEW_MS + 1), "too old");
+        assert!(!other.verify(&p, now), "another key");
+        let (t, mac) = p.split_once('.').unwrap();
+        let later = format!("{}.{mac}", t.parse::<i64>().unwrap() + 1);
+        assert!(!key.verify(&later, now), "a changed time");
+        for junk in ["", ".", "1.zz", "x.00", &format!("{t}.{}", &mac[..10])] {
+            assert!(!key.verify(junk, now), "{junk:?}");
+        }
+    }
+
     #[tokio::test]
     async fn only_the_same_secret_and_cluster_open_a_datagram() {
         let key = gossip_key(&ClusterSecret(b"the cluster's secret".to_vec()));

@@ -21,3 +21,4 @@ mod registry;
 mod repo;
 mod surface;
 mod transfer;
+mod trust;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
 
-const COUNTER_PROTO: &str = "syntax = \"proto3\"; package t;
+pub(crate) const COUNTER_PROTO: &str = "syntax = \"proto3\"; package t;
 message Msg { string text = 1; int64 n = 2; }
 service Counter { rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc IncrSlowly(Msg) returns (Msg); rpc IncrTwice(Msg) returns (Msg); }";
 
-fn msg(text: &str, n: i64) -> prost_types::Any {
+pub(crate) fn msg(text: &str, n: i64) -> prost_types::Any {
     prost_types::Any {
         type_url: "type.googleapis.com/t.Msg".into(),
         value: Msg {
@@ -25,7 +25,7 @@ fn msg(text: &str, n: i64) -> prost_types::Any {
     }
 }
 
-fn n_of(any: Option<prost_types::Any>) -> i64 {
+pub(crate) fn n_of(any: Option<prost_types::Any>) -> i64 {
     Msg::decode(any.expect("an output").value.as_slice())
         .expect("a t.Msg")
         .n
