@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
 
-pub(crate) const COUNTER_PROTO: &str = "syntax = \"proto3\"; package t;
+const COUNTER_PROTO: &str = "syntax = \"proto3\"; package t;
 message Msg { string text = 1; int64 n = 2; }
 service Counter { rpc Incr(Msg) returns (Msg); rpc Peek(Msg) returns (Msg); rpc IncrSlowly(Msg) returns (Msg); rpc IncrTwice(Msg) returns (Msg); }";
 
@@ -211,7 +211,8 @@ impl Mesh {
     }
 }
 
-async fn register_proto(c: &mut Clients) {
+/// Registers counter.proto in namespace `shop`.
+pub(crate) async fn register_proto(c: &mut Clients) {
     c.registry
         .register_proto(proto::RegisterProtoRequest {
             namespace: "shop".into(),

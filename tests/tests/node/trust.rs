@@ -3,10 +3,10 @@
 //! while a client without the proof cannot call the peer-only methods or
 //! pose as a forward.
 
-use crate::mesh::{COUNTER_PROTO, all_up, msg, n_of, wait_for, wait_for_collection};
+use crate::mesh::{all_up, msg, n_of, register_proto, wait_for, wait_for_collection};
 use collector::mesh::seal::ClusterSecret;
 use collector::proto::{self, collective_dispatcher_client::CollectiveDispatcherClient};
-use collector_tests::{Clients, Order, TestNode};
+use collector_tests::{Order, TestNode};
 use std::time::Duration;
 use tonic::Code;
 
@@ -24,20 +24,6 @@ async fn run(
     let mut s = s?.into_inner();
     while s.message().await?.is_some() {}
     Ok(())
-}
-
-async fn counter_proto(c: &mut Clients) {
-    c.registry
-        .register_proto(proto::RegisterProtoRequest {
-            namespace: "shop".into(),
-            sources: vec![proto::ProtoSource {
-                name: "counter.proto".into(),
-                content: COUNTER_PROTO.into(),
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -61,7 +47,7 @@ async fn members_prove_the_secret_on_peer_calls_and_clients_cannot_pose_as_membe
         .put("shop", "orders", "o1", &Order::new("lamp", 2))
         .await
         .unwrap();
-    counter_proto(&mut a.clients).await;
+    register_proto(&mut a.clients).await;
     a.clients
         .registry
         .register_service(proto::RegisterServiceRequest {
@@ -76,7 +62,7 @@ async fn members_prove_the_secret_on_peer_calls_and_clients_cannot_pose_as_membe
         })
         .await
         .unwrap();
-    counter_proto(&mut b.clients).await;
+    register_proto(&mut b.clients).await;
     b.clients
         .repo
         .create_collection(proto::CreateCollectionRequest {
