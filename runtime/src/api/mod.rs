@@ -13,6 +13,7 @@ pub mod reflection;
 pub mod registry;
 pub mod repo;
 pub mod status;
+pub mod streams;
 
 use crate::error::{Error, Result};
 use crate::handlers::CallOptions;

@@ -408,7 +408,7 @@ impl crate::transfers::Source for GrpcLink {
             while let Some(m) = stream.next().await {
                 let piece = m
                     .map_err(|s| from_peer(&s, &peer))
-                    .and_then(super::repo::piece_from_proto);
+                    .and_then(super::streams::piece_from_proto);
                 let failed = piece.is_err();
                 if tx.send(piece).await.is_err() || failed {
                     return;
@@ -443,7 +443,7 @@ impl crate::transfers::Sink<proto::CollectionInfo> for GrpcLink {
         let mut pieces = pieces;
         tokio::spawn(async move {
             while let Some(p) = pieces.next().await {
-                let mut m = super::repo::piece_to_proto(p);
+                let mut m = super::streams::piece_to_proto(p);
                 if let Some(Part::Header(h)) = &mut m.part {
                     h.dest_namespace = ns.clone();
                     h.dest_name = name.clone();

@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::io::Read;
 use std::path::Path;
 
-use super::files::{FileArea, FilesPin};
+use super::file_area::{FileArea, FilesPin};
 
 /// The table a backup's file bytes live in.
 const CHUNKS_TABLE: &str = "collector_file_chunks";

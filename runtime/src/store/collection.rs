@@ -5,7 +5,7 @@
 //! cache (`cache`).
 
 use super::cache::RecordCache;
-use super::files::FileArea;
+use super::file_area::FileArea;
 use super::query::{self, Query};
 use super::reads::{fts_error, row_record, run_count, run_page};
 use super::record::{BatchOutcome, Page, Record, WriteOp, Written};

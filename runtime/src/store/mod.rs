@@ -14,6 +14,7 @@ pub mod cache;
 pub mod catalog;
 pub mod codec;
 pub mod collection;
+pub mod file_area;
 pub mod files;
 pub mod query;
 pub mod readers;
@@ -24,7 +25,8 @@ mod writer;
 
 pub use catalog::{BackupPolicy, Catalog, CollectionMeta, CollectionUpdate, Types};
 pub use collection::{Collection, Options};
-pub use files::{FileArea, FileChange, FileMeta, FilePage, PutFile};
+pub use file_area::FileArea;
+pub use files::{FileChange, FileMeta, FilePage, PutFile};
 pub use query::{Filter, Op, Order, Query, Scalar};
 pub use record::{
     BatchOutcome, Labels, Mask, MaskPart, Page, Record, WriteOp, Written, check_labels,

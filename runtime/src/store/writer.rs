@@ -6,7 +6,8 @@
 
 use super::cache::{Change, RecordCache};
 use super::codec;
-use super::files::{self, Doomed, FileArea, FileMeta, FileOp};
+use super::file_area::FileArea;
+use super::files::{self, Doomed, FileMeta, FileOp};
 use super::record::{
     BatchOutcome, Labels, MaskPart, Record, WriteOp, Written, check_labels, check_version,
 };
