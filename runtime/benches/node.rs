@@ -17,7 +17,38 @@ use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+/// Channels whose calls carry the benchmark's operator key.
+type Channel = collector::api::bearer::KeyedChannel;
+
+/// The operator key every benchmark node takes in (`bench_key_file`).
+const TOKEN: &str =
+    "ck_0123456789abcdef_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A file holding TOKEN, given to every node as its operator key file.
+fn bench_key_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("collector-bench-{}.key", std::process::id()));
+        std::fs::write(&p, TOKEN).unwrap();
+        p
+    })
+    .clone()
+}
+
+/// The secret the benchmark's nodes share, so they form a mesh.
+fn bench_secret() -> collector::mesh::seal::ClusterSecret {
+    collector::mesh::seal::ClusterSecret(b"the benchmark mesh's secret".to_vec())
+}
+
+/// A channel to `addr` with the benchmark's key.
+async fn connect(addr: impl std::fmt::Display) -> Channel {
+    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    collector::api::bearer::Bearer::new(TOKEN).unwrap().on(ch)
+}
 
 // The same allocator as the `collector` binary.
 #[global_allocator]
@@ -286,13 +317,7 @@ where
     );
     let mut channels = Vec::new();
     for _ in 0..4 {
-        channels.push(
-            Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
+        channels.push(connect(addr).await);
     }
     channels
 }
@@ -367,13 +392,7 @@ async fn mesh_phase(
     rtt_us: f64,
 ) {
     use collector::proto::collective_dispatcher_client::CollectiveDispatcherClient;
-    let connect = |addr: std::net::SocketAddr| async move {
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    };
+    let connect = |addr: std::net::SocketAddr| async move { connect(addr).await };
     let ch = connect(owner.addr).await;
     let mut registry = CollectorRegistryClient::new(ch.clone());
     registry
@@ -419,6 +438,8 @@ async fn mesh_phase(
     // A new node joins; time until it sees the owner alive with its data and handler.
     let t = Instant::now();
     let peer = collector::Node::start(collector::Config {
+        cluster_secret: Some(bench_secret()),
+        operator_key_file: Some(bench_key_file()),
         data_dir: dir.path().join("peer"),
         listen: "127.0.0.1:0".parse().unwrap(),
         join: vec![owner.addr.to_string()],
@@ -642,17 +663,15 @@ async fn main() {
         .unwrap_or(3.0);
     let dir = tempfile::tempdir().unwrap();
     let node = collector::Node::start(collector::Config {
+        cluster_secret: Some(bench_secret()),
+        operator_key_file: Some(bench_key_file()),
         data_dir: dir.path().join("node"),
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", node.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(node.addr).await;
     let mut registry = CollectorRegistryClient::new(channel.clone());
     let mut repo = CollectionRepoClient::new(channel.clone());
     setup_node(&channel).await;
@@ -667,13 +686,7 @@ async fn main() {
     // Several channels, so the client is not limited by one HTTP/2 connection.
     let mut channels = Vec::new();
     for _ in 0..4 {
-        channels.push(
-            Channel::from_shared(format!("http://{}", node.addr))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
+        channels.push(connect(node.addr).await);
     }
     let health = |ch: Channel| tonic_health::pb::health_client::HealthClient::new(ch);
     let svc = |ch: Channel| CollectionServiceClient::new(ch);
@@ -713,6 +726,8 @@ async fn main() {
         let hot = get_rates(&channels, secs).await;
         // The same Get on a node with the record cache off: every call reads SQLite.
         let cold_node = collector::Node::start(collector::Config {
+            cluster_secret: Some(bench_secret()),
+            operator_key_file: Some(bench_key_file()),
             data_dir: dir.path().join("cold"),
             listen: "127.0.0.1:0".parse().unwrap(),
             record_cache_bytes: 0,
@@ -722,13 +737,7 @@ async fn main() {
         .unwrap();
         let mut cold_channels = Vec::new();
         for _ in 0..4 {
-            cold_channels.push(
-                Channel::from_shared(format!("http://{}", cold_node.addr))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap(),
-            );
+            cold_channels.push(connect(cold_node.addr).await);
         }
         setup_node(&cold_channels[0]).await;
         prepare_get(&cold_channels[0], &pool, &mut Rng(0x9E3779B97F4A7C15)).await;
@@ -1472,6 +1481,8 @@ async fn lifecycle_phase(
 
     // (c) clone to a second node over loopback.
     let peer = collector::Node::start(collector::Config {
+        cluster_secret: Some(bench_secret()),
+        operator_key_file: Some(bench_key_file()),
         data_dir: dir.path().join("peer"),
         listen: "127.0.0.1:0".parse().unwrap(),
         join: vec![node.addr.to_string()],
@@ -1479,11 +1490,7 @@ async fn lifecycle_phase(
     })
     .await
     .unwrap();
-    let peer_ch = Channel::from_shared(format!("http://{}", peer.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let peer_ch = connect(peer.addr).await;
     for _ in 0..200 {
         let up = collector::proto::collective_dispatcher_client::CollectiveDispatcherClient::new(
             channels[0].clone(),

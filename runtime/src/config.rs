@@ -38,10 +38,15 @@ pub struct Config {
     /// `limits::DEFAULT_CLUSTER` (`collector`).
     pub cluster_id: String,
     /// The cluster's secret: gossip is sealed with a key derived from it
-    /// and peer calls prove it (`mesh::seal`, `api::peer_gate`), so only
+    /// and peer calls prove it (`mesh::seal`, `api::gate`), so only
     /// nodes holding it take part. Default: none
     /// (gossip is not authenticated).
     pub cluster_secret: Option<crate::mesh::seal::ClusterSecret>,
+    /// The file of the bootstrap operator key: a key there that the node
+    /// does not know is taken in as an operator key; with no file and no
+    /// keys at all, the first start writes a new one there. Default:
+    /// `operator.key` in the data dir.
+    pub operator_key_file: Option<PathBuf>,
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
@@ -81,6 +86,7 @@ impl Default for Config {
             advertise: None,
             cluster_id: limits::DEFAULT_CLUSTER.to_string(),
             cluster_secret: None,
+            operator_key_file: None,
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,
@@ -155,6 +161,11 @@ impl Config {
                 s.len(),
                 limits::MIN_CLUSTER_SECRET_BYTES
             )));
+        }
+        if self.cluster_secret.is_none() && !self.join.is_empty() {
+            return Err(Error::invalid(
+                "joining a mesh (--join) needs the mesh's secret: give every member the same --cluster-secret-file (e.g. 32 bytes from /dev/urandom)",
+            ));
         }
         if self.cluster_id.is_empty() {
             return Err(Error::invalid(

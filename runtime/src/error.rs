@@ -17,6 +17,9 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// The caller may not do this (e.g. writes to `system`, a read-only grant).
     PermissionDenied,
+    /// The call carries no valid credentials (a missing, unknown, revoked or
+    /// expired API key).
+    Unauthenticated,
     /// A limit was hit (sizes, queues, slots): back off or send less.
     ResourceExhausted,
     /// The method does not exist (a registered method that is not registered).
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::Internal => 13,
             ErrorKind::DataLoss => 15,
             ErrorKind::Unavailable => 14,
+            ErrorKind::Unauthenticated => 16,
         }
     }
 }
@@ -89,6 +93,7 @@ ctor! {
     already_exists => AlreadyExists,
     failed_precondition => FailedPrecondition,
     permission_denied => PermissionDenied,
+    unauthenticated => Unauthenticated,
     resource_exhausted => ResourceExhausted,
     unimplemented => Unimplemented,
     aborted => Aborted,

@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod backups;
 pub mod config;
 pub mod error;

@@ -20,6 +20,11 @@ pub const DEFAULT_CLUSTER: &str = "collector";
 /// Fewest bytes a cluster secret may have (`serve --cluster-secret-file`);
 /// a shorter one fails the start with INVALID_ARGUMENT.
 pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+/// Longest description an API key may carry, in bytes.
+pub const MAX_KEY_DESCRIPTION_BYTES: usize = 1024;
+/// The file in the data dir holding the bootstrap operator key (written at
+/// the first start, readable only by its owner; the CLI reads it).
+pub const OPERATOR_KEY_FILE: &str = "operator.key";
 /// How far (ms) the time in a member's proof on a peer call may be from
 /// this node's clock; outside it the call is treated as a client's.
 pub const PEER_PROOF_SKEW_MS: i64 = 60_000;

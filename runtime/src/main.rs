@@ -53,6 +53,13 @@ enum Command {
         /// secret` and keep it readable only by the node's user.
         #[arg(long = "cluster-secret-file", env = "COLLECTOR_CLUSTER_SECRET_FILE")]
         cluster_secret_file: Option<PathBuf>,
+        /// The bootstrap operator key's file [default: operator.key in the
+        /// data dir]. A key there that the node does not know is taken in
+        /// as an operator key (give every member the same one); with no
+        /// file and no keys, the first start writes a new key there,
+        /// readable only by its owner.
+        #[arg(long = "operator-key-file", env = "COLLECTOR_OPERATOR_KEY_FILE")]
+        operator_key_file: Option<PathBuf>,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -121,6 +128,7 @@ async fn main() -> std::process::ExitCode {
             advertise,
             cluster,
             cluster_secret_file,
+            operator_key_file,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -147,6 +155,7 @@ async fn main() -> std::process::ExitCode {
                 advertise,
                 cluster_id: cluster,
                 cluster_secret,
+                operator_key_file,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)
@@ -188,12 +197,23 @@ async fn main() -> std::process::ExitCode {
                 mesh.cluster_id,
                 mesh.max_detection_time()
             );
-            if mesh.gossip_key.is_some() {
+            if node.meshed {
                 println!("  gossip     sealed with the cluster secret");
             } else {
                 println!(
-                    "  gossip     NOT authenticated: any host that reaches the port can join (use --cluster-secret-file)"
+                    "  gossip     no cluster secret: this node forms no mesh (give every member the same --cluster-secret-file)"
                 );
+            }
+            match &node.operator_key {
+                Some(k) if k.created => println!(
+                    "  keys       every call needs an API key; an operator key was written to {} (the CLI run here reads it)",
+                    k.path.display()
+                ),
+                Some(k) => println!(
+                    "  keys       every call needs an API key; the operator key is in {}",
+                    k.path.display()
+                ),
+                None => println!("  keys       every call needs an API key"),
             }
             if !join.is_empty() {
                 println!("  joining    {}", join.join(", "));

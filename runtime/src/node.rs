@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::handlers::Handlers;
 use crate::mesh::Mesh;
 use crate::mesh::membership::{Membership, MembershipConfig};
+use crate::mesh::seal::ClusterSecret;
 use crate::names::Namespace;
 use crate::proto::{
     collection_repo_server::CollectionRepoServer,
@@ -49,6 +50,11 @@ pub struct NodeHandle {
     pub node_id: String,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The bootstrap operator key's file, when there is one.
+    pub operator_key: Option<crate::auth::keys::Bootstrap>,
+    /// Whether the node was given a cluster secret (without one it forms
+    /// no mesh).
+    pub meshed: bool,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     catalog: Arc<Catalog>,
@@ -59,7 +65,11 @@ pub struct NodeHandle {
 
 /// Binds the gRPC port and the gossip socket on the same port number (UDP).
 /// With port 0 the UDP twin of the port picked may be taken: pick again.
-async fn bind(config: &Config, node_id: &str) -> Result<(TcpIncoming, Arc<Membership>)> {
+async fn bind(
+    config: &Config,
+    secret: &ClusterSecret,
+    node_id: &str,
+) -> Result<(TcpIncoming, Arc<Membership>)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -82,10 +92,7 @@ async fn bind(config: &Config, node_id: &str) -> Result<(TcpIncoming, Arc<Member
             gossip_listen: bound,
             seeds: config.join.clone(),
             cluster_id: config.cluster_id.clone(),
-            gossip_key: config
-                .cluster_secret
-                .as_ref()
-                .map(crate::mesh::seal::gossip_key),
+            gossip_key: Some(crate::mesh::seal::gossip_key(secret)),
             gossip_interval: config.gossip_interval,
             started_us: crate::util::now_us(),
         })
@@ -184,22 +191,36 @@ impl Node {
             config.transfer_bytes_per_sec,
         )?;
 
-        let (incoming, membership) = bind(&config, &node_id).await?;
-        let addr = incoming.local_addr()?;
-        let peer_key = config
+        let keys = crate::auth::Keys::load(system.keys.clone()).await?;
+        let key_file = config
+            .operator_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(crate::limits::OPERATOR_KEY_FILE));
+        let bootstrap = keys.bootstrap(&key_file).await?;
+        if let Some(b) = &bootstrap {
+            tracing::info!(path = %b.path.display(), created = b.created, "operator key");
+        }
+
+        // Without a cluster secret the node's own random one: its gossip
+        // and peer calls are then sealed with a key no other node holds.
+        let secret = config
             .cluster_secret
-            .as_ref()
-            .map(crate::mesh::seal::PeerKey::of);
+            .clone()
+            .unwrap_or_else(ClusterSecret::random);
+        let (incoming, membership) = bind(&config, &secret, &node_id).await?;
+        let addr = incoming.local_addr()?;
+        let peer_key = crate::mesh::seal::PeerKey::of(&secret);
         let peers = Arc::new(api::peers::GrpcLink::new(
             config.max_message_bytes,
             membership.subscribe(),
-            peer_key,
+            Some(peer_key),
         ));
         let mesh = Mesh::start(
             membership,
             handlers.clone(),
             catalog.clone(),
             registry.clone(),
+            keys.clone(),
             peers.clone(),
         );
 
@@ -215,6 +236,8 @@ impl Node {
             info: crate::node_info::NodeInfo::starting(data_dir.clone()),
             backups,
             transfers,
+            keys: keys.clone(),
+            meshed: config.cluster_secret.is_some(),
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -285,7 +308,7 @@ impl Node {
                 // A 1 MiB file chunk in one frame (HTTP/2's default is 16 KiB).
                 .max_frame_size(Some(1 << 20))
                 .layer(api::edge::layer())
-                .layer(api::peer_gate::layer(peer_key))
+                .layer(api::gate::layer(peer_key, keys))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     api::connections::Connections::new(incoming),
@@ -299,6 +322,8 @@ impl Node {
             addr,
             node_id,
             data_dir,
+            operator_key: bootstrap,
+            meshed: config.cluster_secret.is_some(),
             shutdown: Some(tx),
             server,
             catalog,

@@ -1,14 +1,72 @@
 //! Helpers for the black-box tests: start real nodes (in-process on
 //! 127.0.0.1:0, or the binary as a process) and talk gRPC to them.
 
+use collector::api::bearer::{Bearer, KeyedChannel};
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
     collection_service_client::CollectionServiceClient,
     collector_registry_client::CollectorRegistryClient,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::Channel;
+
+/// The operator key every test node is given (`prepare_dir` writes it as
+/// the node's bootstrap key), so clients and the CLI can call any node.
+pub const TOKEN: &str =
+    "ck_0123456789abcdef_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// The cluster secret every test node is given, so test meshes form.
+pub const CLUSTER_SECRET: &[u8] = b"the test mesh's cluster secret";
+
+/// Gives a data dir the test operator key, before its node first starts.
+pub fn prepare_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = dir.join(collector::limits::OPERATOR_KEY_FILE);
+    if !key.exists() {
+        std::fs::write(key, TOKEN).unwrap();
+    }
+}
+
+/// A file holding CLUSTER_SECRET (for `serve --cluster-secret-file`).
+pub fn cluster_secret_file() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("collector-tests-{}.secret", std::process::id()));
+        std::fs::write(&p, CLUSTER_SECRET).unwrap();
+        p
+    })
+    .clone()
+}
+
+/// Marks `req` as a member's call (a proof of CLUSTER_SECRET), so the
+/// node honours the metadata only members may set (hops, depth).
+pub fn as_member<T>(req: &mut tonic::Request<T>) {
+    let key = collector::mesh::seal::PeerKey::of(&collector::mesh::seal::ClusterSecret(
+        CLUSTER_SECRET.to_vec(),
+    ));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    req.metadata_mut()
+        .insert("x-collector-peer", key.proof(now_ms).parse().unwrap());
+}
+
+/// A channel to `addr` whose calls carry `token`.
+pub async fn channel_as(addr: std::net::SocketAddr, token: &str) -> KeyedChannel {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    keyed(channel, token)
+}
+
+/// `channel` with `token` on every call.
+pub fn keyed(channel: Channel, token: &str) -> KeyedChannel {
+    Bearer::new(token).expect("a valid key").on(channel)
+}
 
 /// The shop types most tests use.
 pub const SHOP_PROTO: &str = r#"
@@ -123,20 +181,21 @@ pub fn order_of(r: &proto::Record) -> Order {
 /// gRPC clients of one node.
 #[derive(Clone)]
 pub struct Clients {
-    pub registry: CollectorRegistryClient<Channel>,
-    pub records: CollectionServiceClient<Channel>,
-    pub repo: CollectionRepoClient<Channel>,
-    pub channel: Channel,
+    pub registry: CollectorRegistryClient<KeyedChannel>,
+    pub records: CollectionServiceClient<KeyedChannel>,
+    pub repo: CollectionRepoClient<KeyedChannel>,
+    pub channel: KeyedChannel,
 }
 
 impl Clients {
-    /// Connects to `addr`.
+    /// Connects to `addr` with the test operator key.
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
+        Self::connect_as(addr, TOKEN).await
+    }
+
+    /// Connects to `addr` with `token`.
+    pub async fn connect_as(addr: std::net::SocketAddr, token: &str) -> Self {
+        let channel = channel_as(addr, token).await;
         Clients {
             registry: CollectorRegistryClient::new(channel.clone()),
             // Replies may carry records up to the node's 16 MiB message limit.
@@ -306,9 +365,13 @@ impl TestNode {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             sync_full: false,
+            cluster_secret: Some(collector::mesh::seal::ClusterSecret(
+                CLUSTER_SECRET.to_vec(),
+            )),
             ..Default::default()
         };
         tweak(&mut config);
+        prepare_dir(&config.data_dir);
         let (handle, clients) = Self::boot(config.clone()).await;
         TestNode {
             handle: Some(handle),
@@ -387,13 +450,36 @@ impl ProcessNode {
         Self::spawn_serving(cmd, dir, listen, join)
     }
 
+    /// [`ProcessNode::start`] without the test operator key: the node makes
+    /// its own on first start, as for a newcomer.
+    pub fn start_fresh(bin: &str, dir: &Path) -> Self {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("serve");
+        Self::spawn_with_key(cmd, dir, "127.0.0.1:0", &[], false)
+    }
+
     fn spawn_serving(
-        mut cmd: std::process::Command,
+        cmd: std::process::Command,
         dir: &Path,
         listen: &str,
         join: &[String],
     ) -> Self {
+        Self::spawn_with_key(cmd, dir, listen, join, true)
+    }
+
+    fn spawn_with_key(
+        mut cmd: std::process::Command,
+        dir: &Path,
+        listen: &str,
+        join: &[String],
+        test_key: bool,
+    ) -> Self {
         use std::io::BufRead;
+        if test_key {
+            prepare_dir(dir);
+        }
+        // An env default: a test's own --cluster-secret-file wins.
+        cmd.env("COLLECTOR_CLUSTER_SECRET_FILE", cluster_secret_file());
         cmd.args(["--listen", listen, "--data-dir"]).arg(dir);
         if !join.is_empty() {
             cmd.arg("--join").arg(join.join(","));

@@ -327,7 +327,7 @@ impl CollectionService for CollectionApi {
             mut metadata,
             options,
             request_id: rid,
-        } = super::Caller::of(req.metadata());
+        } = super::Caller::of(&req);
         let r = req.into_inner();
         let (service, method) = r.method.split_once('/').ok_or_else(|| {
             Error::invalid(format!(

@@ -22,8 +22,10 @@ fn any(type_name: &str, value: Vec<u8>) -> prost_types::Any {
     }
 }
 
-/// A member as the API shows it.
-pub fn peer(m: &Member) -> proto::Peer {
+/// A member as the API shows it to `who` (None: a member, which sees
+/// all): only the collections and handlers of namespaces the caller sees.
+pub fn peer(m: &Member, who: Option<&crate::auth::Identity>) -> proto::Peer {
+    let sees = |ns: &str| Namespace::new(ns).is_ok_and(|ns| who.is_none_or(|w| w.sees(&ns)));
     proto::Peer {
         node_id: m.node_id.clone(),
         address: m.address.clone(),
@@ -36,6 +38,7 @@ pub fn peer(m: &Member) -> proto::Peer {
         collections: m
             .collections
             .iter()
+            .filter(|c| sees(&c.namespace))
             .map(|c| proto::OwnedCollection {
                 namespace: c.namespace.clone(),
                 name: c.name.clone(),
@@ -45,6 +48,7 @@ pub fn peer(m: &Member) -> proto::Peer {
         handlers: m
             .handlers
             .iter()
+            .filter(|h| sees(&h.namespace))
             .map(|h| proto::HandlerVersion {
                 namespace: h.namespace.clone(),
                 service: h.service.clone(),
@@ -57,8 +61,16 @@ pub fn peer(m: &Member) -> proto::Peer {
 }
 
 impl DispatcherApi {
-    fn peers(&self) -> Vec<proto::Peer> {
-        self.0.mesh.view().members.values().map(peer).collect()
+    fn peers<T>(&self, req: &Request<T>) -> Result<Vec<proto::Peer>, Error> {
+        let who = super::identity(req);
+        Ok(self
+            .0
+            .mesh
+            .view()
+            .members
+            .values()
+            .map(|m| peer(m, who.as_deref()))
+            .collect())
     }
 
     /// Checks the `Any` a client sent against the method's input type when
@@ -96,7 +108,7 @@ impl CollectiveDispatcher for DispatcherApi {
             metadata,
             options,
             request_id: rid,
-        } = super::Caller::of(req.metadata());
+        } = super::Caller::of(&req);
         let r = req.into_inner();
         self.0.mesh.ensure_service(&ns, &r.service).await?;
         let (_, m) = self.0.handlers.method(&ns, &r.service, &r.method)?;
@@ -130,7 +142,7 @@ impl CollectiveDispatcher for DispatcherApi {
             metadata,
             options,
             request_id: header_rid,
-        } = super::Caller::of(req.metadata());
+        } = super::Caller::of(&req);
         let r = req.into_inner();
         if r.service.is_empty() || r.method.is_empty() {
             return Err(
@@ -179,18 +191,24 @@ impl CollectiveDispatcher for DispatcherApi {
                 Error::invalid("address is empty: give host:port of a node to join").into(),
             );
         }
+        if !self.0.meshed {
+            return Err(Error::failed_precondition(
+                "this node has no cluster secret, so it forms no mesh: restart it with the mesh's --cluster-secret-file",
+            )
+            .into());
+        }
         self.0.mesh.connect(addr).await?;
         Ok(Response::new(proto::ConnectResponse {
-            peers: self.peers(),
+            peers: self.peers(&req)?,
         }))
     }
 
     async fn list_peers(
         &self,
-        _req: Request<proto::ListPeersRequest>,
+        req: Request<proto::ListPeersRequest>,
     ) -> Result<Response<proto::ListPeersResponse>, Status> {
         Ok(Response::new(proto::ListPeersResponse {
-            peers: self.peers(),
+            peers: self.peers(&req)?,
         }))
     }
 

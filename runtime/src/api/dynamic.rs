@@ -106,7 +106,7 @@ impl tonic::server::UnaryService<Bytes> for Call {
                 metadata,
                 options,
                 request_id: rid,
-            } = super::Caller::of(req.metadata());
+            } = super::Caller::of(&req);
             // `x-collector-collection` names the data the call is about: the
             // call then runs on that collection's owner.
             let collection = req

@@ -1,5 +1,6 @@
 //! gRPC adapters: translate proto ↔ domain types and nothing more.
 
+pub mod bearer;
 pub mod codec;
 pub mod collection;
 pub mod connections;
@@ -7,7 +8,7 @@ pub mod dispatcher;
 pub mod dynamic;
 pub mod edge;
 pub mod files;
-pub mod peer_gate;
+pub mod gate;
 pub mod peers;
 pub mod reflection;
 pub mod registry;
@@ -38,8 +39,12 @@ pub const COLLECTION_HEADER: &str = "x-collector-collection";
 /// Metadata key carrying how many `invoke`s deep a forwarded call is.
 pub const DEPTH_HEADER: &str = "x-collector-depth";
 /// Metadata key carrying a member's proof that it holds the cluster secret
-/// (see `peer_gate`).
+/// (see `gate`).
 pub const PEER_HEADER: &str = "x-collector-peer";
+
+/// Metadata key naming the API key a member authenticated a call with
+/// (honoured only from members; see `gate`).
+pub const CALLER_HEADER: &str = "x-collector-caller";
 
 /// What every adapter needs.
 pub struct ApiState {
@@ -65,22 +70,60 @@ pub struct ApiState {
     pub backups: Arc<crate::backups::Backups>,
     /// Clones and fetches.
     pub transfers: Arc<crate::transfers::Transfers>,
+    /// API keys.
+    pub keys: Arc<crate::auth::Keys>,
+    /// Whether the node was given a cluster secret (without one it forms
+    /// no mesh, so Connect is refused).
+    pub meshed: bool,
 }
 
 impl ApiState {
-    /// The namespace of a request: its field, else the metadata, else the node's.
+    /// The namespace of a request (its field, else the metadata, else the
+    /// node's), once the caller is allowed what the method needs there.
     pub fn namespace<T>(&self, req: &tonic::Request<T>, field: &str) -> Result<Namespace> {
-        if !field.is_empty() {
-            return Namespace::new(field);
-        }
-        match req.metadata().get(NAMESPACE_HEADER) {
-            Some(v) => Namespace::new(
-                v.to_str()
-                    .map_err(|_| Error::invalid(format!("{NAMESPACE_HEADER} is not ASCII")))?,
-            ),
-            None => Ok(self.default_namespace.clone()),
-        }
+        let ns = if !field.is_empty() {
+            Namespace::new(field)?
+        } else {
+            match req.metadata().get(NAMESPACE_HEADER) {
+                Some(v) => Namespace::new(
+                    v.to_str()
+                        .map_err(|_| Error::invalid(format!("{NAMESPACE_HEADER} is not ASCII")))?,
+                )?,
+                None => self.default_namespace.clone(),
+            }
+        };
+        authorize_in(req, &ns)?;
+        Ok(ns)
     }
+}
+
+/// OK when the caller may do what the method needs in `ns` (for calls
+/// about a thing whose namespace is known only once it is found, such as
+/// a backup).
+pub fn authorize_in<T>(req: &tonic::Request<T>, ns: &Namespace) -> Result<()> {
+    let a = authorized(req)?;
+    match &a.identity {
+        Some(id) => id.allows(a.need, ns),
+        None => Ok(()),
+    }
+}
+
+/// Who is calling and what the method needs, as the gate found it.
+pub fn authorized<T>(req: &tonic::Request<T>) -> Result<&gate::Authorized> {
+    req.extensions()
+        .get::<gate::Authorized>()
+        .ok_or_else(|| Error::internal("the request did not pass the gate"))
+}
+
+/// Whether the caller may see `ns` in a listing (a member's own call sees
+/// everything: the member filters for its caller).
+pub fn sees<T>(req: &tonic::Request<T>, ns: &Namespace) -> bool {
+    identity(req).is_none_or(|id| id.sees(ns))
+}
+
+/// The caller's key (None for health checks and members' own calls).
+pub fn identity<T>(req: &tonic::Request<T>) -> Option<Arc<crate::auth::Identity>> {
+    authorized(req).ok().and_then(|a| a.identity.clone())
 }
 
 /// Parses a `grpc-timeout` value ("100m", "5S", …; at most 8 digits).
@@ -123,6 +166,7 @@ pub fn call_options(m: &tonic::metadata::MetadataMap) -> CallOptions {
             .map(|d| Instant::now() + d),
         cancel: Default::default(),
         request_id: None,
+        caller: None,
     }
 }
 
@@ -137,12 +181,36 @@ pub struct Caller {
     pub request_id: Option<String>,
 }
 
+/// Metadata the node sets for a handler: the caller's key id …
+pub const KEY_ID_META: &str = "x-collector-key-id";
+/// … and its roles (`operator`, or `namespace:role` joined by commas).
+pub const KEY_ROLES_META: &str = "x-collector-key-roles";
+
 impl Caller {
-    /// Parses a request's metadata.
-    pub fn of(m: &tonic::metadata::MetadataMap) -> Self {
+    /// Parses a request's metadata; the handler also sees who is calling.
+    pub fn of<T>(req: &tonic::Request<T>) -> Self {
+        let m = req.metadata();
+        let caller = identity(req);
+        let mut metadata = metadata_pairs(m);
+        if let Some(id) = &caller {
+            let roles = if id.operator {
+                "operator".to_string()
+            } else {
+                id.grants
+                    .iter()
+                    .map(|(ns, r)| format!("{ns}:{r}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            metadata.push((KEY_ID_META.to_string(), id.key_id.clone()));
+            metadata.push((KEY_ROLES_META.to_string(), roles));
+        }
         Caller {
-            metadata: metadata_pairs(m),
-            options: call_options(m),
+            metadata,
+            options: CallOptions {
+                caller,
+                ..call_options(m)
+            },
             request_id: request_id(m),
         }
     }
@@ -156,10 +224,19 @@ pub fn request_id(m: &tonic::metadata::MetadataMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The caller's metadata as (key, value) pairs (ASCII values only).
+/// The caller's metadata as (key, value) pairs (ASCII values only),
+/// without credentials: a handler never sees its caller's key.
 pub fn metadata_pairs(m: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
     m.iter()
         .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, _)
+                if matches!(
+                    k.as_str(),
+                    "authorization" | PEER_HEADER | CALLER_HEADER | KEY_ID_META | KEY_ROLES_META
+                ) =>
+            {
+                None
+            }
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
                 Some((k.to_string(), v.to_str().ok()?.to_string()))
             }

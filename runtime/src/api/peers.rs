@@ -48,7 +48,8 @@ fn forwardable(key: &str) -> bool {
         )
         || key == HOP_HEADER
         || key == DEPTH_HEADER
-        || key == PEER_HEADER)
+        || key == PEER_HEADER
+        || key == super::CALLER_HEADER)
 }
 
 impl GrpcLink {
@@ -75,8 +76,11 @@ impl GrpcLink {
 
     /// Marks a call this node makes to a peer on its own behalf: one hop,
     /// and the proof.
-    pub fn mark_own_call(&self, m: &mut MetadataMap) {
+    pub fn mark_own_call(&self, m: &mut MetadataMap, caller: Option<&crate::auth::Identity>) {
         mark(m, 1, 0, self.proof());
+        if let Some(v) = caller.and_then(|c| c.key_id.parse().ok()) {
+            m.insert(super::CALLER_HEADER, v);
+        }
     }
 
     /// Resolves when the member at `address` is declared dead (or gone).
@@ -271,6 +275,9 @@ impl PeerLink for GrpcLink {
                 req.metadata_mut().insert(NAMESPACE_HEADER, ns);
             }
             mark(req.metadata_mut(), 1, call.depth, proof);
+            if let Some(v) = call.caller.and_then(|c| c.parse().ok()) {
+                req.metadata_mut().insert(super::CALLER_HEADER, v);
+            }
             let req = with_timeout(req, call.deadline);
             let r = run(dead, &peer, call.deadline, client.dispatch(req))
                 .await?
@@ -387,7 +394,7 @@ impl crate::transfers::Source for GrpcLink {
             offset,
             include_files,
         });
-        self.mark_own_call(req.metadata_mut());
+        self.mark_own_call(req.metadata_mut(), None);
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
             let opened = match channel {

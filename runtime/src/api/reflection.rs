@@ -71,7 +71,12 @@ impl Reflection {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| Namespace::new(s).ok())
             .unwrap_or_else(|| self.state.default_namespace.clone());
-        let pool = self.state.registry.pool(&ns);
+        // A caller without a role in the namespace sees only the built-ins.
+        let pool = if super::sees(req, &ns) {
+            self.state.registry.pool(&ns)
+        } else {
+            DescriptorPool::new()
+        };
         (ns, pool)
     }
 

@@ -1,11 +1,14 @@
 //! CollectorRegistry: proto types per namespace.
 
 use super::ApiState;
+use crate::auth::KeySpec;
 use crate::error::Error;
 use crate::handlers::{self, ServiceSpec};
+use crate::names::Namespace;
 use crate::proto::{self, collector_registry_server::CollectorRegistry};
 use crate::registry::ProtoInput;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// The CollectorRegistry adapter.
@@ -149,4 +152,74 @@ impl CollectorRegistry for RegistryApi {
             .await?;
         Ok(Response::new(proto::UnregisterServiceResponse {}))
     }
+
+    async fn create_key(
+        &self,
+        req: Request<proto::CreateKeyRequest>,
+    ) -> Result<Response<proto::CreatedKey>, Status> {
+        let by = caller(&req)?;
+        let r = req.into_inner();
+        let spec = KeySpec {
+            description: r.description,
+            grants: KeySpec::grants_of(&r.grants)?,
+            operator: r.operator,
+            ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
+        };
+        let (key, token) = self.0.keys.create(Some(&by), spec).await?;
+        Ok(Response::new(proto::CreatedKey {
+            key: Some(key),
+            token,
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<proto::ListKeysRequest>,
+    ) -> Result<Response<proto::ListKeysResponse>, Status> {
+        let by = caller(&req)?;
+        let ns = match req.get_ref().namespace.as_str() {
+            "" => None,
+            ns => Some(Namespace::new(ns)?),
+        };
+        Ok(Response::new(proto::ListKeysResponse {
+            keys: self.0.keys.list(&by, ns.as_ref())?,
+        }))
+    }
+
+    async fn revoke_key(
+        &self,
+        req: Request<proto::RevokeKeyRequest>,
+    ) -> Result<Response<proto::KeyInfo>, Status> {
+        let by = caller(&req)?;
+        Ok(Response::new(
+            self.0.keys.revoke(&by, &req.get_ref().id).await?,
+        ))
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<proto::RotateKeyRequest>,
+    ) -> Result<Response<proto::CreatedKey>, Status> {
+        let by = caller(&req)?;
+        let r = req.get_ref();
+        let grace = Duration::from_secs(r.grace_seconds);
+        let (key, token) = self.0.keys.rotate(&by, &r.id, grace).await?;
+        Ok(Response::new(proto::CreatedKey {
+            key: Some(key),
+            token,
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<proto::WhoAmIRequest>,
+    ) -> Result<Response<proto::KeyInfo>, Status> {
+        let by = caller(&req)?;
+        Ok(Response::new(self.0.keys.info(&by.key_id)?))
+    }
+}
+
+/// The caller's key (key calls always have one: the gate checked it).
+fn caller<T>(req: &Request<T>) -> Result<Arc<crate::auth::Identity>, Error> {
+    super::identity(req).ok_or_else(|| Error::internal("key calls are authenticated"))
 }

@@ -28,6 +28,14 @@ use tonic::{Request, Response, Status};
 pub struct RepoApi(pub Arc<ApiState>);
 
 impl RepoApi {
+    /// A backup, once the caller may do what the method needs in the
+    /// namespace it was taken in.
+    async fn backup<T>(&self, req: &Request<T>, id: &str) -> Result<proto::BackupInfo, Status> {
+        let info = self.0.backups.get(id).await?;
+        super::authorize_in(req, &Namespace::new(&info.namespace)?)?;
+        Ok(info)
+    }
+
     fn info(&self, m: CollectionMeta) -> proto::CollectionInfo {
         let (id, addr) = (self.0.node_id.clone(), self.0.address.clone());
         info(m, id, addr)
@@ -72,6 +80,7 @@ impl RepoApi {
         ns: &Namespace,
         message_type: &str,
         peer: &Member,
+        caller: Option<&crate::auth::Identity>,
     ) -> Result<(), Status> {
         let files = self
             .0
@@ -82,7 +91,7 @@ impl RepoApi {
             file_set: Some(prost_types::FileDescriptorSet { file: files }),
             sources: vec![],
         });
-        self.0.peers.mark_own_call(req.metadata_mut());
+        self.0.peers.mark_own_call(req.metadata_mut(), caller);
         CollectorRegistryClient::new(self.0.peers.channel(&peer.address)?)
             .register_proto(req)
             .await
@@ -155,7 +164,8 @@ impl CollectionRepo for RepoApi {
         if let Decision::Forward(peer) = self.0.mesh.place(&ns, &name, auto, hop)? {
             // The type travels with the collection.
             self.0.registry.message(&ns, &req.get_ref().message_type)?;
-            self.send_type(&ns, &req.get_ref().message_type, &peer)
+            let who = super::identity(&req);
+            self.send_type(&ns, &req.get_ref().message_type, &peer, who.as_deref())
                 .await?;
             return self
                 .0
@@ -281,6 +291,9 @@ impl CollectionRepo for RepoApi {
         } else {
             String::new()
         };
+        // Only what the caller may see; the token stays where the unfiltered
+        // page ended, so a short page still leads on to the rest.
+        found.retain(|c| Namespace::new(&c.namespace).is_ok_and(|ns| super::sees(&req, &ns)));
         Ok(Response::new(proto::DiscoverResponse {
             collections: found,
             next_page_token: next,
@@ -494,7 +507,7 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::GetBackupRequest>,
     ) -> Result<Response<proto::BackupInfo>, Status> {
         Ok(Response::new(
-            self.0.backups.get(&req.get_ref().backup_id).await?,
+            self.backup(&req, &req.get_ref().backup_id).await?,
         ))
     }
 
@@ -504,9 +517,9 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::VerifyBackupRequest>,
     ) -> Result<Response<Self::VerifyBackupStream>, Status> {
-        let id = req.into_inner().backup_id;
         // Refused before the stream starts, so a bad id is one status.
-        self.0.backups.get(&id).await?;
+        self.backup(&req, &req.get_ref().backup_id).await?;
+        let id = req.into_inner().backup_id;
         let (progress, seen) = tokio::sync::watch::channel(StepProgress::default());
         let backups = self.0.backups.clone();
         let task = tokio::spawn(async move { backups.verify(&id, progress).await });
@@ -536,6 +549,7 @@ impl CollectionRepo for RepoApi {
         &self,
         req: Request<proto::DeleteBackupRequest>,
     ) -> Result<Response<proto::DeleteBackupResponse>, Status> {
+        self.backup(&req, &req.get_ref().backup_id).await?;
         let freed_bytes = self.0.backups.delete(&req.get_ref().backup_id).await?;
         Ok(Response::new(proto::DeleteBackupResponse { freed_bytes }))
     }
@@ -547,14 +561,16 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::RestoreBackupRequest>,
     ) -> Result<Response<Self::RestoreBackupStream>, Status> {
         let r = req.get_ref();
+        // `admin` where the copy lands and where the backup was taken.
         let ns = match r.namespace.as_str() {
             "" => None,
-            n => Some(Namespace::new(n)?),
+            _ => Some(self.0.namespace(&req, &r.namespace)?),
         };
         let name = match r.name.as_str() {
             "" => None,
             n => Some(collection_name(n)?),
         };
+        self.backup(&req, &r.backup_id).await?;
         if let (Some(ns), Some(name)) = (&ns, &name)
             && let Ok(Decision::Forward(peer)) =
                 self.0
@@ -568,8 +584,6 @@ impl CollectionRepo for RepoApi {
             .into());
         }
         let r = req.into_inner();
-        // Refused before the stream starts, so a bad id is one status.
-        self.0.backups.get(&r.backup_id).await?;
         let (progress, seen) = tokio::sync::watch::channel(StepProgress::default());
         let backups = self.0.backups.clone();
         // Its own task: a caller that goes away does not cut a restore short.
@@ -626,6 +640,7 @@ impl CollectionRepo for RepoApi {
             ));
         }
         let ns = self.0.namespace(&req, &r.namespace)?;
+        let who = super::identity(&req);
         let r = req.into_inner();
         let name = collection_name(&r.name)?;
         self.0.catalog.get(&ns, &name)?;
@@ -633,6 +648,9 @@ impl CollectionRepo for RepoApi {
             "" => ns.clone(),
             d => Namespace::new(d)?,
         };
+        if let Some(who) = &who {
+            who.require(crate::auth::Role::Develop, &dest_ns)?;
+        }
         let dest_name = collection_name(&r.dest_name)?;
         let view = self.0.mesh.view();
         let here = r.dest_node.is_empty()
@@ -694,12 +712,16 @@ impl CollectionRepo for RepoApi {
     ) -> Result<Response<TransferStream>, Status> {
         let hop = call_options(req.metadata()).hop;
         let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let who = super::identity(&req);
         let r = req.into_inner();
         let name = collection_name(&r.name)?;
         let dest_ns = match r.dest_namespace.as_str() {
             "" => ns.clone(),
             d => Namespace::new(d)?,
         };
+        if let Some(who) = &who {
+            who.require(crate::auth::Role::Develop, &dest_ns)?;
+        }
         let dest_name = match r.dest_name.as_str() {
             "" => name.clone(),
             d => collection_name(d)?,

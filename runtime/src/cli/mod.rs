@@ -6,6 +6,7 @@
 mod backups;
 mod collections;
 mod files;
+mod keys;
 mod mesh;
 mod output;
 mod protos;
@@ -16,6 +17,7 @@ mod transfers;
 pub use output::exit_code;
 
 use clap::{Args, Subcommand};
+use collector::api::bearer::{Bearer, KeyedChannel};
 use collector::limits;
 use collector::proto::{
     collection_repo_client::CollectionRepoClient,
@@ -23,6 +25,7 @@ use collector::proto::{
     collective_dispatcher_client::CollectiveDispatcherClient,
     collector_registry_client::CollectorRegistryClient,
 };
+use std::path::PathBuf;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -46,6 +49,43 @@ pub struct Conn {
         default_value = ""
     )]
     pub namespace: String,
+    /// The API key to call with (client commands). Default: the key in
+    /// --token-file.
+    #[arg(long, global = true, env = "COLLECTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the API key, used when no --token is given: by default
+    /// the operator key a node started in this directory wrote.
+    #[arg(
+        long,
+        global = true,
+        env = "COLLECTOR_TOKEN_FILE",
+        default_value = "data/operator.key"
+    )]
+    pub token_file: PathBuf,
+}
+
+impl Conn {
+    /// The key to call with: --token, else the file's (None if neither).
+    fn bearer(&self) -> Result<Bearer, Status> {
+        let key = match &self.token {
+            Some(t) => t.clone(),
+            None => match std::fs::read_to_string(&self.token_file) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Bearer::default()),
+                Err(e) => {
+                    return Err(Status::invalid_argument(format!(
+                        "--token-file {}: {e}",
+                        self.token_file.display()
+                    )));
+                }
+            },
+        };
+        Bearer::new(&key).ok_or_else(|| {
+            Status::invalid_argument(
+                "the API key is not valid header text; give the key as created",
+            )
+        })
+    }
 }
 
 /// A client command.
@@ -65,6 +105,11 @@ pub enum ClientCmd {
     Backup {
         #[command(subcommand)]
         cmd: backups::BackupCmd,
+    },
+    /// API keys: create, list, revoke, rotate, and which key you are.
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCmd,
     },
     /// Files attached to records: put, get, stat, ls, rm.
     Files {
@@ -108,14 +153,15 @@ pub enum ClientCmd {
 pub struct Clients {
     /// The namespace to work in ("" = the node's default).
     ns: String,
-    channel: Channel,
-    registry: CollectorRegistryClient<Channel>,
-    repo: CollectionRepoClient<Channel>,
-    records: CollectionServiceClient<Channel>,
+    channel: KeyedChannel,
+    registry: CollectorRegistryClient<KeyedChannel>,
+    repo: CollectionRepoClient<KeyedChannel>,
+    records: CollectionServiceClient<KeyedChannel>,
 }
 
 impl Clients {
     async fn connect(conn: &Conn) -> Result<Self, Status> {
+        let bearer = conn.bearer()?;
         let channel = Channel::from_shared(format!("http://{}", conn.node))
             .map_err(|e| Status::invalid_argument(format!("--node {}: {e}", conn.node)))?
             .connect()
@@ -126,6 +172,7 @@ impl Clients {
                     conn.node
                 ))
             })?;
+        let channel = bearer.on(channel);
         Ok(Clients {
             ns: conn.namespace.clone(),
             registry: CollectorRegistryClient::new(channel.clone()),
@@ -135,7 +182,7 @@ impl Clients {
         })
     }
 
-    fn dispatcher(&self) -> CollectiveDispatcherClient<Channel> {
+    fn dispatcher(&self) -> CollectiveDispatcherClient<KeyedChannel> {
         CollectiveDispatcherClient::new(self.channel.clone())
     }
 }
@@ -148,6 +195,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
         ClientCmd::Collections { cmd } => collections::run(&mut c, cmd).await,
         ClientCmd::Backup { cmd } => backups::run(&mut c, cmd).await,
         ClientCmd::Files { cmd } => files::run(&mut c, cmd).await,
+        ClientCmd::Keys { cmd } => keys::run(&mut c, cmd).await,
         ClientCmd::Clone(a) => transfers::clone(&mut c, a).await,
         ClientCmd::Fetch(a) => transfers::fetch(&mut c, a).await,
         ClientCmd::Put(a) => records::put(&mut c, a).await,

@@ -5,13 +5,13 @@
 use super::output::{proto_source, read_bytes};
 use super::{Clients, Outcome};
 use clap::Args;
+use collector::api::bearer::KeyedChannel;
 use collector::proto;
 use collector::proto::collector_registry_client::CollectorRegistryClient;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 use tonic::Status;
-use tonic::transport::Channel;
 
 // `collector register`
 #[derive(Args, Debug)]
@@ -179,7 +179,7 @@ pub async fn dispatch(c: &mut Clients, a: Dispatch) -> Outcome {
 /// The descriptor of SERVICE/METHOD, from the descriptors the node serves
 /// for the namespace (or fetches from the mesh node that has the service).
 async fn method_desc(
-    registry: &mut CollectorRegistryClient<Channel>,
+    registry: &mut CollectorRegistryClient<KeyedChannel>,
     ns: &str,
     target: &str,
 ) -> Result<MethodDescriptor, Status> {

@@ -62,6 +62,10 @@ pub struct CallOptions {
     /// The client's request id, if it gave one: each collection records it
     /// with the call's writes, so a retry of the call applies them once.
     pub request_id: Option<String>,
+    /// The key the call was made with (None for a member's own call). An
+    /// `invoke` carries it on, so a handler can call only what its caller
+    /// could.
+    pub caller: Option<std::sync::Arc<crate::auth::Identity>>,
 }
 
 /// One call of a registered method.

@@ -31,6 +31,9 @@ pub struct RemoteCall {
     pub metadata: Vec<(String, String)>,
     /// How many `invoke`s deep the call is.
     pub depth: u32,
+    /// The id of the key the caller authenticated with here (the peer
+    /// takes it from a member only).
+    pub caller: Option<String>,
     /// The caller's deadline, passed on (a little shorter).
     pub deadline: Option<Instant>,
 }

@@ -100,12 +100,15 @@ fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
                 .unwrap_or(0),
             collections: Vec::new(),
             handlers: Vec::new(),
+            api_keys: Vec::new(),
         };
         for (k, v) in state.key_values() {
             if let Some(rest) = k.strip_prefix(keys::COLLECTION) {
                 m.collections.extend(keys::parse_collection(rest, v));
             } else if let Some(rest) = k.strip_prefix(keys::SERVICE) {
                 m.handlers.extend(keys::parse_handler(rest, v));
+            } else if k.starts_with(keys::API_KEY) {
+                m.api_keys.extend(keys::parse_api_key(v));
             }
         }
         incarnations.push((id.generation_id, m));
@@ -323,12 +326,18 @@ impl Membership {
     }
 
     /// Replaces what this node publishes about itself: the collections it
-    /// owns and the handler versions it has.
-    pub async fn publish(&self, collections: &[OwnedCollection], handlers: &[HandlerVersion]) {
+    /// owns, the handler versions and the API keys it has.
+    pub async fn publish(
+        &self,
+        collections: &[OwnedCollection],
+        handlers: &[HandlerVersion],
+        api_keys: &[crate::proto::StoredKey],
+    ) {
         let wanted: BTreeMap<String, String> = collections
             .iter()
             .map(keys::collection)
             .chain(handlers.iter().map(keys::handler))
+            .chain(api_keys.iter().map(keys::api_key))
             .collect();
         *self.published.lock().expect("published lock") = wanted.clone();
         let chitchat = self.current();
@@ -339,7 +348,9 @@ impl Membership {
                 .key_values()
                 .map(|(k, _)| k)
                 .filter(|k| {
-                    (k.starts_with(keys::COLLECTION) || k.starts_with(keys::SERVICE))
+                    (k.starts_with(keys::COLLECTION)
+                        || k.starts_with(keys::SERVICE)
+                        || k.starts_with(keys::API_KEY))
                         && !wanted.contains_key(*k)
                 })
                 .map(str::to_string)
@@ -424,6 +435,7 @@ mod tests {
                 started_us: generation as i64,
                 collections: Vec::new(),
                 handlers: Vec::new(),
+                api_keys: Vec::new(),
             },
         )
     }

@@ -28,7 +28,7 @@ use requests::RequestLog;
 use routing::{Decision, DispatchTarget};
 use sha2::Digest;
 use std::sync::{Arc, Mutex, Weak};
-use view::{HandlerVersion, Member, OwnedCollection, View};
+use view::{HandlerVersion, Member, MemberState, OwnedCollection, View};
 
 /// A call to run where it belongs.
 #[derive(Debug, Clone)]
@@ -93,6 +93,7 @@ pub struct Mesh {
     handlers: Arc<Handlers>,
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
+    keys: Arc<crate::auth::Keys>,
     link: Arc<dyn PeerLink>,
     requests: Arc<RequestLog>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -139,6 +140,7 @@ impl Mesh {
         handlers: Arc<Handlers>,
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
+        keys: Arc<crate::auth::Keys>,
         link: Arc<dyn PeerLink>,
     ) -> Arc<Self> {
         let mesh = Arc::new_cyclic(|me| Mesh {
@@ -147,6 +149,7 @@ impl Mesh {
             handlers,
             catalog,
             registry,
+            keys,
             link,
             requests: Arc::new(RequestLog::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -158,6 +161,7 @@ impl Mesh {
             let me = Arc::downgrade(&mesh);
             let mut colls = mesh.catalog.subscribe();
             let mut svcs = mesh.handlers.subscribe();
+            let mut keys = mesh.keys.subscribe();
             tokio::spawn(async move {
                 loop {
                     match me.upgrade() {
@@ -167,6 +171,7 @@ impl Mesh {
                     tokio::select! {
                         r = colls.changed() => if r.is_err() { break },
                         r = svcs.changed() => if r.is_err() { break },
+                        r = keys.changed() => if r.is_err() { break },
                     }
                 }
             })
@@ -177,6 +182,7 @@ impl Mesh {
             tokio::spawn(async move {
                 while views.changed().await.is_ok() {
                     let Some(m) = me.upgrade() else { break };
+                    m.take_keys().await;
                     m.follow_newest().await;
                 }
             })
@@ -226,7 +232,27 @@ impl Mesh {
             .iter()
             .map(handler_version)
             .collect();
-        self.membership.publish(&colls, &handlers).await;
+        self.membership
+            .publish(&colls, &handlers, &self.keys.stored())
+            .await;
+    }
+
+    /// Takes in the keys members hold that are newer than this node's (a
+    /// new key, a rotation, a revocation). Members are trusted for this:
+    /// only nodes holding the cluster secret gossip with this one.
+    async fn take_keys(&self) {
+        let view = self.view();
+        for m in view
+            .members
+            .values()
+            .filter(|m| m.state != MemberState::Myself)
+        {
+            for k in &m.api_keys {
+                if let Err(e) = self.keys.merge(k.clone()).await {
+                    tracing::warn!(peer = %m.node_id, error = %e.message, "a member's key was not taken in");
+                }
+            }
+        }
     }
 
     /// Brings every handler this node holds to the newest version the mesh
@@ -423,6 +449,7 @@ impl Mesh {
                     request_id: request_id.clone(),
                     metadata: inv.metadata,
                     depth: inv.options.depth,
+                    caller: inv.options.caller.as_ref().map(|c| c.key_id.clone()),
                     deadline: inv.options.deadline,
                 };
                 let out = self.link.dispatch(&peer.address, remote).await?;

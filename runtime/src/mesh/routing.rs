@@ -8,7 +8,7 @@ use crate::limits::MAX_HOPS;
 use sha2::Digest;
 
 /// The outcome of a routing decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Run on this node.
     Here,
@@ -184,6 +184,7 @@ mod tests {
                     removed: false,
                 })
                 .collect(),
+            api_keys: vec![],
         };
         for m in [
             mk("a", MemberState::Myself, &["here"], &["t.Local"]),
@@ -323,6 +324,7 @@ mod tests {
                 started_us: 0,
                 collections: vec![],
                 handlers: vec![],
+                api_keys: vec![],
             })
             .collect();
         let keys: Vec<String> = (0..1000).map(|i| format!("ns/c{i}")).collect();

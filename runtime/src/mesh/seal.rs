@@ -1,5 +1,5 @@
 //! The cluster secret's two uses, each with its own derived key. Peer
-//! calls carry a proof made with `PeerKey` (checked by `api::peer_gate`).
+//! calls carry a proof made with `PeerKey` (checked by `api::gate`).
 //!
 //! Sealed gossip: every chitchat datagram travels in an XChaCha20-Poly1305
 //! box keyed from the cluster secret (`--cluster-secret-file`), so a node
@@ -38,6 +38,17 @@ const _: () = assert!(MAGIC.len() + NONCE_LEN + TAG_LEN <= chitchat::SEAL_OVERHE
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSecret(pub Vec<u8>);
 
+impl ClusterSecret {
+    /// A secret no other node holds: a node given none forms no mesh, since
+    /// its gossip and peer calls are then sealed with a key nobody shares.
+    pub fn random() -> Self {
+        use chacha20poly1305::aead::rand_core::RngCore;
+        let mut b = vec![0u8; 32];
+        chacha20poly1305::aead::OsRng.fill_bytes(&mut b);
+        ClusterSecret(b)
+    }
+}
+
 impl std::fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ClusterSecret({} bytes)", self.0.len())
@@ -64,7 +75,7 @@ pub fn gossip_key(secret: &ClusterSecret) -> GossipKey {
 }
 
 /// The key a node proves with that a gRPC call comes from a member (see
-/// `api::peer_gate`); its `Debug` form does not show it.
+/// `api::gate`); its `Debug` form does not show it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PeerKey([u8; 32]);
 
@@ -103,6 +114,58 @@ impl PeerKey {
         // blake3::Hash's equality is constant-time.
         (now_ms - at).abs() <= PEER_PROOF_SKEW_MS
             && blake3::keyed_hash(&self.0, t.as_bytes()) == mac
+    }
+}
+
+/// `plain` sealed as a datagram: `MAGIC` ‖ nonce ‖ ciphertext and tag.
+fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let sealed = cipher.encrypt(&nonce, Payload { msg: plain, aad }).ok()?;
+    let mut datagram = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+    datagram.extend_from_slice(MAGIC);
+    datagram.extend_from_slice(&nonce);
+    datagram.extend_from_slice(&sealed);
+    Some(datagram)
+}
+
+/// What a sealed datagram holds, or why it does not open.
+fn open(cipher: &XChaCha20Poly1305, aad: &[u8], datagram: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let rest = datagram
+        .strip_prefix(MAGIC)
+        .ok_or("not sealed (an unauthenticated node, or a forgery)")?;
+    if rest.len() < NONCE_LEN + TAG_LEN {
+        return Err("too short to be sealed");
+    }
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .map_err(|_| "does not open with this cluster's secret")
+}
+
+/// Seals and opens datagrams the way members do: for tools and tests that
+/// speak gossip as a member (e.g. to check what a malformed one does).
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+    aad: Vec<u8>,
+}
+
+impl Sealer {
+    /// Seals with the key of `secret` for cluster `cluster_id`.
+    pub fn new(secret: &ClusterSecret, cluster_id: &str) -> Self {
+        Sealer {
+            cipher: XChaCha20Poly1305::new(&gossip_key(secret).0.into()),
+            aad: cluster_id.as_bytes().to_vec(),
+        }
+    }
+
+    /// `plain` (a serialised chitchat envelope) as a sealed datagram.
+    pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        seal(&self.cipher, &self.aad, plain).expect("a datagram-sized payload seals")
+    }
+
+    /// What a sealed datagram holds; None if it does not open.
+    pub fn open(&self, datagram: &[u8]) -> Option<Vec<u8>> {
+        open(&self.cipher, &self.aad, datagram).ok()
     }
 }
 
@@ -150,23 +213,7 @@ struct SealedSocket {
 impl SealedSocket {
     /// The envelope in `datagram`, if it opens and decodes.
     fn open_datagram(&self, datagram: &[u8]) -> Result<ChitchatEnvelope, &'static str> {
-        let rest = datagram
-            .strip_prefix(MAGIC)
-            .ok_or("not sealed (an unauthenticated node, or a forgery)")?;
-        if rest.len() < NONCE_LEN + TAG_LEN {
-            return Err("too short to be sealed");
-        }
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &self.aad,
-                },
-            )
-            .map_err(|_| "does not open with this cluster's secret")?;
+        let plain = open(&self.cipher, &self.aad, datagram)?;
         ChitchatEnvelope::deserialize(&mut plain.as_slice())
             .map_err(|_| "opens but does not decode")
     }
@@ -194,21 +241,8 @@ impl Socket for SealedSocket {
     ) -> anyhow::Result<SendOutcome> {
         self.plain.clear();
         envelope.serialize(&mut self.plain);
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &self.plain,
-                    aad: &self.aad,
-                },
-            )
-            .map_err(|_| anyhow::anyhow!("cannot seal a gossip datagram"))?;
-        let mut datagram = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
-        datagram.extend_from_slice(MAGIC);
-        datagram.extend_from_slice(&nonce);
-        datagram.extend_from_slice(&sealed);
+        let datagram = seal(&self.cipher, &self.aad, &self.plain)
+            .ok_or_else(|| anyhow::anyhow!("cannot seal a gossip datagram"))?;
         // A peer that is gone is not a broken transport: chitchat retries.
         let num_bytes_sent = match self.socket.send_to(&datagram, to).await {
             Ok(n) => n,

@@ -52,7 +52,7 @@ impl HandlerVersion {
 }
 
 /// One member of the mesh.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     /// The member's persistent id.
     pub node_id: String,
@@ -66,6 +66,8 @@ pub struct Member {
     pub collections: Vec<OwnedCollection>,
     /// The handler versions it has.
     pub handlers: Vec<HandlerVersion>,
+    /// The API keys it holds (hashes only), for every member to take in.
+    pub api_keys: Vec<crate::proto::StoredKey>,
 }
 
 impl Member {
@@ -88,6 +90,28 @@ pub mod keys {
     /// Prefix of handler versions: `s:<ns>/<service>` = `<sha256>:<registered_at_us>`,
     /// or `-:<unregistered_at_us>` for an unregistration.
     pub const SERVICE: &str = "s:";
+    /// Prefix of API keys: `k:<id>` = the StoredKey, protobuf in base64.
+    pub const API_KEY: &str = "k:";
+
+    /// The key and value publishing an API key (its hash, never a secret).
+    pub fn api_key(k: &crate::proto::StoredKey) -> (String, String) {
+        use base64::Engine as _;
+        use prost::Message as _;
+        let id = k.info.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
+        (
+            format!("{API_KEY}{id}"),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(k.encode_to_vec()),
+        )
+    }
+
+    /// Parses a `k:` value; None if malformed.
+    pub fn parse_api_key(value: &str) -> Option<crate::proto::StoredKey> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(value)
+            .ok()?;
+        prost::Message::decode(bytes.as_slice()).ok()
+    }
 
     /// The key and value publishing an owned collection.
     pub fn collection(c: &OwnedCollection) -> (String, String) {
@@ -216,6 +240,7 @@ mod tests {
                 })
                 .collect(),
             handlers: vec![],
+            api_keys: vec![],
         }
     }
 

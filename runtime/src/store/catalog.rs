@@ -123,6 +123,8 @@ pub const PROTOS: &str = "protos";
 pub const SERVICES: &str = "services";
 /// The name of the backups collection in `system`.
 pub const BACKUPS: &str = "backups";
+/// Name of the system collection of API keys (collector.v1.StoredKey).
+pub const KEYS: &str = "keys";
 use crate::limits::MAX_INDEXES;
 
 type Key = (Namespace, CollectionName);
@@ -224,25 +226,29 @@ pub struct SystemCollections {
     pub services: Arc<Collection>,
     /// Backups taken on this node (collector.v1.BackupInfo).
     pub backups: Arc<Collection>,
+    /// API keys, as hashes (collector.v1.StoredKey).
+    pub keys: Arc<Collection>,
 }
 
 impl SystemCollections {
-    fn all(&self) -> [&Arc<Collection>; 4] {
+    fn all(&self) -> [&Arc<Collection>; 5] {
         [
             &self.protos,
             &self.collections,
             &self.services,
             &self.backups,
+            &self.keys,
         ]
     }
 }
 
 /// Name and message type of each system collection.
-const SYSTEM_COLLECTIONS: [(&str, &str); 4] = [
+const SYSTEM_COLLECTIONS: [(&str, &str); 5] = [
     (PROTOS, "collector.v1.ProtoFileRecord"),
     (COLLECTIONS, "collector.v1.CollectionInfo"),
     (SERVICES, "collector.v1.ServiceInfo"),
     (BACKUPS, "collector.v1.BackupInfo"),
+    (KEYS, "collector.v1.StoredKey"),
 ];
 
 /// Opens the system collections the registry, catalogue and services live in.
@@ -263,6 +269,7 @@ pub async fn open_system(root: &Path, options: Options) -> Result<SystemCollecti
         collections: next(),
         services: next(),
         backups: next(),
+        keys: next(),
     })
 }
 

@@ -363,7 +363,9 @@ pub fn to_guest(e: Error) -> types::Error {
         ErrorKind::NotFound => types::Error::NotFound(m),
         ErrorKind::AlreadyExists => types::Error::AlreadyExists(m),
         ErrorKind::InvalidArgument => types::Error::InvalidArgument(m),
-        ErrorKind::PermissionDenied => types::Error::PermissionDenied(m),
+        ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
+            types::Error::PermissionDenied(m)
+        }
         ErrorKind::FailedPrecondition => types::Error::Conflict(m),
         ErrorKind::Aborted => types::Error::Aborted(m),
         ErrorKind::ResourceExhausted => types::Error::ResourceExhausted(m),

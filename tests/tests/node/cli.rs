@@ -6,6 +6,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
 /// Runs a client command against `node`; returns (exit code, stdout, stderr).
 fn run(node: &ProcessNode, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
+        .env("COLLECTOR_TOKEN", collector_tests::TOKEN)
         .arg("--node")
         .arg(node.addr.to_string())
         .args(args)
@@ -250,6 +251,7 @@ fn backups_are_taken_verified_restored_and_deleted_and_collections_cloned_with_t
 fn run_with_stdin(node: &ProcessNode, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
     use std::io::Write;
     let mut child = Command::new(BIN)
+        .env("COLLECTOR_TOKEN", collector_tests::TOKEN)
         .arg("--node")
         .arg(node.addr.to_string())
         .args(args)
@@ -531,4 +533,58 @@ fn register_and_call_a_wasm_handler_with_the_cli() {
     assert_eq!(code, 64 + 3, "InvalidArgument: {err}");
     let (code, _, _) = run(&node, &["-n", "shop", "call", "t.Counter/Missing", "{}"]);
     assert_eq!(code, 64 + 12, "Unimplemented");
+}
+
+/// `collector keys …`: a key made with the CLI works with --token, lists
+/// without its secret, and stops working once revoked.
+#[test]
+fn keys_are_created_used_listed_and_revoked_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ProcessNode::start(BIN, &dir.path().join("data"));
+    let made = ok(
+        &node,
+        &[
+            "keys",
+            "create",
+            "--grant",
+            "shop:read",
+            "--description",
+            "dashboard",
+            "--ttl",
+            "1h",
+        ],
+    );
+    let token = made["token"].as_str().unwrap().to_string();
+    let id = made["key"]["id"].as_str().unwrap().to_string();
+    assert!(
+        made["key"]["expires_at"].as_str().unwrap().len() > 10,
+        "{made}"
+    );
+    let as_key = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        run(&node, &all)
+    };
+    let (code, out, err) = as_key(&["keys", "whoami"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("shop:read") && out.contains(&id), "{out}");
+    // A reader cannot create a collection: PERMISSION_DENIED is 64 + 7.
+    let (code, _, err) = as_key(&["-n", "shop", "collections", "create", "x", "--type", "t.M"]);
+    assert_eq!(code, 64 + 7, "{err}");
+    let listed = ok(&node, &["-n", "shop", "keys", "ls"]);
+    assert!(listed.to_string().contains(&id), "{listed}");
+    assert!(!listed.to_string().contains(&token[20..]), "{listed}");
+    ok(&node, &["keys", "revoke", &id]);
+    let (code, _, err) = as_key(&["keys", "whoami"]);
+    assert_eq!(code, 64 + 16, "UNAUTHENTICATED: {err}");
+    assert!(err.contains("revoked"), "{err}");
+    // Without a key at all (no --token, no key file) the node says what to do.
+    let out = Command::new(BIN)
+        .env_remove("COLLECTOR_TOKEN")
+        .env("COLLECTOR_TOKEN_FILE", dir.path().join("none"))
+        .args(["--node", &node.addr.to_string(), "keys", "whoami"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64 + 16));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authorization: Bearer"));
 }

@@ -158,7 +158,13 @@ fn expectation(comment: Option<&str>) -> Expect {
 /// `alias` and `grpcurl` lines are skipped (the tests build the guests; no
 /// grpcurl here). Every command must succeed, or fail as its comment says,
 /// and print what its comment shows. Returns how many commands ran.
-fn run_blocks(blocks: &[String], cwd: &Path, node: &ProcessNode, wasm_prefix: &str) -> usize {
+fn run_blocks(
+    blocks: &[String],
+    cwd: &Path,
+    node: &ProcessNode,
+    wasm_prefix: &str,
+    token_file: Option<&Path>,
+) -> usize {
     let mut ran = 0;
     for block in blocks {
         let mut lines = block.lines().peekable();
@@ -210,7 +216,11 @@ fn run_blocks(blocks: &[String], cwd: &Path, node: &ProcessNode, wasm_prefix: &s
                     None => a.clone(),
                 })
                 .collect();
-            let out = Command::new(BIN)
+            let mut cmd = Command::new(BIN);
+            if let Some(f) = token_file {
+                cmd.env("COLLECTOR_TOKEN_FILE", f);
+            }
+            let out = cmd
                 .arg("--node")
                 .arg(node.addr.to_string())
                 .args(&args)
@@ -245,7 +255,21 @@ fn run_blocks(blocks: &[String], cwd: &Path, node: &ProcessNode, wasm_prefix: &s
 fn the_readme_tour_runs_as_written() {
     let md = read("README.md");
     let dir = tempfile::tempdir().unwrap();
-    let node = ProcessNode::start(BIN, &dir.path().join("data"));
+    // As for a newcomer: the node makes its operator key, and the CLI run
+    // in the same directory finds it.
+    let node = ProcessNode::start_fresh(BIN, &dir.path().join("data"));
+    let key = dir.path().join("data/operator.key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the operator key is readable only by its owner"
+    );
+    assert_ne!(
+        std::fs::read_to_string(&key).unwrap(),
+        collector_tests::TOKEN
+    );
     let tour = section_sh_blocks(&md, "## A five-minute tour");
     let handlers = section_sh_blocks(&md, "### Wasm handlers");
     // The tour's first block (the CLI; the second is grpcurl), then the handlers'.
@@ -254,6 +278,7 @@ fn the_readme_tour_runs_as_written() {
         dir.path(),
         &node,
         "guests/target/wasm32-wasip2/release/",
+        None,
     );
     assert!(ran >= 12, "only {ran} commands found in the tour");
 }
@@ -272,6 +297,7 @@ fn the_sdk_walkthrough_is_the_guestbook_guest_and_runs() {
         &repo().join("guests/guestbook"),
         &node,
         "target/wasm32-wasip2/release/",
+        Some(&dir.path().join("data/operator.key")),
     );
     assert!(ran >= 6, "only {ran} commands found in step 5");
 }

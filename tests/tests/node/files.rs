@@ -468,7 +468,9 @@ async fn a_put_whose_stream_breaks_leaves_the_old_version_and_no_temporary() {
     })
     .await
     .unwrap();
-    let mut records = proto::collection_service_client::CollectionServiceClient::new(channel);
+    let mut records = proto::collection_service_client::CollectionServiceClient::new(
+        collector_tests::keyed(channel, collector_tests::TOKEN),
+    );
     let call = tokio::spawn(async move {
         records
             .put_file(tokio_stream::wrappers::ReceiverStream::new(rx))

@@ -59,7 +59,9 @@ async fn cuttable_put(
             .await
             .unwrap();
     }
-    let mut records = proto::collection_service_client::CollectionServiceClient::new(channel);
+    let mut records = proto::collection_service_client::CollectionServiceClient::new(
+        collector_tests::keyed(channel, collector_tests::TOKEN),
+    );
     let call = tokio::spawn(async move {
         records
             .put_file(tokio_stream::wrappers::ReceiverStream::new(rx))

@@ -1,11 +1,13 @@
 //! Hostile gossip: datagrams made by hand and sent to a node's UDP port. A
 //! malformed delta, a compressed stream that inflates to gigabytes and a
 //! flood of made-up members each once stopped a node's gossip, exhausted its
-//! memory or cut it off from its peers.
+//! memory or cut it off from its peers. Gossip is sealed, so these are sent
+//! as a member would (sealed with the test mesh's secret): what a member
+//! with a bug, or a stolen secret, could send.
 
 use crate::mesh::{all_up, peers, state_of, wait_for};
 use collector::limits::{DEFAULT_CLUSTER, MAX_MESH_MEMBERS};
-use collector::mesh::seal::ClusterSecret;
+use collector::mesh::seal::{ClusterSecret, Sealer};
 use collector::proto;
 use collector_tests::{ProcessNode, TestNode};
 use std::time::Duration;
@@ -48,18 +50,32 @@ fn node_id(n: &TestNode) -> String {
     n.handle.as_ref().unwrap().node_id.clone()
 }
 
+/// Seals and opens datagrams as a member of the test mesh.
+fn member() -> Sealer {
+    Sealer::new(
+        &ClusterSecret(collector_tests::CLUSTER_SECRET.to_vec()),
+        DEFAULT_CLUSTER,
+    )
+}
+
+/// Sends `plain` to `to`, sealed as a member's.
+async fn send(sock: &tokio::net::UdpSocket, plain: &[u8], to: std::net::SocketAddr) {
+    sock.send_to(&member().seal(plain), to).await.unwrap();
+}
+
 /// The node at `to` still answers a SYN with a SYN-ACK: its gossip runs.
 async fn answers_syn(sock: &tokio::net::UdpSocket, to: std::net::SocketAddr) {
-    sock.send_to(&datagram::syn(&["probe"], DEFAULT_CLUSTER), to)
-        .await
-        .unwrap();
+    send(sock, &datagram::syn(&["probe"], DEFAULT_CLUSTER), to).await;
     let mut buf = vec![0; 65_536];
     loop {
         let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
             .await
             .expect("a SYN-ACK within 5 s: gossip still runs")
             .unwrap();
-        if n >= 4 && buf[..2] == 45_139u16.to_le_bytes() && buf[3] == 1 {
+        let Some(plain) = member().open(&buf[..n]) else {
+            continue;
+        };
+        if plain.len() >= 4 && plain[..2] == 45_139u16.to_le_bytes() && plain[3] == 1 {
             return;
         }
     }
@@ -75,16 +91,14 @@ async fn a_malformed_datagram_cannot_take_a_node_out_of_the_mesh() {
     let mut up = b_handle.mesh().membership().up();
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for _ in 0..3 {
-        sock.send_to(
+        send(
+            &sock,
             &datagram::syn(&["intruder"], DEFAULT_CLUSTER),
             b_handle.addr,
         )
-        .await
-        .unwrap();
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        sock.send_to(&datagram::bad_ack("intruder"), b_handle.addr)
-            .await
-            .unwrap();
+        send(&sock, &datagram::bad_ack("intruder"), b_handle.addr).await;
     }
     stay_connected(&a, &b, Duration::from_secs(3)).await;
     assert!(*up.borrow_and_update(), "gossip is up");
@@ -132,7 +146,27 @@ async fn sealed_gossip_admits_only_nodes_with_the_cluster_secret() {
         c.join = vec![a_addr.to_string()];
     })
     .await;
-    let none = TestNode::start_with(|c| c.join = vec![a_addr.to_string()]).await;
+    // Without a secret a node forms no mesh: it cannot be told to join.
+    let none = TestNode::start_with(|c| c.cluster_secret = None).await;
+    let refused = collector::proto::collective_dispatcher_client::CollectiveDispatcherClient::new(
+        none.clients.channel.clone(),
+    )
+    .connect(proto::ConnectRequest {
+        address: a_addr.to_string(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let no_secret = collector::Config {
+        join: vec![a_addr.to_string()],
+        ..Default::default()
+    };
+    let e = no_secret.validate().unwrap_err();
+    assert!(e.message.contains("--cluster-secret-file"), "{e:?}");
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for _ in 0..3 {
         sock.send_to(&datagram::syn(&["intruder"], DEFAULT_CLUSTER), a_addr)
@@ -180,9 +214,9 @@ async fn a_compressed_datagram_cannot_inflate_a_node() {
     answers_syn(&sock, node.addr).await;
     let before = node.peak_rss();
     let bomb = datagram::inflating_ack();
-    assert!(bomb.len() <= 65_507, "{} bytes", bomb.len());
+    assert!(bomb.len() <= 65_507 - 64, "{} bytes", bomb.len());
     for _ in 0..8 {
-        sock.send_to(&bomb, node.addr).await.unwrap();
+        send(&sock, &bomb, node.addr).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Unbounded, the peak grew by 455 MiB here; each now stops at 4 MiB.
@@ -204,8 +238,8 @@ async fn a_flood_of_made_up_members_cannot_partition_a_node() {
         let names: Vec<String> = (0..1_000).map(|i| format!("fake-{round}-{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let syn = datagram::syn(&names, DEFAULT_CLUSTER);
-        assert!(syn.len() <= 65_507, "{} bytes", syn.len());
-        sock.send_to(&syn, b_addr).await.unwrap();
+        assert!(syn.len() <= 65_507 - 64, "{} bytes", syn.len());
+        send(&sock, &syn, b_addr).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stay_connected(&a, &b, Duration::from_secs(4)).await;
@@ -283,7 +317,8 @@ mod datagram {
         let block = zstd::bulk::compress(&[0u8; 65_535], 19).unwrap();
         let mut b = header(2);
         // Each block: a type byte, a u16 length, the frame; then the end byte.
-        while b.len() + 3 + block.len() < 65_507 {
+        // What fits in one datagram once sealed.
+        while b.len() + 3 + block.len() < 65_507 - 64 {
             b.push(1); // a compressed block
             b.extend((block.len() as u16).to_le_bytes());
             b.extend(&block);

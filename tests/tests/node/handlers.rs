@@ -11,7 +11,7 @@ service Hog { rpc Eat(Msg) returns (Msg); }
 service Nobody { rpc Call(Msg) returns (Msg); }
 service Deep { rpc Run(Msg) returns (Msg); }
 service BigOut { rpc Run(Msg) returns (Msg); }
-service Snoop { rpc Run(Msg) returns (Msg); }
+service Snoop { rpc Run(Msg) returns (Msg); rpc Who(Msg) returns (Msg); }
 service Chatty { rpc Run(Msg) returns (Msg); }"#;
 
 async fn setup(c: &mut Clients, ns: &str) {
@@ -687,7 +687,7 @@ async fn invoke_runs_methods_bound_to_a_collection() {
     }
 }
 
-/// `x-collector-depth` comes from the wire: however large, adding the
+/// `x-collector-depth` comes from the wire (from a member): however large, adding the
 /// next `invoke` saturates, and the call is RESOURCE_EXHAUSTED, not a panic
 /// or a wrapped-around depth that escapes the limit.
 #[tokio::test]
@@ -712,6 +712,8 @@ async fn an_absurd_invoke_depth_in_metadata_is_refused_not_wrapped() {
         .insert("x-collector-namespace", "shop".parse().unwrap());
     req.metadata_mut()
         .insert("x-collector-depth", u32::MAX.to_string().parse().unwrap());
+    // Only a member's depth counts (a client's is stripped).
+    collector_tests::as_member(&mut req);
     let e = grpc
         .unary(
             req,
@@ -729,4 +731,65 @@ async fn an_absurd_invoke_depth_in_metadata_is_refused_not_wrapped() {
     native(c, "shop", "/t.Counter/Incr", ok.encode_to_vec())
         .await
         .unwrap();
+}
+
+/// A handler learns who is calling (the key's id and roles, set by the
+/// node and not by the client) but never sees the key.
+#[tokio::test]
+async fn a_handler_sees_its_callers_key_id_and_roles_never_the_key() {
+    let mut n = TestNode::start().await;
+    let addr = n.handle.as_ref().unwrap().addr;
+    let c = &mut n.clients;
+    setup(c, "shop").await;
+    register(c, "shop", "t.Snoop", "snoop", 0, 0).await.unwrap();
+    let writer = c
+        .registry
+        .create_key(proto::CreateKeyRequest {
+            grants: vec![proto::RoleGrant {
+                namespace: "shop".into(),
+                role: "write".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let as_writer = Clients::connect_as(addr, &writer.token).await;
+    let who = |c: &Clients| {
+        let c = c.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(c.channel.clone());
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(prost::bytes::Bytes::new());
+            req.metadata_mut()
+                .insert("x-collector-namespace", "shop".parse().unwrap());
+            // A client's claim to be someone else is dropped.
+            req.metadata_mut()
+                .insert("x-collector-key-id", "0000000000000000".parse().unwrap());
+            req.metadata_mut()
+                .insert("x-collector-key-roles", "operator".parse().unwrap());
+            let out = grpc
+                .unary(
+                    req,
+                    "/t.Snoop/Who".parse().unwrap(),
+                    collector::api::dynamic::BytesCodec,
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            Msg::decode(out.as_ref()).unwrap().text
+        }
+    };
+    let key = writer.key.unwrap();
+    assert_eq!(who(&as_writer).await, format!("{}|shop:write", key.id));
+    assert!(who(&n.clients).await.ends_with("|operator"));
+    let found = Msg::decode(
+        native(&as_writer, "shop", "/t.Snoop/Run", vec![])
+            .await
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap()
+    .text;
+    assert_eq!(found, "", "the handler saw {found:?}");
 }

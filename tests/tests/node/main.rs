@@ -1,5 +1,6 @@
 //! Black-box tests: real nodes, real gRPC clients.
 
+mod auth;
 mod backup;
 mod cli;
 mod crud;

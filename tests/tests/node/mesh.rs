@@ -39,7 +39,7 @@ struct Mesh {
     ids: Vec<String>,
 }
 
-fn dispatcher(c: &Clients) -> CollectiveDispatcherClient<tonic::transport::Channel> {
+fn dispatcher(c: &Clients) -> CollectiveDispatcherClient<collector::api::bearer::KeyedChannel> {
     CollectiveDispatcherClient::new(c.channel.clone())
 }
 
@@ -780,6 +780,7 @@ async fn a_forwarded_call_is_never_forwarded_again() {
     let mut req = tonic::Request::new(dispatch_req("Incr", "loop", 0, "counters"));
     req.metadata_mut()
         .insert("x-collector-hop", "1".parse().unwrap());
+    collector_tests::as_member(&mut req);
     let e = dispatcher(&m.clients[1]).dispatch(req).await.unwrap_err();
     // B ran it itself (after fetching the handler): the collection is not there.
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
@@ -791,6 +792,7 @@ async fn a_forwarded_call_is_never_forwarded_again() {
     });
     req.metadata_mut()
         .insert("x-collector-hop", "1".parse().unwrap());
+    collector_tests::as_member(&mut req);
     let e = m.clients[1].records.get(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     // Nothing ran on C.

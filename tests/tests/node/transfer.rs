@@ -95,7 +95,7 @@ async fn clone_on(
     req: proto::CloneRequest,
 ) -> Result<tonic::Response<tonic::Streaming<proto::TransferProgress>>, tonic::Status> {
     let mut repo = c.repo.clone();
-    proto::collection_repo_client::CollectionRepoClient::<tonic::transport::Channel>::clone(
+    proto::collection_repo_client::CollectionRepoClient::<collector::api::bearer::KeyedChannel>::clone(
         &mut repo, req,
     )
     .await
@@ -305,10 +305,15 @@ async fn pulled(c: &Clients) -> Vec<proto::CollectionChunk> {
     let mut s = c
         .repo
         .clone()
-        .pull_collection(proto::PullCollectionRequest {
-            namespace: "shop".into(),
-            name: "orders".into(),
-            ..Default::default()
+        .pull_collection({
+            // The test plays the puller, a member.
+            let mut req = tonic::Request::new(proto::PullCollectionRequest {
+                namespace: "shop".into(),
+                name: "orders".into(),
+                ..Default::default()
+            });
+            collector_tests::as_member(&mut req);
+            req
         })
         .await
         .unwrap()
@@ -327,7 +332,11 @@ async fn push(
 ) -> Result<proto::PushCollectionResponse, tonic::Status> {
     c.repo
         .clone()
-        .push_collection(tokio_stream::iter(pieces))
+        .push_collection({
+            let mut req = tonic::Request::new(tokio_stream::iter(pieces));
+            collector_tests::as_member(&mut req);
+            req
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -376,8 +385,9 @@ async fn a_push_goes_on_from_the_bytes_the_destination_holds_and_checks_every_pi
     }
     let mut repo = c[1].repo.clone();
     let call = tokio::spawn(async move {
-        repo.push_collection(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        collector_tests::as_member(&mut req);
+        repo.push_collection(req).await
     });
     // Give them time to arrive, then cut the stream without ending it.
     tokio::time::sleep(Duration::from_secs(1)).await;
