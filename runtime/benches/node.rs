@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p collector --bench node` (BENCH_RECORDS=N sets the
 //! size of the query data set, default 1,000,000, 0 to skip it; BENCH_SECS the seconds per
-//! throughput phase, default 3; BENCH_PHASES the phases to run, default "bcdwhlme";
+//! throughput phase, default 3; BENCH_PHASES the phases to run, default "kbcdwhlfme";
 //! BENCH_LIFECYCLE_MB the size of the collection phase l backs up, restores
 //! and clones, default 1024; BENCH_FILE_MB the size of the file phase f
 //! puts and gets, default 256).
@@ -715,8 +715,26 @@ async fn main() {
         );
     }
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bcdwhlfme".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "kbcdwhlfme".into());
     let phase = |p: char| phases.contains(p);
+
+    // (k) the cost of an API key: WhoAmI does what the empty call does plus
+    // the key check (a map lookup, a blake3 and a compare) and a small reply.
+    if phase('k') {
+        for (k, conc) in [1usize, 64].into_iter().enumerate() {
+            let chs = channels.clone();
+            let (rate, p50, errs) = load(conc, secs, move |i| {
+                let mut r = CollectorRegistryClient::new(chs[i as usize % chs.len()].clone());
+                async move { r.who_am_i(proto::WhoAmIRequest {}).await.map(|_| ()) }
+            })
+            .await;
+            assert_eq!(errs, 0);
+            println!(
+                "(k) call with a key    c={conc:<3} {rate:>9.0} calls/s  p50 {p50:>6.0} µs  = {:.3}x empty call (target >= 0.95)",
+                rate / floors[k]
+            );
+        }
+    }
     let mut rng = Rng(0x9E3779B97F4A7C15);
 
     // (b) Get of a 1 KB record.

@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod config;

@@ -20,6 +20,9 @@ pub const DEFAULT_CLUSTER: &str = "collector";
 /// Fewest bytes a cluster secret may have (`serve --cluster-secret-file`);
 /// a shorter one fails the start with INVALID_ARGUMENT.
 pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+/// Most refused calls the audit log records per second (the next entry
+/// counts the ones left out), so a flood of bad keys cannot fill the disk.
+pub const AUDIT_DENIED_PER_SECOND: u32 = 20;
 /// Longest description an API key may carry, in bytes.
 pub const MAX_KEY_DESCRIPTION_BYTES: usize = 1024;
 /// The file in the data dir holding the bootstrap operator key (written at

@@ -192,6 +192,7 @@ impl Node {
         )?;
 
         let keys = crate::auth::Keys::load(system.keys.clone()).await?;
+        let audit = crate::audit::Audit::start(system.audit.clone(), node_id.clone());
         let key_file = config
             .operator_key_file
             .clone()
@@ -308,7 +309,7 @@ impl Node {
                 // A 1 MiB file chunk in one frame (HTTP/2's default is 16 KiB).
                 .max_frame_size(Some(1 << 20))
                 .layer(api::edge::layer())
-                .layer(api::gate::layer(peer_key, keys))
+                .layer(api::gate::layer(peer_key, keys, audit))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     api::connections::Connections::new(incoming),

@@ -14,9 +14,13 @@
 //! - A method needing a role in a namespace is checked where the namespace
 //!   is known (`ApiState::namespace`), from the `Authorized` the gate puts
 //!   in the request's extensions.
+//! - Every call of a method needing `develop`, `admin` or `operator`, and
+//!   every refused call, goes to the audit log with its outcome (the
+//!   status a failed call answers with is in its response headers).
 
 use super::{CALLER_HEADER, DEPTH_HEADER, HOP_HEADER, PEER_HEADER};
-use crate::auth::{Identity, Keys, Need};
+use crate::audit::Audit;
+use crate::auth::{Identity, Keys, Need, Role};
 use crate::error::Error;
 use crate::mesh::seal::PeerKey;
 use std::future::Future;
@@ -34,15 +38,36 @@ pub struct Authorized {
     pub need: Need,
 }
 
+/// Where a call records the namespace it works in, for its audit entry.
+#[derive(Debug, Default)]
+pub struct AuditSlot(std::sync::Mutex<Option<String>>);
+
+impl AuditSlot {
+    /// Notes the namespace the call works in.
+    pub fn set(&self, ns: &str) {
+        *self.0.lock().expect("audit slot lock") = Some(ns.to_string());
+    }
+
+    fn take(&self) -> String {
+        self.0
+            .lock()
+            .expect("audit slot lock")
+            .take()
+            .unwrap_or_default()
+    }
+}
+
 /// The layer for `tonic::transport::Server::layer`.
 pub fn layer<S>(
     peer_key: PeerKey,
     keys: Arc<Keys>,
+    audit: Arc<Audit>,
 ) -> impl tower_layer::Layer<S, Service = Gate<S>> + Clone {
     tower_layer::layer_fn(move |inner| Gate {
         inner,
         peer_key,
         keys: keys.clone(),
+        audit: audit.clone(),
     })
 }
 
@@ -52,6 +77,32 @@ pub struct Gate<S> {
     inner: S,
     peer_key: PeerKey,
     keys: Arc<Keys>,
+    audit: Arc<Audit>,
+}
+
+/// Whether every call of a method needing this is recorded.
+fn administrative(need: Need) -> bool {
+    matches!(
+        need,
+        Need::Operator | Need::Role(Role::Develop) | Need::Role(Role::Admin)
+    )
+}
+
+fn entry(
+    method: &str,
+    key_id: String,
+    namespace: String,
+    code: i32,
+    message: String,
+) -> crate::proto::AuditEntry {
+    crate::proto::AuditEntry {
+        key_id,
+        namespace,
+        method: method.trim_start_matches('/').to_string(),
+        outcome: format!("{:?}", tonic::Code::from_i32(code)),
+        message,
+        ..Default::default()
+    }
 }
 
 /// The key in an `authorization` header: `Bearer <key>` (any case).
@@ -135,14 +186,55 @@ where
             h.remove(DEPTH_HEADER);
             h.remove(CALLER_HEADER);
         }
-        let need = crate::auth::need_of(req.uri().path());
+        let path = req.uri().path().to_string();
+        let need = crate::auth::need_of(&path);
         match self.authorize(req.headers(), need, member) {
             Ok(a) => {
+                let key_id = a
+                    .identity
+                    .as_ref()
+                    .map(|i| i.key_id.clone())
+                    .unwrap_or_default();
+                let slot = Arc::new(AuditSlot::default());
                 req.extensions_mut().insert(a);
-                Box::pin(self.inner.call(req))
+                req.extensions_mut().insert(slot.clone());
+                let audit = self.audit.clone();
+                let call = self.inner.call(req);
+                Box::pin(async move {
+                    let resp = call.await?;
+                    let h = resp.headers();
+                    let code = h
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .unwrap_or(0);
+                    let denied = matches!(
+                        tonic::Code::from_i32(code),
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                    );
+                    if denied || administrative(need) {
+                        let message = h
+                            .get("grpc-message")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        audit.record(entry(&path, key_id, slot.take(), code, message), denied);
+                    }
+                    Ok(resp)
+                })
             }
             Err(e) => {
                 let status = tonic::Status::from(e);
+                self.audit.record(
+                    entry(
+                        &path,
+                        String::new(),
+                        String::new(),
+                        status.code() as i32,
+                        status.message().to_string(),
+                    ),
+                    true,
+                );
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

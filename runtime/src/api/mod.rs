@@ -101,6 +101,9 @@ impl ApiState {
 /// about a thing whose namespace is known only once it is found, such as
 /// a backup).
 pub fn authorize_in<T>(req: &tonic::Request<T>, ns: &Namespace) -> Result<()> {
+    if let Some(slot) = req.extensions().get::<Arc<gate::AuditSlot>>() {
+        slot.set(ns.as_str());
+    }
     let a = authorized(req)?;
     match &a.identity {
         Some(id) => id.allows(a.need, ns),

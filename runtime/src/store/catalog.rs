@@ -125,6 +125,8 @@ pub const SERVICES: &str = "services";
 pub const BACKUPS: &str = "backups";
 /// Name of the system collection of API keys (collector.v1.StoredKey).
 pub const KEYS: &str = "keys";
+/// Name of the append-only audit log (collector.v1.AuditEntry).
+pub const AUDIT: &str = "audit";
 use crate::limits::MAX_INDEXES;
 
 type Key = (Namespace, CollectionName);
@@ -228,27 +230,31 @@ pub struct SystemCollections {
     pub backups: Arc<Collection>,
     /// API keys, as hashes (collector.v1.StoredKey).
     pub keys: Arc<Collection>,
+    /// Who did what (collector.v1.AuditEntry).
+    pub audit: Arc<Collection>,
 }
 
 impl SystemCollections {
-    fn all(&self) -> [&Arc<Collection>; 5] {
+    fn all(&self) -> [&Arc<Collection>; 6] {
         [
             &self.protos,
             &self.collections,
             &self.services,
             &self.backups,
             &self.keys,
+            &self.audit,
         ]
     }
 }
 
 /// Name and message type of each system collection.
-const SYSTEM_COLLECTIONS: [(&str, &str); 5] = [
+const SYSTEM_COLLECTIONS: [(&str, &str); 6] = [
     (PROTOS, "collector.v1.ProtoFileRecord"),
     (COLLECTIONS, "collector.v1.CollectionInfo"),
     (SERVICES, "collector.v1.ServiceInfo"),
     (BACKUPS, "collector.v1.BackupInfo"),
     (KEYS, "collector.v1.StoredKey"),
+    (AUDIT, "collector.v1.AuditEntry"),
 ];
 
 /// Opens the system collections the registry, catalogue and services live in.
@@ -270,6 +276,7 @@ pub async fn open_system(root: &Path, options: Options) -> Result<SystemCollecti
         services: next(),
         backups: next(),
         keys: next(),
+        audit: next(),
     })
 }
 

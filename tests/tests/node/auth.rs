@@ -537,3 +537,158 @@ async fn keys_reach_every_member_and_so_do_revocations() {
     .await;
     eprintln!("key reached C in {reached:?}; revocation reached C in {gone_c:?}, A in {gone_a:?}");
 }
+
+/// The audit entries of `system/audit`, oldest first.
+async fn audit(c: &mut Clients) -> Vec<proto::AuditEntry> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .records
+            .list(proto::ListRequest {
+                namespace: "system".into(),
+                collection: "audit".into(),
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.records.iter().map(|r| {
+            <proto::AuditEntry as prost::Message>::decode(r.data.as_ref().unwrap().value.as_slice())
+                .unwrap()
+        }));
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Administrative calls and refused ones are in `system/audit`, with who,
+/// where and how it ended; only operators read it, nobody writes it, and a
+/// flood of refused calls is recorded at a bounded rate.
+#[tokio::test]
+async fn administrative_and_refused_calls_are_audited() {
+    let mut n = TestNode::start().await;
+    let addr = n.handle.as_ref().unwrap().addr;
+    let c = &mut n.clients;
+    c.register_shop("shop").await;
+    c.create_orders("shop", "orders", &[]).await;
+    let writer = key(c, &[("shop", "write")]).await;
+    let mut as_writer = Clients::connect_as(addr, &writer).await;
+    let e = as_writer
+        .repo
+        .delete_collection(proto::DeleteCollectionRequest {
+            namespace: "shop".into(),
+            name: "orders".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Plain reads and writes are not administrative: not recorded.
+    assert_eq!(as_writer.count("shop", "orders").await, 0);
+    // Only an operator reads the log; nobody writes it.
+    let e = as_writer
+        .records
+        .list(proto::ListRequest {
+            namespace: "system".into(),
+            collection: "audit".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = c
+        .records
+        .delete(proto::DeleteRequest {
+            namespace: "system".into(),
+            collection: "audit".into(),
+            id: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let operator = id_of(TOKEN);
+    let want = [
+        (
+            "collector.v1.CollectorRegistry/RegisterProto",
+            operator.as_str(),
+            "shop",
+            "Ok",
+        ),
+        (
+            "collector.v1.CollectionRepo/CreateCollection",
+            &operator,
+            "shop",
+            "Ok",
+        ),
+        (
+            "collector.v1.CollectorRegistry/CreateKey",
+            &operator,
+            "",
+            "Ok",
+        ),
+        (
+            "collector.v1.CollectionRepo/DeleteCollection",
+            &id_of(&writer),
+            "shop",
+            "PermissionDenied",
+        ),
+        (
+            "collector.v1.CollectionService/List",
+            &id_of(&writer),
+            "system",
+            "PermissionDenied",
+        ),
+    ];
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        entries = audit(c).await;
+        if entries.len() >= want.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got: Vec<_> = entries
+        .iter()
+        .take(want.len())
+        .map(|e| {
+            (
+                e.method.as_str(),
+                e.key_id.as_str(),
+                e.namespace.as_str(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(entries.iter().all(|e| e.at_us > 0 && !e.node_id.is_empty()));
+    // A flood of bad keys: at most AUDIT_DENIED_PER_SECOND a second are
+    // recorded, and the next entry counts the rest.
+    let before = audit(c).await.len();
+    let bad = format!("ck_{}_{}", "e".repeat(16), "0".repeat(64));
+    let mut as_bad = Clients::connect_as(addr, &bad).await;
+    for _ in 0..200 {
+        assert!(whoami(&mut as_bad).await.is_err());
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = whoami(&mut as_bad).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = audit(c).await;
+    let new = &after[before..];
+    let limit = collector::limits::AUDIT_DENIED_PER_SECOND as usize;
+    assert!(new.len() <= 3 * limit, "{} entries", new.len());
+    let counted: u64 = new.iter().map(|e| e.unrecorded_denials).sum();
+    assert_eq!(
+        new.len() as u64 + counted,
+        201,
+        "every refusal is recorded or counted"
+    );
+    assert!(
+        new.iter()
+            .all(|e| e.outcome == "Unauthenticated" && e.key_id.is_empty())
+    );
+}
