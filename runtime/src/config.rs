@@ -47,6 +47,13 @@ pub struct Config {
     /// keys at all, the first start writes a new one there. Default:
     /// `operator.key` in the data dir.
     pub operator_key_file: Option<PathBuf>,
+    /// Serve TLS on the port with this certificate and key (re-read when
+    /// the files change). Default: none, plain HTTP/2.
+    pub tls: Option<TlsFiles>,
+    /// The roots (PEM) this node trusts for its peers' certificates when it
+    /// serves TLS. Default: its own certificate file (one certificate, or
+    /// one self-signed, shared by the mesh).
+    pub tls_ca: Option<PathBuf>,
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
@@ -87,6 +94,8 @@ impl Default for Config {
             cluster_id: limits::DEFAULT_CLUSTER.to_string(),
             cluster_secret: None,
             operator_key_file: None,
+            tls: None,
+            tls_ca: None,
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,
@@ -96,6 +105,15 @@ impl Default for Config {
             handler_memory_budget_bytes: limits::HANDLER_MEMORY_BUDGET_BYTES,
         }
     }
+}
+
+/// The certificate chain and key files a node serves TLS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM: the node's certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: the certificate's private key.
+    pub key: PathBuf,
 }
 
 /// Shortest gossip interval accepted: below it the failure detector's

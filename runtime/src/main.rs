@@ -60,6 +60,17 @@ enum Command {
         /// readable only by its owner.
         #[arg(long = "operator-key-file", env = "COLLECTOR_OPERATOR_KEY_FILE")]
         operator_key_file: Option<PathBuf>,
+        /// Serve TLS with this certificate (PEM, then its chain); needs
+        /// --tls-key. Both files are re-read when they change.
+        #[arg(long = "tls-cert", env = "COLLECTOR_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long = "tls-key", env = "COLLECTOR_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The roots (PEM) this node trusts for its peers' certificates
+        /// [default: the --tls-cert file].
+        #[arg(long = "tls-ca", env = "COLLECTOR_TLS_CA", requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -129,6 +140,9 @@ async fn main() -> std::process::ExitCode {
             cluster,
             cluster_secret_file,
             operator_key_file,
+            tls_cert,
+            tls_key,
+            tls_ca,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -156,6 +170,10 @@ async fn main() -> std::process::ExitCode {
                 cluster_id: cluster,
                 cluster_secret,
                 operator_key_file,
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| collector::config::TlsFiles { cert, key }),
+                tls_ca,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)
@@ -184,6 +202,11 @@ async fn main() -> std::process::ExitCode {
                 node.addr
             );
             println!("  node id    {}", node.node_id);
+            if node.tls {
+                println!(
+                    "  tls        on (clients use https and trust its certificate, e.g. --cacert)"
+                );
+            }
             println!("  data dir   {}", node.data_dir.display());
             println!("  namespace  {namespace}");
             match open_files {

@@ -55,6 +55,8 @@ pub struct NodeHandle {
     /// Whether the node was given a cluster secret (without one it forms
     /// no mesh).
     pub meshed: bool,
+    /// Whether the port serves TLS.
+    pub tls: bool,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     catalog: Arc<Catalog>,
@@ -211,10 +213,24 @@ impl Node {
         let (incoming, membership) = bind(&config, &secret, &node_id).await?;
         let addr = incoming.local_addr()?;
         let peer_key = crate::mesh::seal::PeerKey::of(&secret);
+        let (tls, peer_tls) = match &config.tls {
+            None => (None, None),
+            Some(files) => {
+                let ca_path = config.tls_ca.clone().unwrap_or_else(|| files.cert.clone());
+                let ca = tokio::fs::read(&ca_path)
+                    .await
+                    .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", ca_path.display())))?;
+                (
+                    Some(api::tls::acceptor(files.clone()).await?),
+                    Some(api::tls::client_config(&ca)),
+                )
+            }
+        };
         let peers = Arc::new(api::peers::GrpcLink::new(
             config.max_message_bytes,
             membership.subscribe(),
             Some(peer_key),
+            peer_tls,
         ));
         let mesh = Mesh::start(
             membership,
@@ -312,7 +328,7 @@ impl Node {
                 .layer(api::gate::layer(peer_key, keys, audit))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    api::connections::Connections::new(incoming),
+                    api::tls::incoming(api::connections::Connections::new(incoming), tls),
                     async {
                         let _ = rx.await;
                     },
@@ -325,6 +341,7 @@ impl Node {
             data_dir,
             operator_key: bootstrap,
             meshed: config.cluster_secret.is_some(),
+            tls: config.tls.is_some(),
             shutdown: Some(tx),
             server,
             catalog,

@@ -63,6 +63,20 @@ pub async fn channel_as(addr: std::net::SocketAddr, token: &str) -> KeyedChannel
     keyed(channel, token)
 }
 
+/// A TLS channel to `addr` trusting `ca` (PEM), whose calls carry `token`.
+pub async fn channel_tls(
+    addr: std::net::SocketAddr,
+    token: &str,
+    ca: &[u8],
+) -> Result<KeyedChannel, tonic::transport::Error> {
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(collector::api::tls::client_config(ca))?
+        .connect()
+        .await?;
+    Ok(keyed(channel, token))
+}
+
 /// `channel` with `token` on every call.
 pub fn keyed(channel: Channel, token: &str) -> KeyedChannel {
     Bearer::new(token).expect("a valid key").on(channel)
@@ -195,7 +209,20 @@ impl Clients {
 
     /// Connects to `addr` with `token`.
     pub async fn connect_as(addr: std::net::SocketAddr, token: &str) -> Self {
-        let channel = channel_as(addr, token).await;
+        Self::over(channel_as(addr, token).await)
+    }
+
+    /// Connects to `addr` over TLS, trusting `ca` (PEM), with the test key.
+    pub async fn connect_tls(addr: std::net::SocketAddr, ca: &[u8]) -> Self {
+        Self::over(
+            channel_tls(addr, TOKEN, ca)
+                .await
+                .expect("connect over TLS"),
+        )
+    }
+
+    /// Clients over `channel`.
+    pub fn over(channel: KeyedChannel) -> Self {
         Clients {
             registry: CollectorRegistryClient::new(channel.clone()),
             // Replies may carry records up to the node's 16 MiB message limit.
@@ -382,8 +409,16 @@ impl TestNode {
     }
 
     async fn boot(config: collector::Config) -> (collector::NodeHandle, Clients) {
-        let handle = collector::Node::start(config).await.expect("node starts");
-        let clients = Clients::connect(handle.addr).await;
+        let handle = collector::Node::start(config.clone())
+            .await
+            .expect("node starts");
+        let clients = match &config.tls {
+            None => Clients::connect(handle.addr).await,
+            Some(files) => {
+                let ca = std::fs::read(config.tls_ca.as_ref().unwrap_or(&files.cert)).unwrap();
+                Clients::connect_tls(handle.addr, &ca).await
+            }
+        };
         (handle, clients)
     }
 

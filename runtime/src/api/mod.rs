@@ -15,6 +15,7 @@ pub mod registry;
 pub mod repo;
 pub mod status;
 pub mod streams;
+pub mod tls;
 
 use crate::error::{Error, Result};
 use crate::handlers::CallOptions;

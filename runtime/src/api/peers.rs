@@ -36,6 +36,8 @@ pub struct GrpcLink {
     views: watch::Receiver<Arc<View>>,
     /// Proves this node's calls come from a member (with a cluster secret).
     key: Option<PeerKey>,
+    /// How peers are called when the mesh serves TLS (https, these roots).
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Transport headers a forward must not copy (tonic sets its own).
@@ -58,12 +60,14 @@ impl GrpcLink {
         max_message_bytes: usize,
         views: watch::Receiver<Arc<View>>,
         key: Option<PeerKey>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Self {
         GrpcLink {
             channels: Mutex::new(HashMap::new()),
             max_message_bytes,
             views,
             key,
+            tls,
         }
     }
 
@@ -116,8 +120,15 @@ impl GrpcLink {
         if let Some(c) = map.get(address) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::internal(format!("peer address {address:?}: {e}")))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| Error::internal(format!("peer address {address:?}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::internal(format!("peer TLS for {address:?}: {e}")))?;
+        }
+        let ch = endpoint
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)

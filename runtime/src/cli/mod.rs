@@ -62,6 +62,10 @@ pub struct Conn {
         default_value = "data/operator.key"
     )]
     pub token_file: PathBuf,
+    /// Call the node over TLS, trusting the roots in this PEM file (e.g. the
+    /// node's certificate, or the CA that signed it).
+    #[arg(long, global = true, env = "COLLECTOR_CACERT")]
+    pub cacert: Option<PathBuf>,
 }
 
 impl Conn {
@@ -162,16 +166,26 @@ pub struct Clients {
 impl Clients {
     async fn connect(conn: &Conn) -> Result<Self, Status> {
         let bearer = conn.bearer()?;
-        let channel = Channel::from_shared(format!("http://{}", conn.node))
-            .map_err(|e| Status::invalid_argument(format!("--node {}: {e}", conn.node)))?
-            .connect()
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "cannot reach a node at {}: {e}; start one with `collector serve`",
-                    conn.node
-                ))
-            })?;
+        let scheme = if conn.cacert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{}", conn.node))
+            .map_err(|e| Status::invalid_argument(format!("--node {}: {e}", conn.node)))?;
+        if let Some(ca) = &conn.cacert {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Status::invalid_argument(format!("--cacert {}: {e}", ca.display())))?;
+            endpoint = endpoint
+                .tls_config(collector::api::tls::client_config(&pem))
+                .map_err(|e| Status::invalid_argument(format!("--cacert: {e}")))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            Status::unavailable(format!(
+                "cannot reach a node at {}: {e}; start one with `collector serve`",
+                conn.node
+            ))
+        })?;
         let channel = bearer.on(channel);
         Ok(Clients {
             ns: conn.namespace.clone(),

@@ -21,5 +21,6 @@ mod query;
 mod registry;
 mod repo;
 mod surface;
+mod tls;
 mod transfer;
 mod trust;
