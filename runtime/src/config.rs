@@ -54,6 +54,10 @@ pub struct Config {
     /// serves TLS. Default: its own certificate file (one certificate, or
     /// one self-signed, shared by the mesh).
     pub tls_ca: Option<PathBuf>,
+    /// With TLS: every client (peers included) must present a certificate
+    /// signed by these roots (PEM). A member presents its own `tls`
+    /// certificate. Default: none, clients need no certificate.
+    pub tls_client_ca: Option<PathBuf>,
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
@@ -96,6 +100,7 @@ impl Default for Config {
             operator_key_file: None,
             tls: None,
             tls_ca: None,
+            tls_client_ca: None,
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,

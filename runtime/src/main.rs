@@ -71,6 +71,15 @@ enum Command {
         /// [default: the --tls-cert file].
         #[arg(long = "tls-ca", env = "COLLECTOR_TLS_CA", requires = "tls_cert")]
         tls_ca: Option<PathBuf>,
+        /// With TLS, every client (peers included) must present a
+        /// certificate signed by these roots (PEM); members present their
+        /// --tls-cert.
+        #[arg(
+            long = "tls-client-ca",
+            env = "COLLECTOR_TLS_CLIENT_CA",
+            requires = "tls_cert"
+        )]
+        tls_client_ca: Option<PathBuf>,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -143,6 +152,7 @@ async fn main() -> std::process::ExitCode {
             tls_cert,
             tls_key,
             tls_ca,
+            tls_client_ca,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -174,6 +184,7 @@ async fn main() -> std::process::ExitCode {
                     .zip(tls_key)
                     .map(|(cert, key)| collector::config::TlsFiles { cert, key }),
                 tls_ca,
+                tls_client_ca,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)

@@ -217,12 +217,28 @@ impl Node {
             None => (None, None),
             Some(files) => {
                 let ca_path = config.tls_ca.clone().unwrap_or_else(|| files.cert.clone());
-                let ca = tokio::fs::read(&ca_path)
-                    .await
-                    .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", ca_path.display())))?;
+                let read = |p: PathBuf, flag: &'static str| async move {
+                    tokio::fs::read(&p)
+                        .await
+                        .map_err(|e| Error::invalid(format!("{flag} {}: {e}", p.display())))
+                };
+                let ca = read(ca_path, "--tls-ca").await?;
+                let client_ca = match &config.tls_client_ca {
+                    Some(p) => Some(read(p.clone(), "--tls-client-ca").await?),
+                    None => None,
+                };
+                // Asked for a certificate, a member shows its own.
+                let peer = match client_ca {
+                    Some(_) => api::tls::client_config_with_identity(
+                        &ca,
+                        &read(files.cert.clone(), "--tls-cert").await?,
+                        &read(files.key.clone(), "--tls-key").await?,
+                    ),
+                    None => api::tls::client_config(&ca),
+                };
                 (
-                    Some(api::tls::acceptor(files.clone()).await?),
-                    Some(api::tls::client_config(&ca)),
+                    Some(api::tls::acceptor(files.clone(), client_ca.as_deref()).await?),
+                    Some(peer),
                 )
             }
         };

@@ -1,4 +1,5 @@
-//! TLS on the node's port (`--tls-cert`, `--tls-key`): rustls, with the
+//! TLS on the node's port (`--tls-cert`, `--tls-key`, and with
+//! `--tls-client-ca` client certificates): rustls, with the
 //! certificate and key re-read when their files change (checked every
 //! `limits::TLS_RELOAD_INTERVAL`), so a certificate rotates without a
 //! restart; a pair that does not load leaves the old one serving, with a
@@ -68,17 +69,37 @@ impl ResolvesServerCert for Current {
 }
 
 /// Loads the pair (an error stops the start) and starts watching it.
-pub async fn acceptor(files: TlsFiles) -> Result<TlsAcceptor> {
+/// With `client_ca` (PEM roots), every client must present a certificate
+/// they sign.
+pub async fn acceptor(files: TlsFiles, client_ca: Option<&[u8]>) -> Result<TlsAcceptor> {
     let f = files.clone();
     let (key, seen) = tokio::task::spawn_blocking(move || Ok::<_, Error>((load(&f)?, mtimes(&f))))
         .await
         .map_err(|e| Error::internal(format!("tls load task: {e}")))??;
     let current = Arc::new(Current(RwLock::new(key)));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .map_err(|e| Error::internal(format!("tls: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(current.clone());
+        .map_err(|e| Error::internal(format!("tls: {e}")))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let bad = |e: &dyn std::fmt::Display| {
+                Error::invalid(format!("--tls-client-ca: {e}; give PEM certificates"))
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem) {
+                roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| bad(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(current.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
     tokio::spawn(watch(Arc::downgrade(&current), files, seen));
     Ok(TlsAcceptor::from(Arc::new(config)))
@@ -236,9 +257,18 @@ impl AsyncWrite for Io {
     }
 }
 
-/// How this node calls its peers when it serves TLS: https, trusting the
-/// roots in `ca` (PEM).
+/// How a client calls a TLS node: https, trusting the roots in `ca` (PEM).
 pub fn client_config(ca: &[u8]) -> tonic::transport::ClientTlsConfig {
     tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+}
+
+/// [`client_config`], presenting the certificate and key (PEM) to a node
+/// that asks for client certificates.
+pub fn client_config_with_identity(
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> tonic::transport::ClientTlsConfig {
+    client_config(ca).identity(tonic::transport::Identity::from_pem(cert, key))
 }

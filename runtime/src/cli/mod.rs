@@ -66,6 +66,13 @@ pub struct Conn {
     /// node's certificate, or the CA that signed it).
     #[arg(long, global = true, env = "COLLECTOR_CACERT")]
     pub cacert: Option<PathBuf>,
+    /// With --cacert: the client certificate (PEM) to show a node that asks
+    /// for one (needs --key).
+    #[arg(long, global = true, env = "COLLECTOR_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "COLLECTOR_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl Conn {
@@ -176,8 +183,20 @@ impl Clients {
         if let Some(ca) = &conn.cacert {
             let pem = std::fs::read(ca)
                 .map_err(|e| Status::invalid_argument(format!("--cacert {}: {e}", ca.display())))?;
+            let read = |p: &PathBuf, flag: &str| {
+                std::fs::read(p)
+                    .map_err(|e| Status::invalid_argument(format!("{flag} {}: {e}", p.display())))
+            };
+            let tls = match (&conn.cert, &conn.key) {
+                (Some(c), Some(k)) => collector::api::tls::client_config_with_identity(
+                    &pem,
+                    &read(c, "--cert")?,
+                    &read(k, "--key")?,
+                ),
+                _ => collector::api::tls::client_config(&pem),
+            };
             endpoint = endpoint
-                .tls_config(collector::api::tls::client_config(&pem))
+                .tls_config(tls)
                 .map_err(|e| Status::invalid_argument(format!("--cacert: {e}")))?;
         }
         let channel = endpoint.connect().await.map_err(|e| {

@@ -191,3 +191,89 @@ fn the_cli_calls_a_tls_node_with_cacert() {
         "plain HTTP/2 to a TLS port must fail"
     );
 }
+
+/// Clients over TLS, trusting `server` and showing `client` (cert, key).
+async fn clients_with_identity(
+    addr: std::net::SocketAddr,
+    server: &str,
+    client: &(String, String),
+) -> Result<Clients, tonic::transport::Error> {
+    let tls = collector::api::tls::client_config_with_identity(
+        server.as_bytes(),
+        client.0.as_bytes(),
+        client.1.as_bytes(),
+    );
+    let ch = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(Clients::over(collector_tests::keyed(
+        ch,
+        collector_tests::TOKEN,
+    )))
+}
+
+/// With --tls-client-ca only clients showing a certificate it signed get
+/// in; members show their own certificate, so a mesh still works.
+#[tokio::test]
+async fn with_a_client_ca_only_clients_with_a_signed_certificate_get_in() {
+    let certs = tempfile::tempdir().unwrap();
+    let server = self_signed();
+    let files = write(certs.path(), &server);
+    let client = self_signed();
+    let stranger = self_signed();
+    let roots = certs.path().join("clients.pem");
+    // The clients' roots: the client's certificate, and the members' own.
+    std::fs::write(&roots, format!("{}{}", client.0, server.0)).unwrap();
+    let start = |join: Vec<String>| {
+        let (files, roots) = (files.clone(), roots.clone());
+        TestNode::start_with(move |c| {
+            c.tls = Some(files);
+            c.tls_client_ca = Some(roots);
+            c.join = join;
+        })
+    };
+    let a = start(vec![]).await;
+    let a_addr = a.handle.as_ref().unwrap().addr;
+    let mut ca = clients_with_identity(a_addr, &server.0, &client)
+        .await
+        .unwrap();
+    ca.register_shop("shop").await;
+    ca.create_orders("shop", "orders", &[]).await;
+    assert_eq!(ca.count("shop", "orders").await, 0);
+    // Without a certificate, or with one the roots did not sign: no call.
+    for who in [None, Some(&stranger)] {
+        let c = match who {
+            None => Ok(Clients::over(
+                collector_tests::channel_tls(a_addr, collector_tests::TOKEN, server.0.as_bytes())
+                    .await
+                    .unwrap(),
+            )),
+            Some(id) => clients_with_identity(a_addr, &server.0, id).await,
+        };
+        if let Ok(mut c) = c {
+            let r = c
+                .records
+                .count(collector::proto::CountRequest {
+                    namespace: "shop".into(),
+                    collection: "orders".into(),
+                    ..Default::default()
+                })
+                .await;
+            assert!(r.is_err(), "a client without a signed certificate got in");
+        }
+    }
+    // A member joins, and forwards to A with its own certificate.
+    let b = start(vec![a_addr.to_string()]).await;
+    let b_addr = b.handle.as_ref().unwrap().addr;
+    let mut cb = clients_with_identity(b_addr, &server.0, &client)
+        .await
+        .unwrap();
+    crate::mesh::wait_for(&cb, "both alive", Duration::from_secs(10), |ps| {
+        crate::mesh::all_up(ps, 2)
+    })
+    .await;
+    crate::mesh::wait_for_collection(&cb, "orders").await;
+    assert_eq!(cb.count("shop", "orders").await, 0);
+}
