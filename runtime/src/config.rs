@@ -58,6 +58,9 @@ pub struct Config {
     /// signed by these roots (PEM). A member presents its own `tls`
     /// certificate. Default: none, clients need no certificate.
     pub tls_client_ca: Option<PathBuf>,
+    /// Entries `system/audit` keeps (the oldest beyond go). Default:
+    /// `limits::AUDIT_MAX_ENTRIES` (1,000,000).
+    pub audit_max_entries: u64,
     /// Time between gossip rounds; a silent member is marked dead after
     /// about 8 of them. Default: `limits::GOSSIP_INTERVAL` (200 ms).
     pub gossip_interval: Duration,
@@ -101,6 +104,7 @@ impl Default for Config {
             tls: None,
             tls_ca: None,
             tls_client_ca: None,
+            audit_max_entries: limits::AUDIT_MAX_ENTRIES,
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,
@@ -184,6 +188,11 @@ impl Config {
                 s.len(),
                 limits::MIN_CLUSTER_SECRET_BYTES
             )));
+        }
+        if self.audit_max_entries == 0 {
+            return Err(Error::invalid(
+                "audit_max_entries (--audit-max-entries) is 0; give how many entries the audit log keeps",
+            ));
         }
         if self.cluster_secret.is_none() && !self.join.is_empty() {
             return Err(Error::invalid(

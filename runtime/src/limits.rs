@@ -23,6 +23,9 @@ pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
 /// How often a node serving TLS looks at its certificate and key files
 /// for a change (a change is loaded without a restart).
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Entries the audit log `system/audit` keeps by default (the oldest
+/// beyond it are dropped).
+pub const AUDIT_MAX_ENTRIES: u64 = 1_000_000;
 /// Most refused calls the audit log records per second (the next entry
 /// counts the ones left out), so a flood of bad keys cannot fill the disk.
 pub const AUDIT_DENIED_PER_SECOND: u32 = 20;

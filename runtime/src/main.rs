@@ -80,6 +80,9 @@ enum Command {
             requires = "tls_cert"
         )]
         tls_client_ca: Option<PathBuf>,
+        /// Entries the audit log system/audit keeps; the oldest beyond go.
+        #[arg(long = "audit-max-entries", env = "COLLECTOR_AUDIT_MAX_ENTRIES", default_value_t = limits::AUDIT_MAX_ENTRIES)]
+        audit_max_entries: u64,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -153,6 +156,7 @@ async fn main() -> std::process::ExitCode {
             tls_key,
             tls_ca,
             tls_client_ca,
+            audit_max_entries,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -185,6 +189,7 @@ async fn main() -> std::process::ExitCode {
                     .map(|(cert, key)| collector::config::TlsFiles { cert, key }),
                 tls_ca,
                 tls_client_ca,
+                audit_max_entries,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)

@@ -194,7 +194,11 @@ impl Node {
         )?;
 
         let keys = crate::auth::Keys::load(system.keys.clone()).await?;
-        let audit = crate::audit::Audit::start(system.audit.clone(), node_id.clone());
+        let audit = crate::audit::Audit::start(
+            system.audit.clone(),
+            node_id.clone(),
+            config.audit_max_entries,
+        );
         let key_file = config
             .operator_key_file
             .clone()

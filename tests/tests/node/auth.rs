@@ -692,3 +692,30 @@ async fn administrative_and_refused_calls_are_audited() {
             .all(|e| e.outcome == "Unauthenticated" && e.key_id.is_empty())
     );
 }
+
+/// The audit log keeps its newest `audit_max_entries`.
+#[tokio::test]
+async fn the_audit_log_keeps_its_newest_entries() {
+    let mut n = TestNode::start_with(|c| c.audit_max_entries = 20).await;
+    let c = &mut n.clients;
+    for i in 0..50 {
+        key(c, &[("shop", "read")]).await;
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        entries = audit(c).await;
+        if entries.len() <= 22
+            && entries
+                .last()
+                .is_some_and(|e| e.method.ends_with("CreateKey"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(entries.len() <= 22, "{} entries kept", entries.len());
+    assert!(entries.len() >= 10, "{} entries kept", entries.len());
+}
