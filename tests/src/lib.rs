@@ -349,6 +349,11 @@ impl Clients {
 
     /// How many records collection `coll` of namespace `ns` holds.
     pub async fn count(&mut self, ns: &str, coll: &str) -> i64 {
+        self.try_count(ns, coll).await.expect("Count")
+    }
+
+    /// [`Clients::count`], or the status the node answered with.
+    pub async fn try_count(&mut self, ns: &str, coll: &str) -> Result<i64, tonic::Status> {
         self.records
             .count(proto::CountRequest {
                 namespace: ns.into(),
@@ -356,9 +361,7 @@ impl Clients {
                 ..Default::default()
             })
             .await
-            .expect("Count")
-            .into_inner()
-            .count
+            .map(|r| r.into_inner().count)
     }
 
     /// Runs a search.
