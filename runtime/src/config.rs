@@ -58,6 +58,9 @@ pub struct Config {
     /// signed by these roots (PEM). A member presents its own `tls`
     /// certificate. Default: none, clients need no certificate.
     pub tls_client_ca: Option<PathBuf>,
+    /// What each namespace may use of this node. Default:
+    /// `quotas::Limits::default()`.
+    pub quotas: crate::quotas::Limits,
     /// Entries `system/audit` keeps (the oldest beyond go). Default:
     /// `limits::AUDIT_MAX_ENTRIES` (1,000,000).
     pub audit_max_entries: u64,
@@ -105,6 +108,7 @@ impl Default for Config {
             tls_ca: None,
             tls_client_ca: None,
             audit_max_entries: limits::AUDIT_MAX_ENTRIES,
+            quotas: crate::quotas::Limits::default(),
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,
@@ -188,6 +192,11 @@ impl Config {
                 s.len(),
                 limits::MIN_CLUSTER_SECRET_BYTES
             )));
+        }
+        if self.quotas.calls == 0 || self.quotas.collections == 0 {
+            return Err(Error::invalid(
+                "a namespace quota is 0 (--max-calls-per-namespace, --max-collections-per-namespace); give at least 1",
+            ));
         }
         if self.audit_max_entries == 0 {
             return Err(Error::invalid(

@@ -56,6 +56,7 @@ pub mod mesh;
 pub mod names;
 pub mod node;
 pub mod node_info;
+pub mod quotas;
 pub mod registry;
 pub mod store;
 pub mod transfers;

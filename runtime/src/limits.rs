@@ -23,6 +23,12 @@ pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
 /// How often a node serving TLS looks at its certificate and key files
 /// for a change (a change is loaded without a restart).
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Handler calls one namespace may have running at once on a node
+/// (`--max-calls-per-namespace`); more are RESOURCE_EXHAUSTED.
+pub const MAX_CALLS_PER_NAMESPACE: usize = 64;
+/// Collections one namespace may hold on a node
+/// (`--max-collections-per-namespace`); more are RESOURCE_EXHAUSTED.
+pub const MAX_COLLECTIONS_PER_NAMESPACE: usize = 10_000;
 /// Entries the audit log `system/audit` keeps by default (the oldest
 /// beyond it are dropped).
 pub const AUDIT_MAX_ENTRIES: u64 = 1_000_000;

@@ -83,6 +83,12 @@ enum Command {
         /// Entries the audit log system/audit keeps; the oldest beyond go.
         #[arg(long = "audit-max-entries", env = "COLLECTOR_AUDIT_MAX_ENTRIES", default_value_t = limits::AUDIT_MAX_ENTRIES)]
         audit_max_entries: u64,
+        /// Handler calls one namespace may have running at once here.
+        #[arg(long = "max-calls-per-namespace", env = "COLLECTOR_MAX_CALLS_PER_NAMESPACE", default_value_t = limits::MAX_CALLS_PER_NAMESPACE)]
+        max_calls_per_namespace: usize,
+        /// Collections one namespace may hold here.
+        #[arg(long = "max-collections-per-namespace", env = "COLLECTOR_MAX_COLLECTIONS_PER_NAMESPACE", default_value_t = limits::MAX_COLLECTIONS_PER_NAMESPACE)]
+        max_collections_per_namespace: usize,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -157,6 +163,8 @@ async fn main() -> std::process::ExitCode {
             tls_ca,
             tls_client_ca,
             audit_max_entries,
+            max_calls_per_namespace,
+            max_collections_per_namespace,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -190,6 +198,10 @@ async fn main() -> std::process::ExitCode {
                 tls_ca,
                 tls_client_ca,
                 audit_max_entries,
+                quotas: collector::quotas::Limits {
+                    calls: max_calls_per_namespace,
+                    collections: max_collections_per_namespace,
+                },
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)

@@ -164,6 +164,7 @@ impl Node {
         let registry = Arc::new(Registry::load(system.protos.clone()).await?);
         let types: Arc<dyn crate::store::Types> = registry.clone();
         let catalog = Arc::new(Catalog::load(data_dir.clone(), options, types, &system).await?);
+        let quotas = crate::quotas::Quotas::new(config.quotas);
         let handlers = Handlers::load(
             crate::wasm::Maxima {
                 timeout: config.max_handler_timeout,
@@ -175,6 +176,7 @@ impl Node {
             catalog.clone(),
             system.services.clone(),
             node_id.clone(),
+            quotas.clone(),
         )
         .await?;
 
@@ -275,6 +277,7 @@ impl Node {
             transfers,
             keys: keys.clone(),
             meshed: config.cluster_secret.is_some(),
+            quotas,
         });
         let max = config.max_message_bytes;
         let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -76,6 +76,8 @@ pub struct ApiState {
     /// Whether the node was given a cluster secret (without one it forms
     /// no mesh, so Connect is refused).
     pub meshed: bool,
+    /// Per-namespace quotas.
+    pub quotas: Arc<crate::quotas::Quotas>,
 }
 
 impl ApiState {

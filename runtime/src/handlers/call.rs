@@ -106,6 +106,12 @@ impl Handlers {
             options,
         } = call;
         let (bound, m) = self.method(&ns, &service, &method)?;
+        // A call counts against its namespace's quota; the `invoke`s it
+        // makes run inside it.
+        let _slot = match options.depth {
+            0 => Some(self.quotas.enter_call(&ns)?),
+            _ => None,
+        };
         codec::decode(&m.input(), &input)
             .map_err(|e| e.context(format!("input of {service}/{method}")))?;
         let limits = bound.limits;

@@ -111,6 +111,8 @@ pub struct Handlers {
     node_id: String,
     /// Compiles running at once (`limits::MAX_COMPILES`).
     compiles: Arc<tokio::sync::Semaphore>,
+    /// Per-namespace quotas (handler calls running at once).
+    quotas: Arc<crate::quotas::Quotas>,
 }
 
 /// A registration's limits, lowered to the node's maximums (a binding
@@ -210,6 +212,7 @@ impl Handlers {
         catalog: Arc<Catalog>,
         store: Arc<Collection>,
         node_id: String,
+        quotas: Arc<crate::quotas::Quotas>,
     ) -> Result<Arc<Self>> {
         let (sandbox, components) = blocking("sandbox", move || {
             let sandbox = Sandbox::new(maxima)?;
@@ -230,6 +233,7 @@ impl Handlers {
             invoker: OnceLock::new(),
             node_id,
             compiles: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_COMPILES)),
+            quotas,
         });
         let mut infos = Vec::new();
         me.store

@@ -362,6 +362,16 @@ impl Catalog {
             .collect()
     }
 
+    /// How many collections namespace `ns` holds on this node.
+    pub fn count_in(&self, ns: &Namespace) -> usize {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .keys()
+            .filter(|k| &k.0 == ns)
+            .count()
+    }
+
     /// How many client collections this node holds (`system` left out).
     pub fn count(&self) -> usize {
         self.entries

@@ -793,3 +793,75 @@ async fn a_handler_sees_its_callers_key_id_and_roles_never_the_key() {
     .text;
     assert_eq!(found, "", "the handler saw {found:?}");
 }
+
+fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// 20 echo calls in `ns`, one after another: their median latency (each
+/// must succeed).
+async fn echo_latency(c: &Clients, ns: &str) -> std::time::Duration {
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let t = std::time::Instant::now();
+        let body = Msg {
+            text: format!("calm {i}"),
+            n: 0,
+        }
+        .encode_to_vec();
+        native(c, ns, "/t.Echo/Say", body).await.unwrap();
+        took.push(t.elapsed());
+    }
+    median(took)
+}
+
+/// A namespace flooding the node with slow handler calls gets
+/// RESOURCE_EXHAUSTED, at once, beyond its quota of calls running; another
+/// namespace's calls keep running meanwhile.
+#[tokio::test]
+async fn a_namespace_over_its_call_quota_cannot_starve_another() {
+    let mut n = TestNode::start_with(|c| c.quotas.calls = 4).await;
+    let c = &mut n.clients;
+    for ns in ["flood", "calm"] {
+        setup(c, ns).await;
+    }
+    // Spin burns its whole 1 s timeout.
+    register(c, "flood", "t.Spin", "spin", 1000, 0)
+        .await
+        .unwrap();
+    register(c, "calm", "t.Echo", "echo", 0, 0).await.unwrap();
+    let alone = echo_latency(c, "calm").await;
+    let spins: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { native(&c, "flood", "/t.Spin/Run", vec![]).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let t = std::time::Instant::now();
+    let e = native(c, "flood", "/t.Spin/Run", vec![]).await.unwrap_err();
+    let refused_in = t.elapsed();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("--max-calls-per-namespace"), "{e:?}");
+    assert!(
+        refused_in < std::time::Duration::from_millis(500),
+        "{refused_in:?}"
+    );
+    let flooded = echo_latency(c, "calm").await;
+    eprintln!(
+        "calm echo p50 alone {alone:?}, while flood runs 4 spinning calls {flooded:?}; flood's 5th call refused in {refused_in:?}"
+    );
+    // Starved, calm would wait behind the spins (1 s each).
+    assert!(
+        flooded < std::time::Duration::from_millis(500),
+        "{flooded:?}"
+    );
+    for s in spins {
+        let e = s.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    }
+    // The quota is given back: flood can call again.
+    let e = native(c, "flood", "/t.Spin/Run", vec![]).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+}

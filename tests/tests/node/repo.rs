@@ -513,3 +513,48 @@ async fn update_collection_changes_description_labels_and_indexes() {
     assert!(info.labels.is_empty(), "{:?}", info.labels);
     assert_eq!(info.description, "orders of the shop", "unset leaves it");
 }
+
+/// A namespace holds at most its quota of collections; others are not
+/// held back by it, and a deleted one makes room.
+#[tokio::test]
+async fn a_namespace_holds_at_most_its_quota_of_collections() {
+    let mut n = TestNode::start_with(|c| c.quotas.collections = 2).await;
+    let c = &mut n.clients;
+    for ns in ["shop", "other"] {
+        c.register_shop(ns).await;
+    }
+    let create = |name: &str, ns: &str| proto::CreateCollectionRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        message_type: "shop.Order".into(),
+        ..Default::default()
+    };
+    for name in ["a", "b"] {
+        c.repo
+            .create_collection(create(name, "shop"))
+            .await
+            .unwrap();
+    }
+    let e = c
+        .repo
+        .create_collection(create("c", "shop"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("--max-collections-per-namespace"),
+        "{e:?}"
+    );
+    c.repo
+        .create_collection(create("c", "other"))
+        .await
+        .unwrap();
+    c.repo
+        .delete_collection(proto::DeleteCollectionRequest {
+            namespace: "shop".into(),
+            name: "a".into(),
+        })
+        .await
+        .unwrap();
+    c.repo.create_collection(create("c", "shop")).await.unwrap();
+}
