@@ -124,16 +124,8 @@ impl Keys {
                 token.id
             ))
         })?;
-        let (info, s) = (held.info(), &held.stored);
-        if info.revoked_at_us != 0 {
-            return Err(Error::unauthenticated(format!(
-                "key {} was revoked",
-                token.id
-            )));
-        }
-        if info.expires_at_us != 0 && now_us >= info.expires_at_us {
-            return Err(Error::unauthenticated(format!("key {} expired", token.id)));
-        }
+        let s = &held.stored;
+        usable(held.info(), now_us)?;
         let current = token::matches(&s.secret_hash, &token);
         let previous =
             now_us < s.previous_valid_until_us && token::matches(&s.previous_hash, &token);
@@ -157,13 +149,7 @@ impl Keys {
                 crate::names::clip(id)
             ))
         })?;
-        let info = held.info();
-        if info.revoked_at_us != 0 || (info.expires_at_us != 0 && now_us >= info.expires_at_us) {
-            return Err(Error::unauthenticated(format!(
-                "key {} was revoked or expired",
-                info.id
-            )));
-        }
+        usable(held.info(), now_us)?;
         Ok(held.identity.clone())
     }
 
@@ -331,36 +317,36 @@ impl Keys {
 
     /// Takes a key a member passed on when it is newer than ours; a
     /// revocation is final. True when it changed anything.
-    pub async fn merge(&self, stored: StoredKey) -> Result<bool> {
+    pub async fn merge(&self, stored: &StoredKey) -> Result<bool> {
         let info = stored
             .info
             .as_ref()
             .ok_or_else(|| Error::invalid("a stored key has no info"))?;
+        // None: not wanted; Some(create): newer, and whether it is new here.
+        let wanted = |table: &HashMap<String, Held>| match table.get(&info.id) {
+            None => Some(true),
+            Some(h) => {
+                let have = h.info();
+                (have.revoked_at_us == 0
+                    && (info.revoked_at_us != 0 || info.updated_at_us > have.updated_at_us))
+                    .then_some(false)
+            }
+        };
+        // Most views bring nothing new: no lock, no checks, no write.
+        if wanted(&self.table.read().expect("keys lock")).is_none() {
+            return Ok(false);
+        }
         if !token::valid_id(&info.id) {
             return Err(Error::invalid("a stored key has a malformed id"));
         }
         KeySpec::grants_of(&info.grants)?;
-        let newer = |table: &HashMap<String, Held>| match table.get(&info.id) {
-            None => true,
-            Some(h) => {
-                let have = h.info();
-                have.revoked_at_us == 0
-                    && (info.revoked_at_us != 0 || info.updated_at_us > have.updated_at_us)
-            }
-        };
-        // Most views bring nothing new: no lock, no write.
-        if !newer(&self.table.read().expect("keys lock")) {
-            return Ok(false);
-        }
         let _g = self.change.lock().await;
-        let newer = newer(&self.table.read().expect("keys lock"));
-        if newer {
-            let id = info.id.clone();
-            let create = !self.table.read().expect("keys lock").contains_key(&id);
-            self.put(stored, create).await?;
-            tracing::debug!(key = %id, "key taken from a member");
-        }
-        Ok(newer)
+        let Some(create) = wanted(&self.table.read().expect("keys lock")) else {
+            return Ok(false);
+        };
+        self.put(stored.clone(), create).await?;
+        tracing::debug!(key = %info.id, "key taken from a member");
+        Ok(true)
     }
 
     /// Writes a key's record and takes it into the table.
@@ -464,6 +450,21 @@ impl Keys {
             r => r,
         }
     }
+}
+
+/// OK while a key is neither revoked nor expired; else UNAUTHENTICATED
+/// saying which.
+fn usable(info: &KeyInfo, now_us: i64) -> Result<()> {
+    if info.revoked_at_us != 0 {
+        return Err(Error::unauthenticated(format!(
+            "key {} was revoked",
+            info.id
+        )));
+    }
+    if info.expires_at_us != 0 && now_us >= info.expires_at_us {
+        return Err(Error::unauthenticated(format!("key {} expired", info.id)));
+    }
+    Ok(())
 }
 
 /// Writes a file only its owner can read, so that a crash leaves the old

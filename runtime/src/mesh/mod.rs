@@ -248,7 +248,7 @@ impl Mesh {
             .filter(|m| m.state != MemberState::Myself)
         {
             for k in &m.api_keys {
-                if let Err(e) = self.keys.merge(k.clone()).await {
+                if let Err(e) = self.keys.merge(k).await {
                     tracing::warn!(peer = %m.node_id, error = %e.message, "a member's key was not taken in");
                 }
             }

@@ -36,6 +36,15 @@ async fn whoami(c: &mut Clients) -> Result<proto::KeyInfo, tonic::Status> {
         .map(|r| r.into_inner())
 }
 
+/// A node with shop/orders (empty), and its address.
+async fn shop_node() -> (TestNode, std::net::SocketAddr) {
+    let mut n = TestNode::start().await;
+    n.clients.register_shop("shop").await;
+    n.clients.create_orders("shop", "orders", &[]).await;
+    let addr = n.handle.as_ref().unwrap().addr;
+    (n, addr)
+}
+
 fn id_of(token: &str) -> String {
     token[3..19].to_string()
 }
@@ -140,11 +149,8 @@ fn denied(r: &Result<(), tonic::Status>) -> bool {
 /// PERMISSION_DENIED; with that role → neither.
 #[tokio::test]
 async fn every_method_needs_exactly_the_permission_the_table_gives_it() {
-    let mut n = TestNode::start().await;
-    let addr = n.handle.as_ref().unwrap().addr;
+    let (mut n, addr) = shop_node().await;
     let c = &mut n.clients;
-    c.register_shop("shop").await;
-    c.create_orders("shop", "orders", &[]).await;
     let mut tokens = std::collections::HashMap::new();
     tokens.insert(None, key(c, &[("other", "admin")]).await);
     for r in Role::ALL {
@@ -236,10 +242,7 @@ async fn every_method_needs_exactly_the_permission_the_table_gives_it() {
 /// survive a restart; no key hands out more than it holds.
 #[tokio::test]
 async fn keys_are_created_rotated_revoked_and_expire() {
-    let mut n = TestNode::start().await;
-    let addr = n.handle.as_ref().unwrap().addr;
-    n.clients.register_shop("shop").await;
-    n.clients.create_orders("shop", "orders", &[]).await;
+    let (mut n, addr) = shop_node().await;
     let admin = key(&mut n.clients, &[("shop", "admin")]).await;
     let mut as_admin = Clients::connect_as(addr, &admin).await;
     // An admin of shop creates keys for shop only, never an operator key.
@@ -563,11 +566,8 @@ async fn audit(c: &mut Clients) -> Vec<proto::AuditEntry> {
 /// flood of refused calls is recorded at a bounded rate.
 #[tokio::test]
 async fn administrative_and_refused_calls_are_audited() {
-    let mut n = TestNode::start().await;
-    let addr = n.handle.as_ref().unwrap().addr;
+    let (mut n, addr) = shop_node().await;
     let c = &mut n.clients;
-    c.register_shop("shop").await;
-    c.create_orders("shop", "orders", &[]).await;
     let writer = key(c, &[("shop", "write")]).await;
     let mut as_writer = Clients::connect_as(addr, &writer).await;
     let e = as_writer
