@@ -29,6 +29,9 @@ pub const MAX_CALLS_PER_NAMESPACE: usize = 64;
 /// Collections one namespace may hold on a node
 /// (`--max-collections-per-namespace`); more are RESOURCE_EXHAUSTED.
 pub const MAX_COLLECTIONS_PER_NAMESPACE: usize = 10_000;
+/// How often a node measures what each namespace with a storage quota
+/// holds (between two measures it adds up what it admits).
+pub const STORAGE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Entries the audit log `system/audit` keeps by default (the oldest
 /// beyond it are dropped).
 pub const AUDIT_MAX_ENTRIES: u64 = 1_000_000;

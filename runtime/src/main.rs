@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
@@ -89,6 +91,21 @@ enum Command {
         /// Collections one namespace may hold here.
         #[arg(long = "max-collections-per-namespace", env = "COLLECTOR_MAX_COLLECTIONS_PER_NAMESPACE", default_value_t = limits::MAX_COLLECTIONS_PER_NAMESPACE)]
         max_collections_per_namespace: usize,
+        /// Bytes of records and files one namespace may hold here (0: no
+        /// limit); operators override it per namespace (`quotas set`).
+        #[arg(
+            long = "max-storage-bytes-per-namespace",
+            env = "COLLECTOR_MAX_STORAGE_BYTES_PER_NAMESPACE",
+            default_value_t = 0
+        )]
+        max_storage_bytes_per_namespace: u64,
+        /// Records one namespace may write a second here (0: no limit).
+        #[arg(
+            long = "max-records-per-second-per-namespace",
+            env = "COLLECTOR_MAX_RECORDS_PER_SECOND_PER_NAMESPACE",
+            default_value_t = 0
+        )]
+        max_records_per_second_per_namespace: u64,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -165,6 +182,8 @@ async fn main() -> std::process::ExitCode {
             audit_max_entries,
             max_calls_per_namespace,
             max_collections_per_namespace,
+            max_storage_bytes_per_namespace,
+            max_records_per_second_per_namespace,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -201,6 +220,8 @@ async fn main() -> std::process::ExitCode {
                 quotas: collector::quotas::Limits {
                     calls: max_calls_per_namespace,
                     collections: max_collections_per_namespace,
+                    storage_bytes: max_storage_bytes_per_namespace,
+                    records_per_second: max_records_per_second_per_namespace,
                 },
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib

@@ -163,8 +163,12 @@ impl Node {
         let system = catalog::open_system(&data_dir, options).await?;
         let registry = Arc::new(Registry::load(system.protos.clone()).await?);
         let types: Arc<dyn crate::store::Types> = registry.clone();
-        let catalog = Arc::new(Catalog::load(data_dir.clone(), options, types, &system).await?);
-        let quotas = crate::quotas::Quotas::new(config.quotas);
+        let quotas = crate::quotas::Quotas::load(config.quotas, system.quotas.clone()).await?;
+        let catalog = Arc::new(
+            Catalog::load(data_dir.clone(), options, types, quotas.clone(), &system).await?,
+        );
+        // Ends with the catalogue.
+        drop(quotas.measure_storage(Arc::downgrade(&catalog)));
         let handlers = Handlers::load(
             crate::wasm::Maxima {
                 timeout: config.max_handler_timeout,
@@ -260,6 +264,7 @@ impl Node {
             catalog.clone(),
             registry.clone(),
             keys.clone(),
+            quotas.overrides().clone(),
             peers.clone(),
         );
 

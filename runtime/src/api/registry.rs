@@ -217,6 +217,49 @@ impl CollectorRegistry for RegistryApi {
         let by = caller(&req)?;
         Ok(Response::new(self.0.keys.info(&by.key_id)?))
     }
+
+    async fn set_quota(
+        &self,
+        req: Request<proto::SetQuotaRequest>,
+    ) -> Result<Response<proto::QuotaInfo>, Status> {
+        let by = caller(&req)?;
+        let quota = req
+            .into_inner()
+            .quota
+            .ok_or_else(|| Error::invalid("quota is missing; give its namespace and limits"))?;
+        let set = self.0.quotas.overrides().set(&by.key_id, quota).await?;
+        let ns = Namespace::new(&set.namespace)?;
+        Ok(Response::new(self.quota_info(&ns).await?))
+    }
+
+    async fn get_quota(
+        &self,
+        req: Request<proto::GetQuotaRequest>,
+    ) -> Result<Response<proto::QuotaInfo>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        Ok(Response::new(self.quota_info(&ns).await?))
+    }
+
+    async fn list_quotas(
+        &self,
+        _req: Request<proto::ListQuotasRequest>,
+    ) -> Result<Response<proto::ListQuotasResponse>, Status> {
+        Ok(Response::new(proto::ListQuotasResponse {
+            quotas: self.0.quotas.overrides().list(),
+        }))
+    }
+}
+
+impl RegistryApi {
+    async fn quota_info(&self, ns: &Namespace) -> Result<proto::QuotaInfo, Error> {
+        let q = &self.0.quotas;
+        Ok(proto::QuotaInfo {
+            namespace: ns.to_string(),
+            limits: Some(q.limits(ns).to_proto()),
+            overrides: q.overrides().get(ns),
+            usage: Some(q.usage(&self.0.catalog, ns).await?),
+        })
+    }
 }
 
 /// The caller's key (key calls always have one: the gate checked it).

@@ -175,9 +175,6 @@ impl CollectionRepo for RepoApi {
                 })
                 .await;
         }
-        self.0
-            .quotas
-            .check_collections(&ns, self.0.catalog.count_in(&ns))?;
         let r = req.into_inner();
         let meta = CollectionMeta {
             namespace: ns,

@@ -10,7 +10,7 @@ use super::{Identity, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{Namespace, RecordId};
 use crate::proto::{KeyInfo, RoleGrant, StoredKey};
-use crate::store::{self, Collection, Labels, WriteOp, codec};
+use crate::store::Collection;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -353,23 +353,9 @@ impl Keys {
     async fn put(&self, stored: StoredKey, create: bool) -> Result<()> {
         let info = stored.info.as_ref().expect("keys have info");
         let id = RecordId::new(&info.id)?;
-        let msg = codec::decode(self.store.descriptor(), &stored.encode_to_vec())?;
-        let op = if create {
-            WriteOp::Create {
-                id: Some(id),
-                payload: codec::encode(&msg)?,
-                labels: Labels::new(),
-            }
-        } else {
-            WriteOp::Update {
-                id,
-                data: Some(msg),
-                labels: Labels::new(),
-                mask: store::Mask::full(),
-                expected_version: None,
-            }
-        };
-        self.store.write(op).await?;
+        self.store
+            .put_encoded(id, &stored.encode_to_vec(), create)
+            .await?;
         let held = Held::of(stored)?;
         self.table
             .write()

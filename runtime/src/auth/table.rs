@@ -45,6 +45,9 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/collector.v1.CollectorRegistry/RevokeKey", ADMIN),
     ("/collector.v1.CollectorRegistry/RotateKey", ADMIN),
     ("/collector.v1.CollectorRegistry/WhoAmI", Authenticated),
+    ("/collector.v1.CollectorRegistry/SetQuota", Operator),
+    ("/collector.v1.CollectorRegistry/GetQuota", READ),
+    ("/collector.v1.CollectorRegistry/ListQuotas", Operator),
     // CollectionService
     ("/collector.v1.CollectionService/Create", WRITE),
     ("/collector.v1.CollectionService/Get", READ),

@@ -10,6 +10,7 @@ mod keys;
 mod mesh;
 mod output;
 mod protos;
+mod quotas;
 mod records;
 mod services;
 mod transfers;
@@ -122,6 +123,11 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: keys::KeysCmd,
     },
+    /// Quotas: what a namespace may use and uses; operators' overrides.
+    Quotas {
+        #[command(subcommand)]
+        cmd: quotas::QuotasCmd,
+    },
     /// Files attached to records: put, get, stat, ls, rm.
     Files {
         #[command(subcommand)]
@@ -229,6 +235,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
         ClientCmd::Backup { cmd } => backups::run(&mut c, cmd).await,
         ClientCmd::Files { cmd } => files::run(&mut c, cmd).await,
         ClientCmd::Keys { cmd } => keys::run(&mut c, cmd).await,
+        ClientCmd::Quotas { cmd } => quotas::run(&mut c, cmd).await,
         ClientCmd::Clone(a) => transfers::clone(&mut c, a).await,
         ClientCmd::Fetch(a) => transfers::fetch(&mut c, a).await,
         ClientCmd::Put(a) => records::put(&mut c, a).await,

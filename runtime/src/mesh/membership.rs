@@ -52,6 +52,19 @@ impl MembershipConfig {
     }
 }
 
+/// What a node publishes about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Published<'a> {
+    /// The collections it owns.
+    pub collections: &'a [OwnedCollection],
+    /// The handler versions it has.
+    pub handlers: &'a [HandlerVersion],
+    /// The API keys it holds (hashes only).
+    pub api_keys: &'a [crate::proto::StoredKey],
+    /// The quota overrides it holds.
+    pub quotas: &'a [crate::proto::NamespaceQuota],
+}
+
 /// This node's membership: the gossip server and the view built from it.
 /// A supervisor restarts the gossip server if it ever stops (a malformed
 /// datagram once tripped an assertion inside chitchat and ended its task,
@@ -101,6 +114,7 @@ fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
             collections: Vec::new(),
             handlers: Vec::new(),
             api_keys: Vec::new(),
+            quotas: Vec::new(),
         };
         for (k, v) in state.key_values() {
             if let Some(rest) = k.strip_prefix(keys::COLLECTION) {
@@ -108,7 +122,9 @@ fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
             } else if let Some(rest) = k.strip_prefix(keys::SERVICE) {
                 m.handlers.extend(keys::parse_handler(rest, v));
             } else if k.starts_with(keys::API_KEY) {
-                m.api_keys.extend(keys::parse_api_key(v));
+                m.api_keys.extend(keys::decoded(v));
+            } else if k.starts_with(keys::QUOTA) {
+                m.quotas.extend(keys::decoded(v));
             }
         }
         incarnations.push((id.generation_id, m));
@@ -326,18 +342,15 @@ impl Membership {
     }
 
     /// Replaces what this node publishes about itself: the collections it
-    /// owns, the handler versions and the API keys it has.
-    pub async fn publish(
-        &self,
-        collections: &[OwnedCollection],
-        handlers: &[HandlerVersion],
-        api_keys: &[crate::proto::StoredKey],
-    ) {
-        let wanted: BTreeMap<String, String> = collections
+    /// owns, the handler versions, API keys and quota overrides it has.
+    pub async fn publish(&self, about: Published<'_>) {
+        let wanted: BTreeMap<String, String> = about
+            .collections
             .iter()
             .map(keys::collection)
-            .chain(handlers.iter().map(keys::handler))
-            .chain(api_keys.iter().map(keys::api_key))
+            .chain(about.handlers.iter().map(keys::handler))
+            .chain(about.api_keys.iter().map(keys::api_key))
+            .chain(about.quotas.iter().map(keys::quota))
             .collect();
         *self.published.lock().expect("published lock") = wanted.clone();
         let chitchat = self.current();
@@ -436,6 +449,7 @@ mod tests {
                 collections: Vec::new(),
                 handlers: Vec::new(),
                 api_keys: Vec::new(),
+                quotas: Vec::new(),
             },
         )
     }

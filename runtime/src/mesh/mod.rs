@@ -94,6 +94,7 @@ pub struct Mesh {
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
     keys: Arc<crate::auth::Keys>,
+    quotas: Arc<crate::quotas::Overrides>,
     link: Arc<dyn PeerLink>,
     requests: Arc<RequestLog>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -141,6 +142,7 @@ impl Mesh {
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
         keys: Arc<crate::auth::Keys>,
+        quotas: Arc<crate::quotas::Overrides>,
         link: Arc<dyn PeerLink>,
     ) -> Arc<Self> {
         let mesh = Arc::new_cyclic(|me| Mesh {
@@ -150,6 +152,7 @@ impl Mesh {
             catalog,
             registry,
             keys,
+            quotas,
             link,
             requests: Arc::new(RequestLog::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -162,6 +165,7 @@ impl Mesh {
             let mut colls = mesh.catalog.subscribe();
             let mut svcs = mesh.handlers.subscribe();
             let mut keys = mesh.keys.subscribe();
+            let mut quotas = mesh.quotas.subscribe();
             tokio::spawn(async move {
                 loop {
                     match me.upgrade() {
@@ -172,6 +176,7 @@ impl Mesh {
                         r = colls.changed() => if r.is_err() { break },
                         r = svcs.changed() => if r.is_err() { break },
                         r = keys.changed() => if r.is_err() { break },
+                        r = quotas.changed() => if r.is_err() { break },
                     }
                 }
             })
@@ -182,7 +187,7 @@ impl Mesh {
             tokio::spawn(async move {
                 while views.changed().await.is_ok() {
                     let Some(m) = me.upgrade() else { break };
-                    m.take_keys().await;
+                    m.take_from_members().await;
                     m.follow_newest().await;
                 }
             })
@@ -233,14 +238,20 @@ impl Mesh {
             .map(handler_version)
             .collect();
         self.membership
-            .publish(&colls, &handlers, &self.keys.stored())
+            .publish(membership::Published {
+                collections: &colls,
+                handlers: &handlers,
+                api_keys: &self.keys.stored(),
+                quotas: &self.quotas.list(),
+            })
             .await;
     }
 
-    /// Takes in the keys members hold that are newer than this node's (a
-    /// new key, a rotation, a revocation). Members are trusted for this:
-    /// only nodes holding the cluster secret gossip with this one.
-    async fn take_keys(&self) {
+    /// Takes in the keys and quota overrides members hold that are newer
+    /// than this node's (a new key, a rotation, a revocation; an override
+    /// an operator set on any node). Members are trusted for this: only
+    /// nodes holding the cluster secret gossip with this one.
+    async fn take_from_members(&self) {
         let view = self.view();
         for m in view
             .members
@@ -250,6 +261,11 @@ impl Mesh {
             for k in &m.api_keys {
                 if let Err(e) = self.keys.merge(k).await {
                     tracing::warn!(peer = %m.node_id, error = %e.message, "a member's key was not taken in");
+                }
+            }
+            for q in &m.quotas {
+                if let Err(e) = self.quotas.merge(q).await {
+                    tracing::warn!(peer = %m.node_id, error = %e.message, "a member's quota override was not taken in");
                 }
             }
         }

@@ -185,6 +185,7 @@ mod tests {
                 })
                 .collect(),
             api_keys: vec![],
+            quotas: vec![],
         };
         for m in [
             mk("a", MemberState::Myself, &["here"], &["t.Local"]),
@@ -325,6 +326,7 @@ mod tests {
                 collections: vec![],
                 handlers: vec![],
                 api_keys: vec![],
+                quotas: vec![],
             })
             .collect();
         let keys: Vec<String> = (0..1000).map(|i| format!("ns/c{i}")).collect();

@@ -68,6 +68,8 @@ pub struct Member {
     pub handlers: Vec<HandlerVersion>,
     /// The API keys it holds (hashes only), for every member to take in.
     pub api_keys: Vec<crate::proto::StoredKey>,
+    /// The quota overrides it holds.
+    pub quotas: Vec<crate::proto::NamespaceQuota>,
 }
 
 impl Member {
@@ -92,25 +94,34 @@ pub mod keys {
     pub const SERVICE: &str = "s:";
     /// Prefix of API keys: `k:<id>` = the StoredKey, protobuf in base64.
     pub const API_KEY: &str = "k:";
+    /// Prefix of quota overrides: `q:<ns>` = the NamespaceQuota, protobuf
+    /// in base64.
+    pub const QUOTA: &str = "q:";
 
-    /// The key and value publishing an API key (its hash, never a secret).
-    pub fn api_key(k: &crate::proto::StoredKey) -> (String, String) {
+    /// A message as a gossip value.
+    fn encoded(m: &impl prost::Message) -> String {
         use base64::Engine as _;
-        use prost::Message as _;
-        let id = k.info.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
-        (
-            format!("{API_KEY}{id}"),
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(k.encode_to_vec()),
-        )
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(m.encode_to_vec())
     }
 
-    /// Parses a `k:` value; None if malformed.
-    pub fn parse_api_key(value: &str) -> Option<crate::proto::StoredKey> {
+    /// Parses a value `encoded` made; None if malformed.
+    pub fn decoded<M: prost::Message + Default>(value: &str) -> Option<M> {
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(value)
             .ok()?;
-        prost::Message::decode(bytes.as_slice()).ok()
+        M::decode(bytes.as_slice()).ok()
+    }
+
+    /// The key and value publishing an API key (its hash, never a secret).
+    pub fn api_key(k: &crate::proto::StoredKey) -> (String, String) {
+        let id = k.info.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
+        (format!("{API_KEY}{id}"), encoded(k))
+    }
+
+    /// The key and value publishing a quota override.
+    pub fn quota(q: &crate::proto::NamespaceQuota) -> (String, String) {
+        (format!("{QUOTA}{}", q.namespace), encoded(q))
     }
 
     /// The key and value publishing an owned collection.
@@ -241,6 +252,7 @@ mod tests {
                 .collect(),
             handlers: vec![],
             api_keys: vec![],
+            quotas: vec![],
         }
     }
 

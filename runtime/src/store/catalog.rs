@@ -2,6 +2,7 @@
 //! the `system/collections` collection (records of collector.v1.CollectionInfo),
 //! so it is persisted and queried by the same code as any collection.
 
+use super::admission::Admission;
 use super::codec;
 use super::collection::{Collection, Options};
 use super::query::{Filter, Query};
@@ -127,6 +128,8 @@ pub const BACKUPS: &str = "backups";
 pub const KEYS: &str = "keys";
 /// Name of the append-only audit log (collector.v1.AuditEntry).
 pub const AUDIT: &str = "audit";
+/// Name of the system collection of quota overrides (collector.v1.NamespaceQuota).
+pub const QUOTAS: &str = "quotas";
 use crate::limits::MAX_INDEXES;
 
 type Key = (Namespace, CollectionName);
@@ -141,6 +144,8 @@ pub struct Catalog {
     root: PathBuf,
     options: Options,
     types: Arc<dyn Types>,
+    /// The quotas every client collection asks before it takes a write.
+    admission: Arc<dyn Admission>,
     system: Arc<Collection>,
     entries: RwLock<BTreeMap<Key, Entry>>,
     ddl: tokio::sync::Mutex<()>,
@@ -232,10 +237,12 @@ pub struct SystemCollections {
     pub keys: Arc<Collection>,
     /// Who did what (collector.v1.AuditEntry).
     pub audit: Arc<Collection>,
+    /// Quota overrides per namespace (collector.v1.NamespaceQuota).
+    pub quotas: Arc<Collection>,
 }
 
 impl SystemCollections {
-    fn all(&self) -> [&Arc<Collection>; 6] {
+    fn all(&self) -> [&Arc<Collection>; 7] {
         [
             &self.protos,
             &self.collections,
@@ -243,18 +250,20 @@ impl SystemCollections {
             &self.backups,
             &self.keys,
             &self.audit,
+            &self.quotas,
         ]
     }
 }
 
 /// Name and message type of each system collection.
-const SYSTEM_COLLECTIONS: [(&str, &str); 6] = [
+const SYSTEM_COLLECTIONS: [(&str, &str); 7] = [
     (PROTOS, "collector.v1.ProtoFileRecord"),
     (COLLECTIONS, "collector.v1.CollectionInfo"),
     (SERVICES, "collector.v1.ServiceInfo"),
     (BACKUPS, "collector.v1.BackupInfo"),
     (KEYS, "collector.v1.StoredKey"),
     (AUDIT, "collector.v1.AuditEntry"),
+    (QUOTAS, "collector.v1.NamespaceQuota"),
 ];
 
 /// Opens the system collections the registry, catalogue and services live in.
@@ -277,6 +286,7 @@ pub async fn open_system(root: &Path, options: Options) -> Result<SystemCollecti
         backups: next(),
         keys: next(),
         audit: next(),
+        quotas: next(),
     })
 }
 
@@ -286,6 +296,7 @@ impl Catalog {
         root: PathBuf,
         options: Options,
         types: Arc<dyn Types>,
+        admission: Arc<dyn Admission>,
         sys: &SystemCollections,
     ) -> Result<Self> {
         let mut entries = BTreeMap::new();
@@ -318,6 +329,7 @@ impl Catalog {
             ));
             let mdesc = types.message(&meta.namespace, &meta.message_type)?;
             let coll = open_blocking(&meta, mdesc, &root, options).await?;
+            coll.admit_through(admission.clone());
             entries.insert(
                 (meta.namespace.clone(), meta.name.clone()),
                 Entry { meta, coll },
@@ -331,11 +343,23 @@ impl Catalog {
             root,
             options,
             types,
+            admission,
             system,
             entries: RwLock::new(entries),
             ddl: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Opens a client collection, asking the quotas before each write.
+    async fn open(
+        &self,
+        meta: &CollectionMeta,
+        desc: prost_reflect::MessageDescriptor,
+    ) -> Result<Arc<Collection>> {
+        let coll = open_blocking(meta, desc, &self.root, self.options).await?;
+        coll.admit_through(self.admission.clone());
+        Ok(coll)
     }
 
     /// Notified after every create and delete.
@@ -438,9 +462,12 @@ impl Catalog {
                 meta.namespace, meta.name
             )));
         }
+        // Under the DDL lock: concurrent creates cannot overshoot a quota.
+        self.admission
+            .admit_collection(&meta.namespace, self.count_in(&meta.namespace))?;
         // A file left by a delete that crashed half-way is stale: start clean.
         remove_files(&db_path(&self.root, &meta.namespace, &meta.name));
-        let coll = open_blocking(&meta, desc, &self.root, self.options).await?;
+        let coll = self.open(&meta, desc).await?;
         let info = meta_to_proto(&meta);
         let msg = DynamicMessage::decode(
             self.system.descriptor().clone(),
@@ -605,7 +632,12 @@ impl Catalog {
             }
             meta.created_us = old_meta.created_us;
             meta.backup_policy = old_meta.backup_policy;
+        } else {
+            self.admission
+                .admit_collection(&meta.namespace, self.count_in(&meta.namespace))?;
         }
+        // A restore brings bytes in: a namespace over its storage may not.
+        self.admission.admit_write(&meta.namespace, 0, 1)?;
         let path = db_path(&self.root, &meta.namespace, &meta.name);
         let staging = with_suffix(&path, ".restoring");
         let (b, st) = (backup.clone(), staging.clone());
@@ -643,7 +675,7 @@ impl Catalog {
                 let mdesc = self
                     .types
                     .message(&old_meta.namespace, &old_meta.message_type)?;
-                let coll = open_blocking(&old_meta, mdesc, &self.root, self.options).await?;
+                let coll = self.open(&old_meta, mdesc).await?;
                 self.entries.write().expect("catalog lock").insert(
                     key,
                     Entry {
@@ -654,7 +686,7 @@ impl Catalog {
             }
             return Err(e);
         }
-        let coll = open_blocking(&meta, desc, &self.root, self.options).await?;
+        let coll = self.open(&meta, desc).await?;
         let info = meta_to_proto(&meta);
         let msg = DynamicMessage::decode(
             self.system.descriptor().clone(),

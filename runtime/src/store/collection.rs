@@ -70,6 +70,8 @@ pub struct Collection {
     /// Set when a restore replaced the collection: writes that reach this
     /// (closed) one are told to retry, not that it is gone.
     replaced: AtomicBool,
+    /// Asked before each write (the namespace's quotas); unset: none.
+    admission: std::sync::OnceLock<Arc<dyn super::Admission>>,
 }
 
 /// How much a collection holds.
@@ -129,6 +131,7 @@ impl Collection {
             query_timeout: options.query_timeout,
             max_file_bytes: options.max_file_bytes,
             replaced: AtomicBool::new(false),
+            admission: std::sync::OnceLock::new(),
         }))
     }
 
@@ -147,7 +150,26 @@ impl Collection {
         self.files.root()
     }
 
+    /// Has every later write asked `admission` first (set once, when the
+    /// catalogue opens a collection of a namespace that has quotas).
+    pub fn admit_through(&self, admission: Arc<dyn super::Admission>) {
+        let _ = self.admission.set(admission);
+    }
+
+    /// Asks the admission, if any, for `records` writes adding about
+    /// `adds` bytes.
+    pub(super) fn admit(&self, records: usize, adds: u64) -> Result<()> {
+        match self.admission.get() {
+            Some(a) => a.admit_write(&self.namespace, records, adds),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn send(&self, job: Job) -> Result<()> {
+        let (records, adds) = job.weight();
+        if records > 0 || adds > 0 {
+            self.admit(records, adds)?;
+        }
         let guard = self.writer.lock().expect("writer lock");
         let Some(tx) = guard.as_ref() else {
             if self.replaced.load(Ordering::Acquire) {
@@ -179,6 +201,29 @@ impl Collection {
         self.send(Job::One(op, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
+    }
+
+    /// Stores `bytes`, a message of the collection's type, as record `id`:
+    /// created when `create`, else replaced whole (for the node's own
+    /// collections, which keep one record per thing they hold).
+    pub async fn put_encoded(&self, id: RecordId, bytes: &[u8], create: bool) -> Result<Written> {
+        let msg = super::codec::decode(&self.desc, bytes)?;
+        let op = if create {
+            WriteOp::Create {
+                id: Some(id),
+                payload: super::codec::encode(&msg)?,
+                labels: super::Labels::new(),
+            }
+        } else {
+            WriteOp::Update {
+                id,
+                data: Some(msg),
+                labels: super::Labels::new(),
+                mask: super::Mask::full(),
+                expected_version: None,
+            }
+        };
+        self.write(op).await
     }
 
     /// Applies every op in one transaction, or none of them.
@@ -382,6 +427,23 @@ impl Collection {
                 files,
                 file_bytes,
             })
+        })
+        .await
+    }
+
+    /// Bytes the collection holds for its storage quota: the SQLite pages
+    /// in use (free pages left by deletes do not count, so deleting frees
+    /// quota) and its attached files. The WAL is transient and left out.
+    pub async fn used_bytes(self: &Arc<Self>) -> Result<u64> {
+        self.read(Lane::Point, |_, conn| {
+            let pragma = |name: &str| -> rusqlite::Result<i64> {
+                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            };
+            let pages = pragma("page_count")? - pragma("freelist_count")?;
+            let page_size = pragma("page_size")?;
+            let files: i64 =
+                conn.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |r| r.get(0))?;
+            Ok((pages.max(0) * page_size + files.max(0)) as u64)
         })
         .await
     }

@@ -130,6 +130,16 @@ pub(super) enum FileOp {
     },
 }
 
+impl FileOp {
+    /// Bytes it adds: a put's file (at least 1), a delete none.
+    pub(super) fn adds(&self) -> u64 {
+        match self {
+            FileOp::Put { blob, .. } => blob.size.max(1) as u64,
+            FileOp::Delete { .. } => 0,
+        }
+    }
+}
+
 /// A blob to unlink once the transaction that dropped its row commits.
 pub(super) type Doomed = (RecordId, String);
 
@@ -426,6 +436,8 @@ impl Collection {
         put: PutFile,
         mut chunks: impl Stream<Item = Result<Vec<u8>>> + Unpin,
     ) -> Result<FileMeta> {
+        // Asked before a byte is taken (and again when it is recorded).
+        self.admit(0, put.expected_size.unwrap_or(0).max(1) as u64)?;
         let max_bytes = self.max_file_bytes;
         if let Some(n) = put.expected_size
             && (n < 0 || n as u64 > max_bytes)

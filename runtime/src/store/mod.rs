@@ -3,12 +3,13 @@
 //! reader threads (`reads`, `readers`) behind a record cache (`cache`), the
 //! record and write types (`record`), queries (`query`: filters, order and
 //! paging → SQL), payload encoding (`codec`) and the files attached to
-//! records (`files`). The catalogue of
+//! records (`files`). Quotas come in through `admission`. The catalogue of
 //! collections (`catalog`) is itself a collection.
 //!
 //! The store knows nothing of the type registry: it resolves a collection's
 //! message type through `Types`, which `node.rs` wires to the registry.
 
+pub mod admission;
 pub mod backup;
 pub mod cache;
 pub mod catalog;
@@ -23,6 +24,7 @@ pub mod record;
 mod schema;
 mod writer;
 
+pub use admission::Admission;
 pub use catalog::{BackupPolicy, Catalog, CollectionMeta, CollectionUpdate, Types};
 pub use collection::{Collection, Options};
 pub use file_area::FileArea;

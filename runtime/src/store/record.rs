@@ -159,6 +159,20 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// About how many bytes it adds (at least 1), a delete none: what the
+    /// storage quota counts until the next measure.
+    pub fn adds(&self) -> u64 {
+        match self {
+            WriteOp::Create { payload, .. } => payload.bytes.len().max(1) as u64,
+            WriteOp::Update { data, .. } => data
+                .as_ref()
+                .map_or(1, |m| prost::Message::encoded_len(m).max(1) as u64),
+            WriteOp::Delete { .. } => 0,
+        }
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {

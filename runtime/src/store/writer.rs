@@ -41,6 +41,23 @@ pub(super) enum Job {
     File(FileOp, oneshot::Sender<Result<FileMeta>>),
 }
 
+impl Job {
+    /// Records it writes, and about how many bytes it may add (what
+    /// admission weighs; deletes and index changes add none).
+    pub(super) fn weight(&self) -> (usize, u64) {
+        match self {
+            Job::One(op, _) => (1, op.adds()),
+            Job::Batch(ops, files, _, _) => (
+                ops.len(),
+                ops.iter().map(WriteOp::adds).sum::<u64>()
+                    + files.iter().map(FileOp::adds).sum::<u64>(),
+            ),
+            Job::Index(..) => (0, 0),
+            Job::File(f, _) => (0, f.adds()),
+        }
+    }
+}
+
 pub(super) fn writer_loop(
     mut conn: Connection,
     desc: MessageDescriptor,

@@ -574,6 +574,31 @@ fn keys_are_created_used_listed_and_revoked_with_the_cli() {
     let listed = ok(&node, &["-n", "shop", "keys", "ls"]);
     assert!(listed.to_string().contains(&id), "{listed}");
     assert!(!listed.to_string().contains(&token[20..]), "{listed}");
+    // Quotas: the operator overrides shop's, its reader reads them and
+    // may not change them (PERMISSION_DENIED).
+    let set = ok(
+        &node,
+        &[
+            "-n",
+            "shop",
+            "quotas",
+            "set",
+            "--records-per-second",
+            "50",
+            "--storage-bytes",
+            "1000000",
+        ],
+    );
+    assert_eq!(set["limits"]["records_per_second"], 50, "{set}");
+    let (code, out, err) = as_key(&["-n", "shop", "quotas", "get"]);
+    assert_eq!(code, 0, "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["limits"]["storage_bytes"], 1_000_000, "{got}");
+    assert_eq!(got["override"]["records_per_second"], 50, "{got}");
+    let (code, _, err) = as_key(&["-n", "shop", "quotas", "set", "--calls", "1"]);
+    assert_eq!(code, 64 + 7, "{err}");
+    let all = ok(&node, &["quotas", "ls"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
     ok(&node, &["keys", "revoke", &id]);
     let (code, _, err) = as_key(&["keys", "whoami"]);
     assert_eq!(code, 64 + 16, "UNAUTHENTICATED: {err}");

@@ -18,6 +18,7 @@ mod hostile;
 mod mesh;
 mod orders;
 mod query;
+mod quotas;
 mod registry;
 mod repo;
 mod surface;
