@@ -86,6 +86,9 @@ pub struct Config {
     /// Memory all handler calls may use together, in bytes. Default:
     /// `limits::HANDLER_MEMORY_BUDGET_BYTES` (2 GiB).
     pub handler_memory_budget_bytes: usize,
+    /// Keep metrics and serve them at `GET /metrics` (`telemetry`).
+    /// Default: on.
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             tls_client_ca: None,
             audit_max_entries: limits::AUDIT_MAX_ENTRIES,
             quotas: crate::quotas::Limits::default(),
+            metrics: true,
             gossip_interval: limits::GOSSIP_INTERVAL,
             query_timeout: limits::QUERY_TIMEOUT,
             transfer_bytes_per_sec: None,

@@ -11,6 +11,9 @@
 //! implements. Domain modules know nothing of tonic; `crate::proto` (the
 //! generated API types) is also the stored form of the `system` collections,
 //! so `store`, `registry` and `handlers` use it for those records.
+//! `quotas` answers the store's `store::Admission`; `auth` and `audit` sit
+//! under `api`. `telemetry` is a leaf every layer counts into (the
+//! `metrics` macros); `api` renders it at `GET /metrics`.
 //!
 //! # Threads, tasks and locks
 //! - The tokio runtime runs gRPC, the mesh, and handler calls (async
@@ -19,7 +22,8 @@
 //!   bounded queue; a process-wide pool of `limits::READER_THREADS_PER_CORE`
 //!   reader threads per core runs every SQLite read (`store::readers`).
 //!   SQLite never runs on an executor thread.
-//! - One `wasm-epoch` thread ticks the engine's epoch.
+//! - One `wasm-epoch` thread ticks the engine's epoch; one `metrics upkeep`
+//!   thread folds histogram samples into buckets every 5 s.
 //! - `spawn_blocking` for compiling components, opening and closing
 //!   collections and reading component files.
 //! - Tasks: chitchat's gossip, the mesh's publisher and version follower,
@@ -59,6 +63,7 @@ pub mod node_info;
 pub mod quotas;
 pub mod registry;
 pub mod store;
+pub mod telemetry;
 pub mod transfers;
 pub mod util;
 pub mod wasm;

@@ -106,6 +106,9 @@ enum Command {
             default_value_t = 0
         )]
         max_records_per_second_per_namespace: u64,
+        /// Keep no metrics (GET /metrics answers 404).
+        #[arg(long = "no-metrics", env = "COLLECTOR_NO_METRICS")]
+        no_metrics: bool,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -184,6 +187,7 @@ async fn main() -> std::process::ExitCode {
             max_collections_per_namespace,
             max_storage_bytes_per_namespace,
             max_records_per_second_per_namespace,
+            no_metrics,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -223,6 +227,7 @@ async fn main() -> std::process::ExitCode {
                     storage_bytes: max_storage_bytes_per_namespace,
                     records_per_second: max_records_per_second_per_namespace,
                 },
+                metrics: !no_metrics,
                 query_timeout: query_timeout.unwrap_or(limits::QUERY_TIMEOUT),
                 transfer_bytes_per_sec: transfer_rate_mib
                     .filter(|&m| m > 0)

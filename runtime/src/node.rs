@@ -148,6 +148,10 @@ impl Node {
     /// Opens the data dir, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<NodeHandle> {
         config.validate()?;
+        let metrics = match config.metrics {
+            true => Some(crate::telemetry::install()?),
+            false => None,
+        };
         let default_namespace = Namespace::new(&config.namespace)?;
         std::fs::create_dir_all(&config.data_dir)?;
         let data_dir = config.data_dir.canonicalize()?;
@@ -335,11 +339,19 @@ impl Node {
                 }
             });
         }
-        // Registered methods are served on their own paths by the fallback.
+        // Registered methods are served on their own paths by the fallback;
+        // the metrics on theirs (HTTP/1.1 too, as Prometheus scrapes).
+        let scraped = state.clone();
         let routes = tonic::service::Routes::from(
             routes
                 .routes()
                 .into_axum_router()
+                .route(
+                    api::metrics::PATH,
+                    axum::routing::get(move || {
+                        api::metrics::scrape(scraped.clone(), metrics.clone())
+                    }),
+                )
                 .fallback_service(api::dynamic::RegisteredMethods::new(state.clone(), max)),
         );
 
@@ -352,6 +364,8 @@ impl Node {
                 .http2_adaptive_window(Some(true))
                 // A 1 MiB file chunk in one frame (HTTP/2's default is 16 KiB).
                 .max_frame_size(Some(1 << 20))
+                .accept_http1(true)
+                .layer(api::call_metrics::layer())
                 .layer(api::edge::layer())
                 .layer(api::gate::layer(peer_key, keys, audit))
                 .add_routes(routes)

@@ -203,13 +203,10 @@ where
                 Box::pin(async move {
                     let resp = call.await?;
                     let h = resp.headers();
-                    let code = h
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0);
+                    let status = super::status_code(h);
+                    let code = status as i32;
                     let denied = matches!(
-                        tonic::Code::from_i32(code),
+                        status,
                         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
                     );
                     if denied || administrative(need) {
@@ -225,6 +222,7 @@ where
             }
             Err(e) => {
                 let status = tonic::Status::from(e);
+                let grpc = super::is_grpc(req.headers());
                 self.audit.record(
                     entry(
                         &path,
@@ -235,7 +233,24 @@ where
                     ),
                     true,
                 );
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                // A plain HTTP client (a Prometheus scrape) gets an HTTP
+                // status it understands; a gRPC client its gRPC status.
+                let resp = if grpc {
+                    status.into_http()
+                } else {
+                    let code = match status.code() {
+                        tonic::Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+                        _ => http::StatusCode::FORBIDDEN,
+                    };
+                    let mut r = http::Response::new(R::default());
+                    *r.status_mut() = code;
+                    r.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer"),
+                    );
+                    r
+                };
+                Box::pin(std::future::ready(Ok(resp)))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! gRPC adapters: translate proto ↔ domain types and nothing more.
 
 pub mod bearer;
+pub mod call_metrics;
 pub mod codec;
 pub mod collection;
 pub mod connections;
@@ -9,6 +10,7 @@ pub mod dynamic;
 pub mod edge;
 pub mod files;
 pub mod gate;
+pub mod metrics;
 pub mod peers;
 pub mod reflection;
 pub mod registry;
@@ -130,6 +132,21 @@ pub fn sees<T>(req: &tonic::Request<T>, ns: &Namespace) -> bool {
 /// The caller's key (None for health checks and members' own calls).
 pub fn identity<T>(req: &tonic::Request<T>) -> Option<Arc<crate::auth::Identity>> {
     authorized(req).ok().and_then(|a| a.identity.clone())
+}
+
+/// True for a gRPC request (by its content type), not a plain HTTP one.
+pub fn is_grpc(h: &tonic::codegen::http::HeaderMap) -> bool {
+    h.get(tonic::codegen::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status a response's headers carry (a failed call's; OK when
+/// there is none, as for a call whose status comes in trailers).
+pub fn status_code(h: &tonic::codegen::http::HeaderMap) -> tonic::Code {
+    h.get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
 }
 
 /// Parses a `grpc-timeout` value ("100m", "5S", …; at most 8 digits).

@@ -209,8 +209,32 @@ fn mark(
 }
 
 /// Awaits a call to the peer at `address`, bounded by the caller's deadline
-/// and by the peer's death (`dead`); maps the peer's answer to a domain error.
+/// and by the peer's death (`dead`); maps the peer's answer to a domain error
+/// and counts it (`telemetry::FORWARDS`, `telemetry::FORWARD_DURATION`).
 async fn run<T, Fut>(
+    dead: impl Future<Output = ()>,
+    address: &str,
+    deadline: Option<Instant>,
+    fut: Fut,
+) -> Result<Response<T>>
+where
+    Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+{
+    let started = Instant::now();
+    let answer = await_answer(dead, address, deadline, fut).await;
+    let code = match &answer {
+        Ok(_) => "Ok".to_string(),
+        Err(e) => format!("{:?}", tonic::Code::from_i32(e.kind.grpc_code())),
+    };
+    metrics::histogram!(crate::telemetry::FORWARD_DURATION, "peer" => address.to_string())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::telemetry::FORWARDS, "peer" => address.to_string(), "code" => code)
+        .increment(1);
+    answer
+}
+
+/// The peer's answer, or why there is none (dead, past the deadline).
+async fn await_answer<T, Fut>(
     dead: impl Future<Output = ()>,
     address: &str,
     deadline: Option<Instant>,

@@ -92,6 +92,8 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/collector.v1.CollectionRepo/Fetch", DEVELOP),
     ("/collector.v1.CollectionRepo/PullCollection", Member),
     ("/collector.v1.CollectionRepo/PushCollection", Member),
+    // The Prometheus scrape (HTTP GET): every namespace's figures.
+    ("/metrics", Operator),
     // Health and reflection
     ("/grpc.health.v1.Health/Check", Public),
     ("/grpc.health.v1.Health/Watch", Public),

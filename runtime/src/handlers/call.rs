@@ -97,6 +97,30 @@ impl Handlers {
     /// binary output. Runs on the caller's task: the sandbox yields to the
     /// executor, and store work happens on the store's threads.
     pub async fn call(self: &Arc<Self>, call: Invocation) -> Result<Vec<u8>> {
+        // Counted only once the method is known: names of methods that do
+        // not exist never become labels.
+        let found = self.method(&call.namespace, &call.service, &call.method)?;
+        let labels = [
+            ("namespace", call.namespace.to_string()),
+            ("service", call.service.clone()),
+            ("method", call.method.clone()),
+        ];
+        let started = Instant::now();
+        let r = self.run(call, found).await;
+        metrics::histogram!(crate::telemetry::HANDLER_DURATION, &labels)
+            .record(started.elapsed().as_secs_f64());
+        let mut labels = labels.to_vec();
+        labels.push(("outcome", crate::telemetry::outcome_of(&r).to_string()));
+        metrics::counter!(crate::telemetry::HANDLER_CALLS, &labels).increment(1);
+        r
+    }
+
+    /// Runs a call of a method `call` found.
+    async fn run(
+        self: &Arc<Self>,
+        call: Invocation,
+        (bound, m): (Arc<super::BoundService>, prost_reflect::MethodDescriptor),
+    ) -> Result<Vec<u8>> {
         let Invocation {
             namespace: ns,
             service,
@@ -105,7 +129,6 @@ impl Handlers {
             metadata,
             options,
         } = call;
-        let (bound, m) = self.method(&ns, &service, &method)?;
         // A call counts against its namespace's quota; the `invoke`s it
         // makes run inside it.
         let _slot = match options.depth {

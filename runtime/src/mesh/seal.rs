@@ -218,7 +218,8 @@ impl SealedSocket {
             .map_err(|_| "opens but does not decode")
     }
 
-    fn note_dropped(&mut self, from: SocketAddr, why: &str) {
+    fn note_dropped(&mut self, from: SocketAddr, why: &'static str) {
+        metrics::counter!(crate::telemetry::GOSSIP_DROPPED, "reason" => why).increment(1);
         self.dropped += 1;
         if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
             tracing::warn!(%from, why, dropped = self.dropped, "gossip datagram dropped");

@@ -137,6 +137,7 @@ impl Quotas {
         let mut running = self.running.lock().expect("quotas lock");
         let n = running.entry(ns.clone()).or_default();
         if *n >= quota {
+            refused(ns, "calls");
             return Err(Error::resource_exhausted(format!(
                 "namespace {ns} already runs {quota} handler calls on this node, its quota of calls (--max-calls-per-namespace or an override); retry when some have finished"
             )));
@@ -214,6 +215,12 @@ impl Quotas {
     }
 }
 
+/// Counts a refusal by `quota` (`telemetry::QUOTA_REFUSALS`).
+fn refused(ns: &Namespace, quota: &'static str) {
+    metrics::counter!(crate::telemetry::QUOTA_REFUSALS, "namespace" => ns.to_string(), "quota" => quota)
+        .increment(1);
+}
+
 /// Bytes the collections of `ns` hold on this node.
 async fn storage_of(catalog: &Catalog, ns: &Namespace) -> Result<u64> {
     let mut total = 0u64;
@@ -235,6 +242,7 @@ impl Admission for Quotas {
             let mut stored = self.stored.write().expect("quotas lock");
             let used = stored.entry(ns.clone()).or_default();
             if *used >= limits.storage_bytes {
+                refused(ns, "storage_bytes");
                 return Err(Error::resource_exhausted(format!(
                     "namespace {ns} holds {used} bytes on this node, its storage quota of {} bytes; delete records or files, or ask an operator for a larger quota",
                     limits.storage_bytes
@@ -249,6 +257,7 @@ impl Admission for Quotas {
                 .entry(ns.clone())
                 .or_insert_with(|| Bucket::full(limits.records_per_second));
             if let Err(wait) = bucket.take(limits.records_per_second, records, Instant::now()) {
+                refused(ns, "records_per_second");
                 return Err(Error::resource_exhausted(format!(
                     "namespace {ns} writes more than its quota of {} records a second; retry in {} ms",
                     limits.records_per_second,
@@ -262,6 +271,7 @@ impl Admission for Quotas {
     fn admit_collection(&self, ns: &Namespace, held: usize) -> Result<()> {
         let quota = self.limits(ns).collections;
         if held >= quota {
+            refused(ns, "collections");
             return Err(Error::resource_exhausted(format!(
                 "namespace {ns} holds {held} collections on this node, its quota of collections (--max-collections-per-namespace or an override); delete one first"
             )));

@@ -114,9 +114,10 @@ impl Collection {
         let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
         let wdesc = desc.clone();
         let label = format!("{namespace}/{name}");
+        let counted = super::writer::WriterMetrics::of(namespace.as_str(), name.as_str());
         let handle = std::thread::Builder::new()
             .name(format!("writer {label}"))
-            .spawn(move || writer_loop(conn, wdesc, wcache, warea, rx))
+            .spawn(move || writer_loop(conn, wdesc, wcache, warea, rx, counted))
             .map_err(|e| Error::internal(format!("cannot start writer for {label}: {e}")))?;
         Ok(Arc::new(Collection {
             namespace,

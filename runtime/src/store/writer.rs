@@ -58,12 +58,34 @@ impl Job {
     }
 }
 
+/// What a writer counts (`telemetry`), labelled with its collection.
+pub(super) struct WriterMetrics {
+    /// Time of a group's transaction, commit and fsync included.
+    pub commit: metrics::Histogram,
+    /// Jobs a group carried.
+    pub size: metrics::Histogram,
+}
+
+impl WriterMetrics {
+    pub(super) fn of(ns: &str, name: &str) -> WriterMetrics {
+        let labels = [
+            ("namespace", ns.to_string()),
+            ("collection", name.to_string()),
+        ];
+        WriterMetrics {
+            commit: metrics::histogram!(crate::telemetry::COMMIT_DURATION, &labels),
+            size: metrics::histogram!(crate::telemetry::COMMIT_SIZE, &labels),
+        }
+    }
+}
+
 pub(super) fn writer_loop(
     mut conn: Connection,
     desc: MessageDescriptor,
     cache: Arc<RecordCache>,
     area: Arc<FileArea>,
     rx: Receiver<Job>,
+    counted: WriterMetrics,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -73,7 +95,10 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
+        counted.size.record(jobs.len() as f64);
+        let started = std::time::Instant::now();
         commit_group(&mut conn, &desc, &cache, &area, jobs);
+        counted.commit.record(started.elapsed().as_secs_f64());
     }
     // Closing (a clean stop, or the collection going away): move the WAL
     // into the database file, so that the `.db` file is complete on its own

@@ -58,7 +58,8 @@ async fn call(
     ids: &Ids,
 ) -> Result<(), tonic::Status> {
     let pool = collector::proto::api_pool();
-    let (service, method) = path[1..].split_once('/').unwrap();
+    // `/metrics` is an HTTP route: no service, no body.
+    let (service, method) = path[1..].split_once('/').unwrap_or((&path[1..], ""));
     let body = match pool
         .get_service_by_name(service)
         .and_then(|s| s.methods().find(|m| m.name() == method))

@@ -167,6 +167,8 @@ async fn sealed_gossip_admits_only_nodes_with_the_cluster_secret() {
     };
     let e = no_secret.validate().unwrap_err();
     assert!(e.message.contains("--cluster-secret-file"), "{e:?}");
+    const DROPPED: &str = "collector_gossip_datagrams_dropped_total";
+    let dropped_before = crate::metrics::total(a_addr, DROPPED).await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for _ in 0..3 {
         sock.send_to(&datagram::syn(&["intruder"], DEFAULT_CLUSTER), a_addr)
@@ -183,6 +185,9 @@ async fn sealed_gossip_admits_only_nodes_with_the_cluster_secret() {
             .is_err(),
         "a sealed node answered an unsealed SYN"
     );
+    // Dropped, each counted in the node's metrics.
+    let dropped = crate::metrics::total(a_addr, DROPPED).await - dropped_before;
+    assert!(dropped >= 6.0, "{dropped} of 6 forged datagrams counted");
     // Ten gossip rounds and more: the outsiders are still outside.
     stay_connected(&a, &b, Duration::from_secs(3)).await;
     assert_eq!(others(&a.clients).await, [node_id(&b)], "A knows of B only");

@@ -16,6 +16,7 @@ mod handlers;
 mod hardening;
 mod hostile;
 mod mesh;
+mod metrics;
 mod orders;
 mod query;
 mod quotas;
