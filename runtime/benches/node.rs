@@ -6,7 +6,8 @@
 //! throughput phase, default 3; BENCH_PHASES the phases to run, default "kbcdwhlfme";
 //! BENCH_LIFECYCLE_MB the size of the collection phase l backs up, restores
 //! and clones, default 1024; BENCH_FILE_MB the size of the file phase f
-//! puts and gets, default 256).
+//! puts and gets, default 256; BENCH_METRICS=off runs the nodes without
+//! metrics, for the cost of keeping them: compare two runs).
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -440,6 +441,7 @@ async fn mesh_phase(
     let peer = collector::Node::start(collector::Config {
         cluster_secret: Some(bench_secret()),
         operator_key_file: Some(bench_key_file()),
+        metrics: metrics_on(),
         data_dir: dir.path().join("peer"),
         listen: "127.0.0.1:0".parse().unwrap(),
         join: vec![owner.addr.to_string()],
@@ -651,6 +653,12 @@ fn raw_sqlite(dir: &std::path::Path, n: u64) -> (f64, f64) {
     (insert_per_s, reads as f64 / t.elapsed().as_secs_f64())
 }
 
+/// False with BENCH_METRICS=off: the nodes keep no metrics (no recorder is
+/// installed, so every metrics macro is a no-op).
+fn metrics_on() -> bool {
+    std::env::var("BENCH_METRICS").map_or(true, |v| v != "off")
+}
+
 #[tokio::main]
 async fn main() {
     let records: u64 = std::env::var("BENCH_RECORDS")
@@ -665,6 +673,7 @@ async fn main() {
     let node = collector::Node::start(collector::Config {
         cluster_secret: Some(bench_secret()),
         operator_key_file: Some(bench_key_file()),
+        metrics: metrics_on(),
         data_dir: dir.path().join("node"),
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
@@ -678,8 +687,13 @@ async fn main() {
     let pool =
         collector::registry::compile_sources(&[("shop.proto".into(), SHOP.into())], &[]).unwrap();
     println!(
-        "collector benchmark: {} records for queries, {secs}s per throughput phase",
-        records
+        "collector benchmark: {} records for queries, {secs}s per throughput phase, metrics {}",
+        records,
+        if metrics_on() {
+            "on"
+        } else {
+            "off (BENCH_METRICS=off)"
+        }
     );
     println!();
 
@@ -746,6 +760,7 @@ async fn main() {
         let cold_node = collector::Node::start(collector::Config {
             cluster_secret: Some(bench_secret()),
             operator_key_file: Some(bench_key_file()),
+            metrics: metrics_on(),
             data_dir: dir.path().join("cold"),
             listen: "127.0.0.1:0".parse().unwrap(),
             record_cache_bytes: 0,
@@ -1501,6 +1516,7 @@ async fn lifecycle_phase(
     let peer = collector::Node::start(collector::Config {
         cluster_secret: Some(bench_secret()),
         operator_key_file: Some(bench_key_file()),
+        metrics: metrics_on(),
         data_dir: dir.path().join("peer"),
         listen: "127.0.0.1:0".parse().unwrap(),
         join: vec![node.addr.to_string()],

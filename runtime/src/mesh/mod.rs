@@ -390,13 +390,21 @@ impl Mesh {
         match request_id {
             None => self.handlers.call(inv).await,
             Some(id) => {
+                // Ids are the caller's own: another key naming its call the
+                // same runs its own call, never gets this one's answer, and
+                // its writes are not taken for a re-run's.
+                let id = match &inv.options.caller {
+                    Some(c) => format!("{}:{id}", c.key_id),
+                    None => id.to_string(),
+                };
                 let fp = fingerprint(&inv);
                 let services = self.handlers.clone();
+                let key = id.clone();
                 self.requests
-                    .run_once(id, fp, move |cancel| {
+                    .run_once(&key, fp, move |cancel| {
                         let mut inv = inv;
                         inv.options.cancel = cancel;
-                        inv.options.request_id = Some(id.to_string());
+                        inv.options.request_id = Some(id);
                         async move { services.call(inv).await }
                     })
                     .await

@@ -768,6 +768,9 @@ async fn a_handler_sees_its_callers_key_id_and_roles_never_the_key() {
                 .insert("x-collector-key-id", "0000000000000000".parse().unwrap());
             req.metadata_mut()
                 .insert("x-collector-key-roles", "operator".parse().unwrap());
+            // Both callers name their call the same: each runs its own.
+            req.metadata_mut()
+                .insert("x-collector-request-id", "same-id".parse().unwrap());
             let out = grpc
                 .unary(
                     req,
@@ -782,7 +785,11 @@ async fn a_handler_sees_its_callers_key_id_and_roles_never_the_key() {
     };
     let key = writer.key.unwrap();
     assert_eq!(who(&as_writer).await, format!("{}|shop:write", key.id));
-    assert!(who(&n.clients).await.ends_with("|operator"));
+    let operator = who(&n.clients).await;
+    assert!(
+        operator.ends_with("|operator"),
+        "another caller's answer: {operator}"
+    );
     let found = Msg::decode(
         native(&as_writer, "shop", "/t.Snoop/Run", vec![])
             .await
