@@ -199,16 +199,14 @@ impl Quotas {
     }
 
     async fn measure_once(&self, catalog: &Catalog) -> Result<()> {
-        let mut namespaces: Vec<Namespace> = catalog
-            .owned()
-            .into_iter()
-            .map(|m| m.namespace)
-            .filter(|ns| self.limits(ns).storage_bytes > 0)
-            .collect();
-        namespaces.dedup();
-        let mut measured = HashMap::new();
-        for ns in namespaces {
-            measured.insert(ns.clone(), storage_of(catalog, &ns).await?);
+        // One pass over the catalogue, whatever the number of namespaces.
+        let mut measured: HashMap<Namespace, u64> = HashMap::new();
+        for meta in catalog.owned() {
+            if self.limits(&meta.namespace).storage_bytes == 0 {
+                continue;
+            }
+            let bytes = bytes_of(catalog, &meta.namespace, &meta.name).await?;
+            *measured.entry(meta.namespace).or_default() += bytes;
         }
         *self.stored.write().expect("quotas lock") = measured;
         Ok(())
@@ -225,14 +223,22 @@ fn refused(ns: &Namespace, quota: &'static str) {
 async fn storage_of(catalog: &Catalog, ns: &Namespace) -> Result<u64> {
     let mut total = 0u64;
     for meta in catalog.owned().into_iter().filter(|m| &m.namespace == ns) {
-        match catalog.get(ns, &meta.name) {
-            Ok(c) => total += c.used_bytes().await?,
-            // Deleted since the listing.
-            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        total += bytes_of(catalog, ns, &meta.name).await?;
     }
     Ok(total)
+}
+
+/// Bytes one collection holds (0 if it was deleted since it was listed).
+async fn bytes_of(
+    catalog: &Catalog,
+    ns: &Namespace,
+    name: &crate::names::CollectionName,
+) -> Result<u64> {
+    match catalog.get(ns, name) {
+        Ok(c) => c.used_bytes().await,
+        Err(e) if e.kind == crate::error::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 impl Admission for Quotas {
