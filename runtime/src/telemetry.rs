@@ -22,6 +22,17 @@ pub const GRPC_DURATION: &str = "collector_grpc_request_duration_seconds";
 pub const HANDLER_CALLS: &str = "collector_handler_calls_total";
 /// Time of a handler call (re-runs included).
 pub const HANDLER_DURATION: &str = "collector_handler_call_duration_seconds";
+/// Time to instantiate a handler's component, `made` in the call or
+/// ahead of it (a call that finds one made ahead waits for none).
+pub const HANDLER_INSTANTIATION: &str = "collector_handler_instantiation_seconds";
+/// A handler call's memory high-water mark (its memories and tables).
+pub const HANDLER_MEMORY: &str = "collector_handler_memory_bytes";
+/// Writes queued for a collection's writer (gauge).
+pub const WRITE_QUEUE_DEPTH: &str = "collector_collection_write_queue_depth";
+/// Record-cache lookups by `result` (hit, miss).
+pub const CACHE_LOOKUPS: &str = "collector_collection_cache_lookups_total";
+/// Bytes of a collection's SQLite file and WAL (gauge, at scrape).
+pub const COLLECTION_BYTES: &str = "collector_collection_size_bytes";
 /// Commits of a collection's writer: one transaction, one fsync.
 pub const COMMIT_DURATION: &str = "collector_collection_commit_duration_seconds";
 /// Writes a commit carried (group commit).
@@ -31,6 +42,9 @@ pub const QUOTA_REFUSALS: &str = "collector_quota_refusals_total";
 /// Gossip datagrams dropped before chitchat read them, by reason (they did
 /// not open with the cluster secret, did not decode, were too large).
 pub const GOSSIP_DROPPED: &str = "collector_gossip_datagrams_dropped_total";
+/// Gossip datagrams sent and received (opened), by `direction`: a gossip
+/// round sends one to each peer it picks.
+pub const GOSSIP_DATAGRAMS: &str = "collector_gossip_datagrams_total";
 /// Mesh members by state (gauge, at scrape).
 pub const MESH_MEMBERS: &str = "collector_mesh_members";
 /// Calls forwarded to a peer, by peer address and status code.
@@ -50,6 +64,19 @@ pub const PROCESS_THREADS: &str = "collector_process_threads";
 pub const LATENCY_BUCKETS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 10.0,
+];
+/// Upper bounds of memory buckets, in bytes: 64 KiB to 4 GiB.
+pub const MEMORY_BUCKETS: [f64; 10] = [
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    134_217_728.0,
+    268_435_456.0,
+    1_073_741_824.0,
+    4_294_967_296.0,
 ];
 /// Upper bounds of size buckets (writes per commit).
 pub const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
@@ -72,6 +99,7 @@ pub fn install() -> Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZE_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &MEMORY_BUCKETS))
         .map_err(|e| Error::internal(format!("metrics buckets: {e}")))?
         .build_recorder();
     let handle = recorder.handle();
@@ -103,6 +131,8 @@ pub struct Gauges {
     pub members: Vec<(&'static str, u64)>,
     /// Client collections held.
     pub collections: u64,
+    /// Each client collection's namespace, name and bytes on disk.
+    pub files: Vec<(String, String, u64)>,
 }
 
 /// The metrics in Prometheus text format, with `gauges` and the process's
@@ -112,6 +142,10 @@ pub fn render(handle: &PrometheusHandle, gauges: &Gauges) -> String {
         metrics::gauge!(MESH_MEMBERS, "state" => *state).set(*n as f64);
     }
     metrics::gauge!(COLLECTIONS).set(gauges.collections as f64);
+    for (ns, name, bytes) in &gauges.files {
+        metrics::gauge!(COLLECTION_BYTES, "namespace" => ns.clone(), "collection" => name.clone())
+            .set(*bytes as f64);
+    }
     let p = process();
     metrics::gauge!(PROCESS_RSS).set(p.rss_bytes as f64);
     metrics::gauge!(PROCESS_FDS).set(p.open_fds as f64);

@@ -5,6 +5,7 @@
 
 use super::ApiState;
 use crate::mesh::view::MemberState;
+use crate::store::collection::disk_bytes;
 use crate::telemetry::{self, Gauges};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,15 +27,36 @@ pub async fn scrape(state: Arc<ApiState>, handle: Option<PrometheusHandle>) -> R
     };
     let view = state.mesh.view();
     let count = |s: MemberState| view.members.values().filter(|m| m.state == s).count() as u64;
-    let gauges = Gauges {
+    let paths: Vec<_> = state
+        .catalog
+        .owned()
+        .into_iter()
+        .filter_map(|m| {
+            let c = state.catalog.get(&m.namespace, &m.name).ok()?;
+            Some((
+                m.namespace.to_string(),
+                m.name.to_string(),
+                c.path().to_path_buf(),
+            ))
+        })
+        .collect();
+    let mut gauges = Gauges {
         members: vec![
             ("myself", count(MemberState::Myself)),
             ("alive", count(MemberState::Alive)),
             ("dead", count(MemberState::Dead)),
         ],
-        collections: state.catalog.count() as u64,
+        collections: paths.len() as u64,
+        files: Vec::new(),
     };
-    match tokio::task::spawn_blocking(move || telemetry::render(&handle, &gauges)).await {
+    let rendered = tokio::task::spawn_blocking(move || {
+        gauges.files = paths
+            .into_iter()
+            .map(|(ns, name, path)| (ns, name, disk_bytes(&path)))
+            .collect();
+        telemetry::render(&handle, &gauges)
+    });
+    match rendered.await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

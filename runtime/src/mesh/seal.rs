@@ -246,7 +246,11 @@ impl Socket for SealedSocket {
             .ok_or_else(|| anyhow::anyhow!("cannot seal a gossip datagram"))?;
         // A peer that is gone is not a broken transport: chitchat retries.
         let num_bytes_sent = match self.socket.send_to(&datagram, to).await {
-            Ok(n) => n,
+            Ok(n) => {
+                metrics::counter!(crate::telemetry::GOSSIP_DATAGRAMS, "direction" => "sent")
+                    .increment(1);
+                n
+            }
             Err(e) => {
                 tracing::debug!(%to, error = %e, "gossip send failed");
                 0
@@ -277,6 +281,8 @@ impl Socket for SealedSocket {
             }
             match self.open_datagram(&self.buf[..n]) {
                 Ok(envelope) => {
+                    metrics::counter!(crate::telemetry::GOSSIP_DATAGRAMS, "direction" => "received")
+                        .increment(1);
                     return Ok(RecvOutcome {
                         from_addr,
                         envelope,

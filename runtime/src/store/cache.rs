@@ -19,6 +19,9 @@ impl quick_cache::Weighter<String, Arc<Record>> for ByBytes {
 /// A bounded, write-coherent record cache (disabled at 0 bytes).
 pub struct RecordCache {
     items: Option<quick_cache::sync::Cache<String, Arc<Record>, ByBytes>>,
+    /// Lookups that hit and missed (`telemetry::CACHE_LOOKUPS`).
+    hits: metrics::Counter,
+    misses: metrics::Counter,
     /// Count of applied write groups; the lock orders fills against writes.
     writes: Mutex<u64>,
 }
@@ -27,20 +30,35 @@ pub struct RecordCache {
 pub type Change = (String, Option<Arc<Record>>);
 
 impl RecordCache {
-    /// A cache holding about `bytes` of records.
-    pub fn new(bytes: u64) -> Self {
+    /// A cache holding about `bytes` of records of collection `ns`/`name`.
+    pub fn new(bytes: u64, ns: &str, name: &str) -> Self {
+        let lookups = |result: &'static str| {
+            metrics::counter!(
+                crate::telemetry::CACHE_LOOKUPS,
+                "namespace" => ns.to_string(),
+                "collection" => name.to_string(),
+                "result" => result,
+            )
+        };
         let items = (bytes > 0).then(|| {
             quick_cache::sync::Cache::with_weighter((bytes / 2048).max(16) as usize, bytes, ByBytes)
         });
         RecordCache {
             items,
+            hits: lookups("hit"),
+            misses: lookups("miss"),
             writes: Mutex::new(0),
         }
     }
 
     /// The cached record, if any.
     pub fn get(&self, id: &str) -> Option<Arc<Record>> {
-        self.items.as_ref()?.get(id)
+        let found = self.items.as_ref()?.get(id);
+        match found {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
+        found
     }
 
     /// A token to pass to `fill` after reading from SQLite.

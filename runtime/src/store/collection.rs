@@ -72,6 +72,8 @@ pub struct Collection {
     replaced: AtomicBool,
     /// Asked before each write (the namespace's quotas); unset: none.
     admission: std::sync::OnceLock<Arc<dyn super::Admission>>,
+    /// Jobs queued for the writer (`telemetry::WRITE_QUEUE_DEPTH`).
+    queued: metrics::Gauge,
 }
 
 /// How much a collection holds.
@@ -85,6 +87,19 @@ pub struct Stats {
     pub files: i64,
     /// Bytes of those files.
     pub file_bytes: i64,
+}
+
+/// Bytes of the SQLite file at `path` and its WAL on disk (blocking: two
+/// stats).
+pub fn disk_bytes(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(&p).map_or(0, |m| m.len())
+        })
+        .sum()
 }
 
 impl Collection {
@@ -104,7 +119,11 @@ impl Collection {
             std::fs::create_dir_all(dir)?;
         }
         let conn = open_writer(&path, options.sync_full)?;
-        let cache = Arc::new(RecordCache::new(options.cache_bytes));
+        let cache = Arc::new(RecordCache::new(
+            options.cache_bytes,
+            namespace.as_str(),
+            name.as_str(),
+        ));
         let wcache = cache.clone();
         create_indexes(&conn, &desc, indexes)?;
         let area = Arc::new(FileArea::new(files));
@@ -115,6 +134,7 @@ impl Collection {
         let wdesc = desc.clone();
         let label = format!("{namespace}/{name}");
         let counted = super::writer::WriterMetrics::of(namespace.as_str(), name.as_str());
+        let queued = counted.queued.clone();
         let handle = std::thread::Builder::new()
             .name(format!("writer {label}"))
             .spawn(move || writer_loop(conn, wdesc, wcache, warea, rx, counted))
@@ -133,6 +153,7 @@ impl Collection {
             max_file_bytes: options.max_file_bytes,
             replaced: AtomicBool::new(false),
             admission: std::sync::OnceLock::new(),
+            queued,
         }))
     }
 
@@ -185,7 +206,10 @@ impl Collection {
             )));
         };
         match tx.try_send(job) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.queued.increment(1.0);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(Error::resource_exhausted(format!(
                 "collection {}/{}: {WRITE_QUEUE} writes are already queued; retry with backoff",
                 self.namespace, self.name
@@ -416,12 +440,7 @@ impl Collection {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let mut size_bytes = 0i64;
-            for suffix in ["", "-wal"] {
-                let mut p = c.path.clone().into_os_string();
-                p.push(suffix);
-                size_bytes += std::fs::metadata(&p).map(|m| m.len() as i64).unwrap_or(0);
-            }
+            let size_bytes = disk_bytes(&c.path) as i64;
             Ok(Stats {
                 records,
                 size_bytes,

@@ -64,6 +64,8 @@ pub(super) struct WriterMetrics {
     pub commit: metrics::Histogram,
     /// Jobs a group carried.
     pub size: metrics::Histogram,
+    /// Jobs queued and not yet taken (the collection adds, the writer takes).
+    pub queued: metrics::Gauge,
 }
 
 impl WriterMetrics {
@@ -75,6 +77,7 @@ impl WriterMetrics {
         WriterMetrics {
             commit: metrics::histogram!(crate::telemetry::COMMIT_DURATION, &labels),
             size: metrics::histogram!(crate::telemetry::COMMIT_SIZE, &labels),
+            queued: metrics::gauge!(crate::telemetry::WRITE_QUEUE_DEPTH, &labels),
         }
     }
 }
@@ -96,6 +99,7 @@ pub(super) fn writer_loop(
             }
         }
         counted.size.record(jobs.len() as f64);
+        counted.queued.decrement(jobs.len() as f64);
         let started = std::time::Instant::now();
         commit_group(&mut conn, &desc, &cache, &area, jobs);
         counted.commit.record(started.elapsed().as_secs_f64());

@@ -256,6 +256,12 @@ impl State {
         self.memory_cap
     }
 
+    /// Bytes the store's memories and tables took so far: at a call's end,
+    /// its high-water mark (a fresh store per call; memory never shrinks).
+    pub fn memory_used(&self) -> usize {
+        self.charged
+    }
+
     /// Bytes the call may still take before its memory cap.
     pub(super) fn memory_left(&self) -> usize {
         self.memory_cap.saturating_sub(self.charged)

@@ -363,7 +363,13 @@ impl Sandbox {
         let run = async {
             let inst = match ready {
                 Some(inst) => inst,
-                None => h.pre.instantiate_async(&mut store).await?,
+                None => {
+                    let started = std::time::Instant::now();
+                    let inst = h.pre.instantiate_async(&mut store).await?;
+                    metrics::histogram!(crate::telemetry::HANDLER_INSTANTIATION, "made" => "in_call")
+                        .record(started.elapsed().as_secs_f64());
+                    inst
+                }
             };
             inst.call_handle(&mut store, &ctx, input).await
         };
@@ -383,6 +389,13 @@ impl Sandbox {
             Ok(Ok(Err(guest))) => Err(host::from_guest(guest)),
             Ok(Err(trap)) => Err(self.trap_error(&store, trap, limits)),
         };
+        metrics::histogram!(
+            crate::telemetry::HANDLER_MEMORY,
+            "namespace" => ctx.namespace.clone(),
+            "service" => ctx.service.clone(),
+            "method" => ctx.method.clone(),
+        )
+        .record(store.data().memory_used() as f64);
         self.after(store, h, limits);
         result
     }
@@ -414,7 +427,10 @@ impl Sandbox {
             drop(used);
             let mut store = new_store(&engine, limits.memory_bytes, &budget);
             arm(&mut store, std::time::Instant::now() + limits.timeout);
+            let started = std::time::Instant::now();
             let made = h.pre.instantiate_async(&mut store).await;
+            metrics::histogram!(crate::telemetry::HANDLER_INSTANTIATION, "made" => "ahead")
+                .record(started.elapsed().as_secs_f64());
             let mut ahead = h.ahead.lock().expect("ahead lock");
             *ahead = match made {
                 Ok(instance) => Ahead::Ready(Warm {

@@ -185,7 +185,9 @@ async fn sealed_gossip_admits_only_nodes_with_the_cluster_secret() {
             .is_err(),
         "a sealed node answered an unsealed SYN"
     );
-    // Dropped, each counted in the node's metrics.
+    // Gossip between A and B is counted, and the forged datagrams were
+    // dropped, each counted too.
+    assert!(crate::metrics::total(a_addr, "collector_gossip_datagrams_total").await > 0.0);
     let dropped = crate::metrics::total(a_addr, DROPPED).await - dropped_before;
     assert!(dropped >= 6.0, "{dropped} of 6 forged datagrams counted");
     // Ten gossip rounds and more: the outsiders are still outside.

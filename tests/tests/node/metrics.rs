@@ -109,6 +109,15 @@ async fn operators_scrape_calls_commits_handlers_quotas_and_the_process() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    c.records
+        .get(proto::GetRequest {
+            namespace: "metered".into(),
+            collection: "orders".into(),
+            id: "o0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a record the create left in the cache");
     // A made-up path is counted, but not under its own name.
     let _ = c.call_raw("metered", "/metered.Made/Up", vec![]).await;
     // A handler call.
