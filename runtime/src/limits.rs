@@ -46,6 +46,14 @@ pub const OPERATOR_KEY_FILE: &str = "operator.key";
 /// How far (ms) the time in a member's proof on a peer call may be from
 /// this node's clock; outside it the call is treated as a client's.
 pub const PEER_PROOF_SKEW_MS: i64 = 60_000;
+/// How far (ms) the time a gossip datagram was sealed may be from this
+/// node's clock; outside it the datagram is dropped as a replay. Members'
+/// clocks must agree within it.
+pub const GOSSIP_REPLAY_WINDOW_MS: i64 = 60_000;
+/// The most nonces of taken gossip datagrams remembered to refuse replays
+/// within the window (24 bytes each, a few MiB at most): far above what
+/// members send in two windows.
+pub const MAX_REMEMBERED_NONCES: usize = 200_000;
 /// Largest gRPC message a node accepts or sends. Over it: RESOURCE_EXHAUSTED
 /// (tonic's own check, before the request is decoded).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;

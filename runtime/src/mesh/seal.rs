@@ -8,12 +8,14 @@
 //! dropped before chitchat decodes a byte of it, with a warning at most
 //! every `WARN_EVERY`.
 //!
-//! A datagram is `MAGIC` ‖ a random 24-byte nonce ‖ the sealed envelope;
-//! the cluster id is the associated data, so a box sealed for another
-//! cluster does not open either. Not covered: replay of a recorded datagram
-//! (chitchat ignores state older than it holds, so a replay can only repeat
-//! what was true); peer calls are plain gRPC, so their proof can be read
-//! and replayed within `PEER_PROOF_SKEW_MS` by whoever sees the traffic.
+//! A datagram is `MAGIC` ‖ a random 24-byte nonce ‖ the sealed (time it
+//! was sealed ‖ envelope); the cluster id is the associated data, so a box
+//! sealed for another cluster does not open either. A recorded datagram
+//! cannot be replayed: one sealed more than `GOSSIP_REPLAY_WINDOW_MS` from
+//! the receiver's clock is dropped, and so is a nonce already seen within
+//! that window (`Replays`). Peer calls over plain gRPC (no `--tls-cert`)
+//! can be read, and their proof replayed within `PEER_PROOF_SKEW_MS`, by
+//! whoever sees the traffic: serve TLS where the network is not trusted.
 
 use async_trait::async_trait;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -24,15 +26,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Marks a sealed datagram (and its format's version).
-const MAGIC: &[u8; 4] = b"CGS1";
+const MAGIC: &[u8; 4] = b"CGS2";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
+/// The sealing time (ms since the epoch, little-endian) before the envelope.
+const TIME_LEN: usize = 8;
 /// The largest datagram a peer sends.
 const MAX_DATAGRAM: usize = 65_507;
 /// Least time between two warnings about datagrams that did not open.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-const _: () = assert!(MAGIC.len() + NONCE_LEN + TAG_LEN <= chitchat::SEAL_OVERHEAD);
+const _: () = assert!(MAGIC.len() + NONCE_LEN + TAG_LEN + TIME_LEN <= chitchat::SEAL_OVERHEAD);
 
 /// A cluster's secret; its `Debug` form does not show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -85,7 +89,7 @@ impl std::fmt::Debug for PeerKey {
     }
 }
 
-use crate::limits::PEER_PROOF_SKEW_MS;
+use crate::limits::{GOSSIP_REPLAY_WINDOW_MS, MAX_REMEMBERED_NONCES, PEER_PROOF_SKEW_MS};
 
 impl PeerKey {
     /// The peer-call key of a cluster secret.
@@ -117,10 +121,14 @@ impl PeerKey {
     }
 }
 
-/// `plain` sealed as a datagram: `MAGIC` ‖ nonce ‖ ciphertext and tag.
-fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
+/// `plain` sealed at `at_ms` as a datagram: `MAGIC` ‖ nonce ‖ ciphertext
+/// of (`at_ms` ‖ `plain`) and tag.
+fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], at_ms: i64, plain: &[u8]) -> Option<Vec<u8>> {
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let sealed = cipher.encrypt(&nonce, Payload { msg: plain, aad }).ok()?;
+    let mut msg = Vec::with_capacity(TIME_LEN + plain.len());
+    msg.extend_from_slice(&at_ms.to_le_bytes());
+    msg.extend_from_slice(plain);
+    let sealed = cipher.encrypt(&nonce, Payload { msg: &msg, aad }).ok()?;
     let mut datagram = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
     datagram.extend_from_slice(MAGIC);
     datagram.extend_from_slice(&nonce);
@@ -128,18 +136,69 @@ fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> Option<Vec<u8>>
     Some(datagram)
 }
 
-/// What a sealed datagram holds, or why it does not open.
-fn open(cipher: &XChaCha20Poly1305, aad: &[u8], datagram: &[u8]) -> Result<Vec<u8>, &'static str> {
+/// What a sealed datagram holds: its nonce, when it was sealed, and the
+/// plain envelope; or why it does not open.
+fn open(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    datagram: &[u8],
+) -> Result<([u8; NONCE_LEN], i64, Vec<u8>), &'static str> {
     let rest = datagram
         .strip_prefix(MAGIC)
         .ok_or("not sealed (an unauthenticated node, or a forgery)")?;
-    if rest.len() < NONCE_LEN + TAG_LEN {
+    if rest.len() < NONCE_LEN + TAG_LEN + TIME_LEN {
         return Err("too short to be sealed");
     }
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
-    cipher
+    let mut plain = cipher
         .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
-        .map_err(|_| "does not open with this cluster's secret")
+        .map_err(|_| "does not open with this cluster's secret")?;
+    let at = i64::from_le_bytes(plain[..TIME_LEN].try_into().expect("TIME_LEN bytes"));
+    plain.drain(..TIME_LEN);
+    Ok((nonce.try_into().expect("NONCE_LEN bytes"), at, plain))
+}
+
+fn now_ms() -> i64 {
+    crate::util::now_us() / 1000
+}
+
+/// The nonces of datagrams taken within the replay window, so that a
+/// recorded datagram is taken once at most.
+#[derive(Default)]
+struct Replays {
+    seen: std::collections::HashSet<[u8; NONCE_LEN]>,
+    /// In the order they arrived, with when.
+    order: std::collections::VecDeque<(Instant, [u8; NONCE_LEN])>,
+}
+
+impl Replays {
+    /// Takes a datagram sealed at `at_ms` with `nonce`, or says why not.
+    fn admit(
+        &mut self,
+        nonce: [u8; NONCE_LEN],
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), &'static str> {
+        if (now_ms - at_ms).abs() > GOSSIP_REPLAY_WINDOW_MS {
+            return Err("sealed too long ago or ahead (a replay, or clocks too far apart)");
+        }
+        // A datagram sealed within the window of its arrival can be
+        // replayed up to two windows after it arrived; then its time alone
+        // refuses it.
+        let keep = Duration::from_millis(2 * GOSSIP_REPLAY_WINDOW_MS as u64);
+        while let Some((t, n)) = self.order.front() {
+            if t.elapsed() <= keep && self.order.len() < MAX_REMEMBERED_NONCES {
+                break;
+            }
+            self.seen.remove(n);
+            self.order.pop_front();
+        }
+        if !self.seen.insert(nonce) {
+            return Err("a replay of a datagram already taken");
+        }
+        self.order.push_back((Instant::now(), nonce));
+        Ok(())
+    }
 }
 
 /// Seals and opens datagrams the way members do: for tools and tests that
@@ -158,14 +217,21 @@ impl Sealer {
         }
     }
 
-    /// `plain` (a serialised chitchat envelope) as a sealed datagram.
+    /// `plain` (a serialised chitchat envelope) as a datagram sealed now.
     pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
-        seal(&self.cipher, &self.aad, plain).expect("a datagram-sized payload seals")
+        self.seal_at(now_ms(), plain)
+    }
+
+    /// `plain` as a datagram sealed at `at_ms` (ms since the epoch).
+    pub fn seal_at(&self, at_ms: i64, plain: &[u8]) -> Vec<u8> {
+        seal(&self.cipher, &self.aad, at_ms, plain).expect("a datagram-sized payload seals")
     }
 
     /// What a sealed datagram holds; None if it does not open.
     pub fn open(&self, datagram: &[u8]) -> Option<Vec<u8>> {
-        open(&self.cipher, &self.aad, datagram).ok()
+        open(&self.cipher, &self.aad, datagram)
+            .ok()
+            .map(|(_, _, p)| p)
     }
 }
 
@@ -193,6 +259,7 @@ impl Transport for SealedUdp {
             aad: self.cluster_id.clone().into_bytes(),
             plain: Vec::with_capacity(MAX_DATAGRAM),
             buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
+            replays: Replays::default(),
             dropped: 0,
             last_warn: None,
         }))
@@ -205,17 +272,21 @@ struct SealedSocket {
     aad: Vec<u8>,
     plain: Vec<u8>,
     buf: Box<[u8]>,
+    replays: Replays,
     /// Datagrams dropped since the last warning.
     dropped: u64,
     last_warn: Option<Instant>,
 }
 
 impl SealedSocket {
-    /// The envelope in `datagram`, if it opens and decodes.
-    fn open_datagram(&self, datagram: &[u8]) -> Result<ChitchatEnvelope, &'static str> {
-        let plain = open(&self.cipher, &self.aad, datagram)?;
-        ChitchatEnvelope::deserialize(&mut plain.as_slice())
-            .map_err(|_| "opens but does not decode")
+    /// The envelope in the first `n` bytes of the buffer, if they open, are
+    /// not a replay, and decode.
+    fn open_datagram(&mut self, n: usize) -> Result<ChitchatEnvelope, &'static str> {
+        let (nonce, at, plain) = open(&self.cipher, &self.aad, &self.buf[..n])?;
+        let envelope = ChitchatEnvelope::deserialize(&mut plain.as_slice())
+            .map_err(|_| "opens but does not decode")?;
+        self.replays.admit(nonce, at, now_ms())?;
+        Ok(envelope)
     }
 
     fn note_dropped(&mut self, from: SocketAddr, why: &'static str) {
@@ -242,7 +313,7 @@ impl Socket for SealedSocket {
     ) -> anyhow::Result<SendOutcome> {
         self.plain.clear();
         envelope.serialize(&mut self.plain);
-        let datagram = seal(&self.cipher, &self.aad, &self.plain)
+        let datagram = seal(&self.cipher, &self.aad, now_ms(), &self.plain)
             .ok_or_else(|| anyhow::anyhow!("cannot seal a gossip datagram"))?;
         // A peer that is gone is not a broken transport: chitchat retries.
         let num_bytes_sent = match self.socket.send_to(&datagram, to).await {
@@ -279,7 +350,7 @@ impl Socket for SealedSocket {
                 self.note_dropped(from_addr, "larger than a datagram");
                 continue;
             }
-            match self.open_datagram(&self.buf[..n]) {
+            match self.open_datagram(n) {
                 Ok(envelope) => {
                     metrics::counter!(crate::telemetry::GOSSIP_DATAGRAMS, "direction" => "received")
                         .increment(1);
@@ -361,6 +432,59 @@ mod tests {
                 .await
                 .is_err(),
             "nothing else opened"
+        );
+    }
+
+    /// A recorded datagram is taken once: sent again, or sealed outside the
+    /// replay window (too old or ahead), it is dropped.
+    #[tokio::test]
+    async fn a_recorded_datagram_is_taken_once_and_an_old_one_never() {
+        let secret = ClusterSecret(b"the cluster's secret".to_vec());
+        let (mut rx, at) = socket(gossip_key(&secret), "c1").await;
+        let member = Sealer::new(&secret, "c1");
+        let plain = envelope().serialize_to_plain();
+        let recorded = member.seal(&plain);
+        let now = now_ms();
+        let old = member.seal_at(now - GOSSIP_REPLAY_WINDOW_MS - 1_000, &plain);
+        let ahead = member.seal_at(now + GOSSIP_REPLAY_WINDOW_MS + 1_000, &plain);
+        let fresh = member.seal(&plain);
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for d in [&recorded, &recorded, &old, &ahead, &recorded, &fresh] {
+            udp.send_to(d, at).await.unwrap();
+        }
+        for _ in 0..2 {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the recorded datagram once, then the fresh one")
+                .unwrap();
+            assert_eq!(got.envelope, envelope());
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "a replay, an old and an early datagram were taken"
+        );
+    }
+
+    /// The remembered nonces are bounded, and a nonce forgotten for room is
+    /// still refused by its time once the window has passed.
+    #[test]
+    fn remembered_nonces_stay_within_their_bound() {
+        let mut r = Replays::default();
+        let now = 1_780_000_000_000;
+        for i in 0..(MAX_REMEMBERED_NONCES + 10) {
+            let mut n = [0u8; NONCE_LEN];
+            n[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            r.admit(n, now, now).unwrap();
+        }
+        assert!(r.seen.len() <= MAX_REMEMBERED_NONCES);
+        assert_eq!(r.seen.len(), r.order.len());
+        let last = r.order.back().unwrap().1;
+        assert!(r.admit(last, now, now).is_err(), "the newest is remembered");
+        assert!(
+            r.admit([9; NONCE_LEN], now - GOSSIP_REPLAY_WINDOW_MS - 1, now)
+                .is_err()
         );
     }
 

@@ -262,3 +262,177 @@ async fn with_a_client_ca_only_clients_with_a_signed_certificate_get_in() {
     crate::mesh::wait_for_collection(&cb, "orders").await;
     assert_eq!(cb.count("shop", "orders").await, 0);
 }
+
+/// The grpcurl to run: `COLLECTOR_TEST_GRPCURL` (`.ci/run` installs one and
+/// sets it, which makes its absence a failure), else `grpcurl` on PATH.
+fn grpcurl() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("COLLECTOR_TEST_GRPCURL") {
+        let p = std::path::PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "COLLECTOR_TEST_GRPCURL={} is not a file",
+            p.display()
+        );
+        return Some(p);
+    }
+    let on_path = std::process::Command::new("grpcurl")
+        .arg("-version")
+        .output();
+    on_path.is_ok().then(|| "grpcurl".into())
+}
+
+/// grpcurl, the tool users reach for first, against a TLS node: with
+/// -cacert and the key, reflection lists the built-in and the registered
+/// services and both are called (the registered one natively, its JSON
+/// encoded from the reflected types); without the key it is refused as
+/// Unauthenticated, without trusting the certificate it does not connect,
+/// and with a client CA it gets in only with -cert/-key.
+#[tokio::test]
+async fn grpcurl_calls_a_tls_node_with_cacert_and_a_key() {
+    let Some(grpcurl) = grpcurl() else {
+        eprintln!("skipped: no grpcurl (set COLLECTOR_TEST_GRPCURL to require it)");
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let server = self_signed();
+    let files = write(certs.path(), &server);
+    let client = self_signed();
+    let client_crt = certs.path().join("me.crt");
+    let client_key = certs.path().join("me.key");
+    std::fs::write(&client_crt, &client.0).unwrap();
+    std::fs::write(&client_key, &client.1).unwrap();
+    let roots = certs.path().join("clients.pem");
+    std::fs::write(&roots, format!("{}{}", client.0, server.0)).unwrap();
+    for with_client_ca in [false, true] {
+        let (f, r) = (files.clone(), roots.clone());
+        let n = TestNode::start_with(move |c| {
+            c.tls = Some(f);
+            c.tls_client_ca = with_client_ca.then_some(r);
+        })
+        .await;
+        let addr = n.handle.as_ref().unwrap().addr.to_string();
+        let mut c = if with_client_ca {
+            clients_with_identity(n.handle.as_ref().unwrap().addr, &server.0, &client)
+                .await
+                .unwrap()
+        } else {
+            Clients::connect_tls(n.handle.as_ref().unwrap().addr, server.0.as_bytes()).await
+        };
+        c.registry
+            .register_proto(collector::proto::RegisterProtoRequest {
+                namespace: "shop".into(),
+                sources: vec![collector::proto::ProtoSource {
+                    name: "t.proto".into(),
+                    content: "syntax = \"proto3\"; package t; message Msg { string text = 1; int64 n = 2; } service Echo { rpc Say(Msg) returns (Msg); rpc Shout(Msg) returns (Msg); }".into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        c.registry
+            .register_service(collector::proto::RegisterServiceRequest {
+                namespace: "shop".into(),
+                service: "t.Echo".into(),
+                component: collector_tests::guest("echo"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let cacert_path = files.cert.to_str().unwrap().to_string();
+        let auth = format!("authorization: Bearer {}", collector_tests::TOKEN);
+        let identity: Vec<String> = if with_client_ca {
+            vec![
+                "-cert".into(),
+                client_crt.to_str().unwrap().into(),
+                "-key".into(),
+                client_key.to_str().unwrap().into(),
+            ]
+        } else {
+            vec![]
+        };
+        // grpcurl [flags] address [list | method]; answers (ok, stdout, stderr).
+        let run = |flags: Vec<String>, after: Vec<&str>| {
+            let (g, addr) = (grpcurl.clone(), addr.clone());
+            let after: Vec<String> = after.into_iter().map(String::from).collect();
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(g)
+                    .args(["-max-time", "20"])
+                    .args(&flags)
+                    .arg(addr)
+                    .args(&after)
+                    .output()
+                    .unwrap();
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        let flags = |cacert: bool, key: bool, more: &[&str]| {
+            let mut a: Vec<String> = Vec::new();
+            if cacert {
+                a.extend(["-cacert".to_string(), cacert_path.clone()]);
+            }
+            a.extend(identity.iter().cloned());
+            if key {
+                a.extend(["-H".to_string(), auth.clone()]);
+            }
+            a.extend(["-H".to_string(), "x-collector-namespace: shop".to_string()]);
+            a.extend(more.iter().map(|s| s.to_string()));
+            a
+        };
+        // Reflection lists the built-in services and the namespace's own.
+        let (ok, out, err) = run(flags(true, true, &[]), vec!["list"]).await.unwrap();
+        assert!(ok, "grpcurl list: {err}");
+        for s in [
+            "collector.v1.CollectionService",
+            "collector.v1.CollectorRegistry",
+            "t.Echo",
+        ] {
+            assert!(out.lines().any(|l| l == s), "{s} not listed: {out}");
+        }
+        let (ok, out, err) = run(
+            flags(true, true, &["-d", "{}"]),
+            vec!["collector.v1.CollectorRegistry/WhoAmI"],
+        )
+        .await
+        .unwrap();
+        assert!(
+            ok && out.contains("\"operator\": true"),
+            "WhoAmI: {out} {err}"
+        );
+        // The registered method, called natively with JSON.
+        let (ok, out, err) = run(
+            flags(true, true, &["-d", r#"{"text": "over tls", "n": 7}"#]),
+            vec!["t.Echo/Say"],
+        )
+        .await
+        .unwrap();
+        assert!(ok, "t.Echo/Say: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["text"], "over tls", "{out}");
+        // No key: Unauthenticated, for reflection and for a call alike.
+        for after in [vec!["list"], vec!["collector.v1.CollectorRegistry/WhoAmI"]] {
+            let (ok, _, err) = run(flags(true, false, &["-d", "{}"]), after).await.unwrap();
+            assert!(!ok && err.contains("Unauthenticated"), "no key: {err}");
+        }
+        // Not trusting the node's certificate: no connection at all.
+        let (ok, _, err) = run(flags(false, true, &[]), vec!["list"]).await.unwrap();
+        assert!(
+            !ok && err.contains("certificate"),
+            "untrusted certificate: {err}"
+        );
+        // With a client CA, no client certificate: no call.
+        if with_client_ca {
+            let no_identity = vec![
+                "-cacert".to_string(),
+                cacert_path.clone(),
+                "-H".to_string(),
+                auth.clone(),
+            ];
+            let (ok, _, err) = run(no_identity, vec!["list"]).await.unwrap();
+            assert!(!ok, "a client without a certificate got in: {err}");
+        }
+    }
+}
