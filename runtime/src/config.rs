@@ -89,6 +89,12 @@ pub struct Config {
     /// Keep metrics and serve them at `GET /metrics` (`telemetry`).
     /// Default: on.
     pub metrics: bool,
+    /// Client collections open at once (the least recently used idle ones
+    /// close beyond it). Default: `limits::MAX_OPEN_COLLECTIONS` (512).
+    pub max_open_collections: usize,
+    /// A client collection unused this long closes. Default:
+    /// `limits::COLLECTION_IDLE_CLOSE` (60 s).
+    pub collection_idle_close: Duration,
 }
 
 impl Default for Config {
@@ -120,6 +126,8 @@ impl Default for Config {
             max_handler_timeout: limits::MAX_HANDLER_TIMEOUT,
             max_handler_memory_bytes: limits::MAX_HANDLER_MEMORY_BYTES,
             handler_memory_budget_bytes: limits::HANDLER_MEMORY_BUDGET_BYTES,
+            max_open_collections: limits::MAX_OPEN_COLLECTIONS,
+            collection_idle_close: limits::COLLECTION_IDLE_CLOSE,
         }
     }
 }
@@ -162,6 +170,11 @@ impl Config {
                 "max_message_bytes is {}; give at least {MIN_MESSAGE_BYTES}",
                 self.max_message_bytes
             )));
+        }
+        if self.max_open_collections == 0 {
+            return Err(Error::invalid(
+                "max_open_collections (--max-open-collections) is 0; at least one collection must be able to open",
+            ));
         }
         if self.query_timeout.is_zero() {
             return Err(Error::invalid(

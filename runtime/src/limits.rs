@@ -46,6 +46,11 @@ pub const OPERATOR_KEY_FILE: &str = "operator.key";
 /// How far (ms) the time in a member's proof on a peer call may be from
 /// this node's clock; outside it the call is treated as a client's.
 pub const PEER_PROOF_SKEW_MS: i64 = 60_000;
+/// Client collections open at once on a node (writer, connections, cache);
+/// beyond it the least recently used idle ones close.
+pub const MAX_OPEN_COLLECTIONS: usize = 512;
+/// A client collection unused this long closes (it reopens on its next use).
+pub const COLLECTION_IDLE_CLOSE: std::time::Duration = std::time::Duration::from_secs(60);
 /// How far (ms) the time a gossip datagram was sealed may be from this
 /// node's clock; outside it the datagram is dropped as a replay. Members'
 /// clocks must agree within it.

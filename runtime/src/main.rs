@@ -120,6 +120,16 @@ enum Command {
         #[arg(long = "max-file-bytes", env = "COLLECTOR_MAX_FILE_BYTES",
               default_value_t = limits::MAX_FILE_BYTES)]
         max_file_bytes: u64,
+        /// Client collections open at once; beyond it the least recently
+        /// used idle ones close (and reopen on their next use).
+        #[arg(long = "max-open-collections", env = "COLLECTOR_MAX_OPEN_COLLECTIONS",
+              default_value_t = limits::MAX_OPEN_COLLECTIONS)]
+        max_open_collections: usize,
+        /// A client collection unused this long closes, e.g. 60s
+        /// [default: limits::COLLECTION_IDLE_CLOSE, 60s].
+        #[arg(long = "collection-idle-close", env = "COLLECTOR_COLLECTION_IDLE_CLOSE",
+              value_parser = humantime::parse_duration)]
+        collection_idle_close: Option<std::time::Duration>,
         #[command(flatten)]
         handlers: HandlerMaxima,
     },
@@ -191,6 +201,8 @@ async fn main() -> std::process::ExitCode {
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
+            max_open_collections,
+            collection_idle_close,
             handlers,
         } => {
             let namespace = if cli.conn.namespace.is_empty() {
@@ -233,6 +245,9 @@ async fn main() -> std::process::ExitCode {
                     .filter(|&m| m > 0)
                     .map(|m| m.saturating_mul(1 << 20)),
                 max_file_bytes,
+                max_open_collections,
+                collection_idle_close: collection_idle_close
+                    .unwrap_or(limits::COLLECTION_IDLE_CLOSE),
                 max_handler_timeout: handlers
                     .max_handler_timeout
                     .unwrap_or(limits::MAX_HANDLER_TIMEOUT),

@@ -163,6 +163,8 @@ impl Node {
             cache_bytes: config.record_cache_bytes,
             query_timeout: config.query_timeout,
             max_file_bytes: config.max_file_bytes,
+            max_open_collections: config.max_open_collections,
+            idle_close: config.collection_idle_close,
         };
         let system = catalog::open_system(&data_dir, options).await?;
         let registry = Arc::new(Registry::load(system.protos.clone()).await?);

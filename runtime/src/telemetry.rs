@@ -53,6 +53,9 @@ pub const FORWARDS: &str = "collector_forwarded_calls_total";
 pub const FORWARD_DURATION: &str = "collector_forwarded_call_duration_seconds";
 /// Client collections this node holds (gauge, at scrape).
 pub const COLLECTIONS: &str = "collector_collections";
+/// Client collections open now: connections, cache or writer alive
+/// (gauge, at scrape; see `store::residency`).
+pub const COLLECTIONS_OPEN: &str = "collector_collections_open";
 /// Resident memory of the process (gauge, at scrape).
 pub const PROCESS_RSS: &str = "collector_process_resident_memory_bytes";
 /// Open file descriptors of the process (gauge, at scrape).
@@ -131,6 +134,8 @@ pub struct Gauges {
     pub members: Vec<(&'static str, u64)>,
     /// Client collections held.
     pub collections: u64,
+    /// Client collections open.
+    pub open_collections: u64,
     /// Each client collection's namespace, name and bytes on disk.
     pub files: Vec<(String, String, u64)>,
 }
@@ -142,6 +147,7 @@ pub fn render(handle: &PrometheusHandle, gauges: &Gauges) -> String {
         metrics::gauge!(MESH_MEMBERS, "state" => *state).set(*n as f64);
     }
     metrics::gauge!(COLLECTIONS).set(gauges.collections as f64);
+    metrics::gauge!(COLLECTIONS_OPEN).set(gauges.open_collections as f64);
     for (ns, name, bytes) in &gauges.files {
         metrics::gauge!(COLLECTION_BYTES, "namespace" => ns.clone(), "collection" => name.clone())
             .set(*bytes as f64);

@@ -47,6 +47,7 @@ pub async fn scrape(state: Arc<ApiState>, handle: Option<PrometheusHandle>) -> R
             ("dead", count(MemberState::Dead)),
         ],
         collections: paths.len() as u64,
+        open_collections: state.catalog.open_count() as u64,
         files: Vec::new(),
     };
     let rendered = tokio::task::spawn_blocking(move || {

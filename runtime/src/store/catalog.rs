@@ -146,6 +146,8 @@ pub struct Catalog {
     types: Arc<dyn Types>,
     /// The quotas every client collection asks before it takes a write.
     admission: Arc<dyn Admission>,
+    /// The bound on open client collections.
+    residency: Arc<super::residency::Residency>,
     system: Arc<Collection>,
     entries: RwLock<BTreeMap<Key, Entry>>,
     ddl: tokio::sync::Mutex<()>,
@@ -321,15 +323,31 @@ impl Catalog {
                 Ok(())
             })
             .await?;
+        let residency =
+            super::residency::Residency::start(options.max_open_collections, options.idle_close);
+        // A collection opens on first use; only those with attached files
+        // are looked at now, to sweep what a crash left in their area.
         for meta in metas {
+            let path = db_path(&root, &meta.namespace, &meta.name);
             // A restore cut short by a crash left its copy: the old file is whole.
-            let _ = std::fs::remove_file(with_suffix(
-                &db_path(&root, &meta.namespace, &meta.name),
-                ".restoring",
-            ));
+            let _ = std::fs::remove_file(with_suffix(&path, ".restoring"));
             let mdesc = types.message(&meta.namespace, &meta.message_type)?;
-            let coll = open_blocking(&meta, mdesc, &root, options).await?;
+            let files = files_path(&root, &meta.namespace, &meta.name);
+            let coll = if files.exists() {
+                open_blocking(&meta, mdesc, &root, options).await?
+            } else {
+                Collection::closed(
+                    meta.namespace.clone(),
+                    meta.name.clone(),
+                    mdesc,
+                    path,
+                    files,
+                    &meta.indexes,
+                    options,
+                )
+            };
             coll.admit_through(admission.clone());
+            coll.reside_in(residency.clone());
             entries.insert(
                 (meta.namespace.clone(), meta.name.clone()),
                 Entry { meta, coll },
@@ -344,6 +362,7 @@ impl Catalog {
             options,
             types,
             admission,
+            residency,
             system,
             entries: RwLock::new(entries),
             ddl: tokio::sync::Mutex::new(()),
@@ -359,7 +378,13 @@ impl Catalog {
     ) -> Result<Arc<Collection>> {
         let coll = open_blocking(meta, desc, &self.root, self.options).await?;
         coll.admit_through(self.admission.clone());
+        coll.reside_in(self.residency.clone());
         Ok(coll)
+    }
+
+    /// How many client collections are open (see `residency`).
+    pub fn open_count(&self) -> usize {
+        self.residency.open_count()
     }
 
     /// Notified after every create and delete.

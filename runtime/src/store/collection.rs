@@ -3,6 +3,12 @@
 //! (`writer`, group commit); reads run on the reader threads (`readers`)
 //! with their own connections (`reads`), behind a write-coherent record
 //! cache (`cache`).
+//!
+//! A collection costs little until it is used: its writer thread and
+//! connection, pooled reader connections and record cache (`Live`) exist
+//! only while it is open. It opens on its first read or write and closes
+//! when `residency` evicts it (idle too long, or least recently used beyond
+//! the bound on open collections), never while a read or write is in flight.
 
 use super::cache::RecordCache;
 use super::file_area::FileArea;
@@ -23,7 +29,7 @@ use tokio::sync::oneshot;
 use super::readers::Lane;
 use crate::error::ErrorKind;
 use crate::limits::{MAX_BATCH_OPS, POOLED_READERS, QUERY_TIMEOUT, WRITE_QUEUE};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// How a collection is opened.
@@ -37,6 +43,10 @@ pub struct Options {
     pub query_timeout: std::time::Duration,
     /// Largest file attached to a record, in bytes (`--max-file-bytes`).
     pub max_file_bytes: u64,
+    /// Client collections open at once (`--max-open-collections`).
+    pub max_open_collections: usize,
+    /// A client collection unused this long is closed (`--collection-idle-close`).
+    pub idle_close: std::time::Duration,
 }
 
 impl Default for Options {
@@ -46,11 +56,13 @@ impl Default for Options {
             cache_bytes: crate::limits::RECORD_CACHE_BYTES,
             query_timeout: QUERY_TIMEOUT,
             max_file_bytes: crate::limits::MAX_FILE_BYTES,
+            max_open_collections: crate::limits::MAX_OPEN_COLLECTIONS,
+            idle_close: crate::limits::COLLECTION_IDLE_CLOSE,
         }
     }
 }
 
-/// One open collection.
+/// One collection, open or not.
 pub struct Collection {
     /// The namespace it lives in.
     pub namespace: Namespace,
@@ -60,10 +72,11 @@ pub struct Collection {
     path: PathBuf,
     /// Where the files attached to its records live.
     pub(super) files: Arc<FileArea>,
-    writer: Mutex<Option<SyncSender<Job>>>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Indexes to make sure of when its writer first opens after start.
+    indexes: Vec<String>,
+    options: Options,
+    state: Mutex<State>,
     readers: Mutex<Vec<Connection>>,
-    cache: Arc<RecordCache>,
     query_timeout: std::time::Duration,
     /// Largest file attached to a record, in bytes.
     pub(super) max_file_bytes: u64,
@@ -72,8 +85,56 @@ pub struct Collection {
     replaced: AtomicBool,
     /// Asked before each write (the namespace's quotas); unset: none.
     admission: std::sync::OnceLock<Arc<dyn super::Admission>>,
-    /// Jobs queued for the writer (`telemetry::WRITE_QUEUE_DEPTH`).
-    queued: metrics::Gauge,
+    /// The bound on open collections it counts against; unset: none (the
+    /// node's own collections stay open).
+    residency: std::sync::OnceLock<Arc<super::residency::Residency>>,
+    /// Reads and writes under way (`Use`s alive): while any is, it stays open.
+    in_use: AtomicUsize,
+    /// Writes sent to the writer and not yet committed.
+    pending: Arc<AtomicUsize>,
+    /// When it was last used (ms on `residency::clock`).
+    last_used: AtomicU64,
+    /// Its indexes were made sure of since the node started.
+    prepared: Arc<AtomicBool>,
+    /// `used_bytes` as last measured, until the next write: so measuring a
+    /// namespace's storage does not open its idle collections again.
+    measured: Mutex<Option<u64>>,
+    /// Writes sent since start (so a measure knows if one came meanwhile).
+    writes: AtomicU64,
+}
+
+/// What exists only while a collection is open.
+#[derive(Default)]
+struct State {
+    live: Option<Live>,
+    /// The last writer thread, still finishing: the next one waits for it,
+    /// so two writers never share the file.
+    previous: Option<std::thread::JoinHandle<()>>,
+    /// Closed for good (deleted, replaced, or the node stopping).
+    closed: bool,
+}
+
+struct Live {
+    cache: Arc<RecordCache>,
+    /// Its writer, started by the first write.
+    writer: Option<Writer>,
+}
+
+/// A running writer: its queue, thread, and queue-depth gauge.
+type Writer = (SyncSender<Job>, std::thread::JoinHandle<()>, metrics::Gauge);
+
+/// A read or write under way: the collection stays open until it is dropped.
+pub(super) struct Use {
+    coll: Arc<Collection>,
+    /// The open collection's record cache.
+    pub(super) cache: Arc<RecordCache>,
+}
+
+impl Drop for Use {
+    fn drop(&mut self) {
+        self.coll.touch();
+        self.coll.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How much a collection holds.
@@ -104,8 +165,9 @@ pub fn disk_bytes(path: &Path) -> u64 {
 
 impl Collection {
     /// Opens (creating if needed) the collection stored at `path`, with the
-    /// files of its records under `files` (swept of what no record points
-    /// at).
+    /// files of its records under `files`: the file, its tables and indexes
+    /// are made now and its file area swept of blobs no row names
+    /// (blocking); connections, writer and cache come on first use.
     pub fn open(
         namespace: Namespace,
         name: CollectionName,
@@ -119,42 +181,190 @@ impl Collection {
             std::fs::create_dir_all(dir)?;
         }
         let conn = open_writer(&path, options.sync_full)?;
-        let cache = Arc::new(RecordCache::new(
-            options.cache_bytes,
-            namespace.as_str(),
-            name.as_str(),
-        ));
-        let wcache = cache.clone();
         create_indexes(&conn, &desc, indexes)?;
-        let area = Arc::new(FileArea::new(files));
-        area.sweep(&conn)
-            .map_err(|e| e.context(format!("sweeping the files of {namespace}/{name}")))?;
-        let warea = area.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
-        let wdesc = desc.clone();
-        let label = format!("{namespace}/{name}");
-        let counted = super::writer::WriterMetrics::of(namespace.as_str(), name.as_str());
-        let queued = counted.queued.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("writer {label}"))
-            .spawn(move || writer_loop(conn, wdesc, wcache, warea, rx, counted))
-            .map_err(|e| Error::internal(format!("cannot start writer for {label}: {e}")))?;
-        Ok(Arc::new(Collection {
+        let coll = Self::closed(namespace, name, desc, path, files, indexes, options);
+        // Only here, before any use: a put writes its blob before its row.
+        coll.files.sweep(&conn).map_err(|e| {
+            e.context(format!(
+                "sweeping the files of {}/{}",
+                coll.namespace, coll.name
+            ))
+        })?;
+        coll.prepared.store(true, Ordering::Release);
+        Ok(coll)
+    }
+
+    /// The collection stored at `path`, touching nothing on disk until it is
+    /// used (how the catalogue loads those without files at start; their
+    /// indexes are made sure of when the writer first opens).
+    pub fn closed(
+        namespace: Namespace,
+        name: CollectionName,
+        desc: MessageDescriptor,
+        path: PathBuf,
+        files: PathBuf,
+        indexes: &[String],
+        options: Options,
+    ) -> Arc<Self> {
+        Arc::new(Collection {
             namespace,
             name,
             desc,
             path,
-            files: area,
-            writer: Mutex::new(Some(tx)),
-            writer_thread: Mutex::new(Some(handle)),
+            files: Arc::new(FileArea::new(files)),
+            indexes: indexes.to_vec(),
+            options,
+            state: Mutex::new(State::default()),
             readers: Mutex::new(Vec::new()),
-            cache,
             query_timeout: options.query_timeout,
             max_file_bytes: options.max_file_bytes,
             replaced: AtomicBool::new(false),
             admission: std::sync::OnceLock::new(),
-            queued,
-        }))
+            residency: std::sync::OnceLock::new(),
+            in_use: AtomicUsize::new(0),
+            pending: Arc::new(AtomicUsize::new(0)),
+            last_used: AtomicU64::new(super::residency::clock()),
+            prepared: Arc::new(AtomicBool::new(false)),
+            measured: Mutex::new(None),
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts it against `residency`'s bound on open collections (set once,
+    /// by the catalogue, for client collections).
+    pub fn reside_in(&self, residency: Arc<super::residency::Residency>) {
+        let _ = self.residency.set(residency);
+    }
+
+    /// True while it is open (connections, cache or writer alive).
+    pub fn is_open(&self) -> bool {
+        self.state.lock().expect("state lock").live.is_some()
+    }
+
+    /// When it was last used (ms on `residency::clock`).
+    pub(super) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        self.last_used
+            .store(super::residency::clock(), Ordering::Relaxed);
+    }
+
+    /// Opens it if it is closed, and keeps it open until the `Use` is dropped.
+    pub(super) fn enter(self: &Arc<Self>) -> Use {
+        let mut st = self.state.lock().expect("state lock");
+        self.in_use.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        if st.closed {
+            // Reads of a closed collection go on (on its file), uncached.
+            drop(st);
+            let cache = Arc::new(RecordCache::new(
+                0,
+                self.namespace.as_str(),
+                self.name.as_str(),
+            ));
+            return Use {
+                coll: self.clone(),
+                cache,
+            };
+        }
+        let opened = st.live.is_none();
+        let live = st.live.get_or_insert_with(|| Live {
+            cache: Arc::new(RecordCache::new(
+                self.options.cache_bytes,
+                self.namespace.as_str(),
+                self.name.as_str(),
+            )),
+            writer: None,
+        });
+        let cache = live.cache.clone();
+        drop(st);
+        if opened && let Some(r) = self.residency.get() {
+            // After the state lock: eviction takes other collections' locks.
+            r.opened(self);
+        }
+        Use {
+            coll: self.clone(),
+            cache,
+        }
+    }
+
+    /// Closes it if nothing is in flight: the writer finishes (nothing is
+    /// queued) and checkpoints on its own thread, the cache and pooled
+    /// connections go to `dispose` (so nothing here blocks). False if it
+    /// was closed already or is in use.
+    pub(super) fn evict(&self, dispose: &dyn Fn(Box<dyn Send>)) -> bool {
+        let mut st = self.state.lock().expect("state lock");
+        if st.live.is_none()
+            || self.in_use.load(Ordering::Acquire) > 0
+            || self.pending.load(Ordering::Acquire) > 0
+        {
+            return false;
+        }
+        let live = st.live.take().expect("checked above");
+        if let Some((tx, thread, _)) = live.writer {
+            drop(tx);
+            // Finishing already: the next writer joins it; drop the older.
+            if let Some(old) = st.previous.replace(thread) {
+                dispose(Box::new(old));
+            }
+        }
+        drop(st);
+        let readers = std::mem::take(&mut *self.readers.lock().expect("readers lock"));
+        dispose(Box::new((live.cache, readers)));
+        true
+    }
+
+    /// Starts the writer thread (after the last one has finished): it opens
+    /// its connection, the first time since start making sure of the
+    /// indexes (a crash may have come between an index change and the
+    /// catalogue's record of it).
+    fn start_writer<'s>(&self, st: &'s mut State) -> Result<&'s mut Writer> {
+        let live = st.live.as_mut().expect("entered");
+        if live.writer.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
+            let counted =
+                super::writer::WriterMetrics::of(self.namespace.as_str(), self.name.as_str());
+            let queued = counted.queued.clone();
+            let previous = st.previous.take();
+            let (path, desc, indexes) =
+                (self.path.clone(), self.desc.clone(), self.indexes.clone());
+            let (cache, area) = (live.cache.clone(), self.files.clone());
+            let (pending, prepared) = (self.pending.clone(), self.prepared.clone());
+            let sync_full = self.options.sync_full;
+            let label = format!("{}/{}", self.namespace, self.name);
+            let thread = std::thread::Builder::new()
+                .name(format!("writer {label}"))
+                .spawn(move || {
+                    if let Some(p) = previous {
+                        let _ = p.join();
+                    }
+                    let opened = (|| {
+                        let conn = open_writer(&path, sync_full)?;
+                        if !prepared.load(Ordering::Acquire) {
+                            create_indexes(&conn, &desc, &indexes)?;
+                            prepared.store(true, Ordering::Release);
+                        }
+                        Ok::<_, Error>(conn)
+                    })();
+                    match opened {
+                        Ok(conn) => writer_loop(conn, desc, cache, area, rx, counted, &pending),
+                        Err(e) => {
+                            tracing::error!(collection = %label, error = %e, "cannot open the collection's writer");
+                            // Until the collection is evicted and opened again.
+                            while let Ok(job) = rx.recv() {
+                                counted.queued.decrement(1.0);
+                                job.fail(e.clone());
+                                pending.fetch_sub(1, Ordering::AcqRel);
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| Error::unavailable(format!("cannot start the writer of {}/{}: {e}; retry", self.namespace, self.name)))?;
+            live.writer = Some((tx, thread, queued));
+        }
+        Ok(live.writer.as_mut().expect("started above"))
     }
 
     /// The records' message type.
@@ -187,13 +397,15 @@ impl Collection {
         }
     }
 
-    pub(super) fn send(&self, job: Job) -> Result<()> {
+    /// Queues a job for the writer (starting it if need be), once the
+    /// quotas admit it; the caller holds a `Use` until it is answered.
+    pub(super) fn send(&self, _in_use: &Use, job: Job) -> Result<()> {
         let (records, adds) = job.weight();
         if records > 0 || adds > 0 {
             self.admit(records, adds)?;
         }
-        let guard = self.writer.lock().expect("writer lock");
-        let Some(tx) = guard.as_ref() else {
+        let mut st = self.state.lock().expect("state lock");
+        if st.closed {
             if self.replaced.load(Ordering::Acquire) {
                 return Err(Error::unavailable(format!(
                     "collection {}/{} was just replaced by a restore; retry to reach the restored one",
@@ -204,10 +416,14 @@ impl Collection {
                 "collection {}/{} was deleted",
                 self.namespace, self.name
             )));
-        };
+        }
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        *self.measured.lock().expect("measured lock") = None;
+        let (tx, _, queued) = self.start_writer(&mut st)?;
         match tx.try_send(job) {
             Ok(()) => {
-                self.queued.increment(1.0);
+                queued.increment(1.0);
+                self.pending.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
             Err(TrySendError::Full(_)) => Err(Error::resource_exhausted(format!(
@@ -221,9 +437,10 @@ impl Collection {
     }
 
     /// Applies one write; answered after its transaction commits.
-    pub async fn write(&self, op: WriteOp) -> Result<Written> {
+    pub async fn write(self: &Arc<Self>, op: WriteOp) -> Result<Written> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::One(op, tx))?;
+        let using = self.enter();
+        self.send(&using, Job::One(op, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }
@@ -231,7 +448,12 @@ impl Collection {
     /// Stores `bytes`, a message of the collection's type, as record `id`:
     /// created when `create`, else replaced whole (for the node's own
     /// collections, which keep one record per thing they hold).
-    pub async fn put_encoded(&self, id: RecordId, bytes: &[u8], create: bool) -> Result<Written> {
+    pub async fn put_encoded(
+        self: &Arc<Self>,
+        id: RecordId,
+        bytes: &[u8],
+        create: bool,
+    ) -> Result<Written> {
         let msg = super::codec::decode(&self.desc, bytes)?;
         let op = if create {
             WriteOp::Create {
@@ -252,7 +474,7 @@ impl Collection {
     }
 
     /// Applies every op in one transaction, or none of them.
-    pub async fn batch(&self, ops: Vec<WriteOp>) -> Result<BatchOutcome> {
+    pub async fn batch(self: &Arc<Self>, ops: Vec<WriteOp>) -> Result<BatchOutcome> {
         self.batch_of_call(ops, None).await
     }
 
@@ -260,7 +482,7 @@ impl Collection {
     /// same transaction, so a re-run of the call applies its batch here at
     /// most once (the outcome says `replayed`).
     pub async fn batch_of_call(
-        &self,
+        self: &Arc<Self>,
         ops: Vec<WriteOp>,
         call: Option<String>,
     ) -> Result<BatchOutcome> {
@@ -271,16 +493,22 @@ impl Collection {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Batch(ops, Vec::new(), call, tx))?;
+        let using = self.enter();
+        self.send(&using, Job::Batch(ops, Vec::new(), call, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }
 
     /// Drops the expression indexes on `drop` and adds them on `add` (field
     /// paths), in one transaction of the writer.
-    pub async fn change_indexes(&self, add: Vec<String>, drop: Vec<String>) -> Result<()> {
+    pub async fn change_indexes(
+        self: &Arc<Self>,
+        add: Vec<String>,
+        drop: Vec<String>,
+    ) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Index(add, drop, tx))?;
+        let using = self.enter();
+        self.send(&using, Job::Index(add, drop, tx))?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))??;
         // Pooled readers keep the schema they planned with; new ones see the index.
@@ -288,13 +516,25 @@ impl Collection {
         Ok(())
     }
 
-    /// Stops the writer after the queued writes and waits for it.
+    /// Closes it for good: the writer finishes the queued writes and
+    /// checkpoints, and this waits for it (blocking).
     pub fn close(&self) {
-        self.writer.lock().expect("writer lock").take();
-        if let Some(h) = self.writer_thread.lock().expect("thread lock").take() {
-            let _ = h.join();
+        let (live, previous) = {
+            let mut st = self.state.lock().expect("state lock");
+            st.closed = true;
+            (st.live.take(), st.previous.take())
+        };
+        if let Some((tx, thread, _)) = live.and_then(|l| l.writer) {
+            drop(tx);
+            let _ = thread.join();
+        }
+        if let Some(p) = previous {
+            let _ = p.join();
         }
         self.readers.lock().expect("readers lock").clear();
+        if let Some(r) = self.residency.get() {
+            r.closed(self);
+        }
     }
 
     /// Closes the collection for a restore that replaces its file: queued
@@ -317,9 +557,13 @@ impl Collection {
         let (tx, rx) = oneshot::channel();
         let gone = Arc::new(AtomicBool::new(false));
         let _left = CallerGone(gone.clone());
+        // Held by the job, so the collection stays open until it is done
+        // (its caller may stop waiting sooner).
+        let using = self.enter();
         super::readers::submit(
             lane,
             Box::new(move || {
+                let _using = using;
                 if gone.load(Ordering::Acquire) {
                     return;
                 }
@@ -357,10 +601,11 @@ impl Collection {
 
     /// Reads one record (from the record cache when it holds it).
     pub async fn get(self: &Arc<Self>, id: RecordId) -> Result<Arc<Record>> {
-        if let Some(r) = self.cache.get(id.as_str()) {
+        let using = self.enter();
+        if let Some(r) = using.cache.get(id.as_str()) {
             return Ok(r);
         }
-        let token = self.cache.before_read();
+        let token = using.cache.before_read();
         let rec = self
             .read(Lane::Point, move |c, conn| {
                 let mut st = conn.prepare_cached(
@@ -372,7 +617,7 @@ impl Collection {
             })
             .await?;
         let rec = Arc::new(rec);
-        self.cache.fill(token, rec.clone());
+        using.cache.fill(token, rec.clone());
         Ok(rec)
     }
 
@@ -455,7 +700,15 @@ impl Collection {
     /// in use (free pages left by deletes do not count, so deleting frees
     /// quota) and its attached files. The WAL is transient and left out.
     pub async fn used_bytes(self: &Arc<Self>) -> Result<u64> {
-        self.read(Lane::Point, |_, conn| {
+        if let Some(n) = *self.measured.lock().expect("measured lock") {
+            return Ok(n);
+        }
+        let this = self.clone();
+        // Kept only if no write was in flight when the read began and none
+        // was sent before it ended.
+        let writes = self.writes.load(Ordering::Acquire);
+        let settled = self.pending.load(Ordering::Acquire) == 0;
+        self.read(Lane::Point, move |_, conn| {
             let pragma = |name: &str| -> rusqlite::Result<i64> {
                 conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
             };
@@ -463,7 +716,12 @@ impl Collection {
             let page_size = pragma("page_size")?;
             let files: i64 =
                 conn.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |r| r.get(0))?;
-            Ok((pages.max(0) * page_size + files.max(0)) as u64)
+            let n = (pages.max(0) * page_size + files.max(0)) as u64;
+            let mut m = this.measured.lock().expect("measured lock");
+            if settled && this.writes.load(Ordering::Acquire) == writes {
+                *m = Some(n);
+            }
+            Ok(n)
         })
         .await
     }

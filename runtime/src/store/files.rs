@@ -400,11 +400,12 @@ impl Collection {
             }
         }
         let this = self.clone();
+        let using = self.enter();
         tokio::spawn(async move {
             let area = this.files.clone();
             let (file_ops, blobs) = blocking(move || write_blobs(&area, files)).await?;
             let (tx, rx) = oneshot::channel();
-            let out = match this.send(Job::Batch(ops, file_ops, call, tx)) {
+            let out = match this.send(&using, Job::Batch(ops, file_ops, call, tx)) {
                 Ok(()) => rx
                     .await
                     .map_err(|_| Error::internal("the writer dropped the request"))
@@ -438,6 +439,8 @@ impl Collection {
     ) -> Result<FileMeta> {
         // Asked before a byte is taken (and again when it is recorded).
         self.admit(0, put.expected_size.unwrap_or(0).max(1) as u64)?;
+        // Open for the whole put.
+        let using = self.enter();
         let max_bytes = self.max_file_bytes;
         if let Some(n) = put.expected_size
             && (n < 0 || n as u64 > max_bytes)
@@ -508,15 +511,18 @@ impl Collection {
             };
             let name = finished.name.clone();
             let (tx, rx) = oneshot::channel();
-            let sent = this.send(Job::File(
-                FileOp::Put {
-                    id: id.clone(),
-                    path,
-                    blob: finished,
-                    put,
-                },
-                tx,
-            ));
+            let sent = this.send(
+                &using,
+                Job::File(
+                    FileOp::Put {
+                        id: id.clone(),
+                        path,
+                        blob: finished,
+                        put,
+                    },
+                    tx,
+                ),
+            );
             let out = match sent {
                 Ok(()) => rx
                     .await
@@ -666,14 +672,18 @@ impl Collection {
         expected_version: Option<i64>,
     ) -> Result<FileMeta> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::File(
-            FileOp::Delete {
-                id,
-                path,
-                expected_version,
-            },
-            tx,
-        ))?;
+        let using = self.enter();
+        self.send(
+            &using,
+            Job::File(
+                FileOp::Delete {
+                    id,
+                    path,
+                    expected_version,
+                },
+                tx,
+            ),
+        )?;
         rx.await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }

@@ -3,7 +3,8 @@
 //! reader threads (`reads`, `readers`) behind a record cache (`cache`), the
 //! record and write types (`record`), queries (`query`: filters, order and
 //! paging → SQL), payload encoding (`codec`) and the files attached to
-//! records (`files`). Quotas come in through `admission`. The catalogue of
+//! records (`files`). Quotas come in through `admission`. A collection is
+//! open only while it is used, within a bound (`residency`). The catalogue of
 //! collections (`catalog`) is itself a collection.
 //!
 //! The store knows nothing of the type registry: it resolves a collection's
@@ -21,6 +22,7 @@ pub mod query;
 pub mod readers;
 mod reads;
 pub mod record;
+mod residency;
 mod schema;
 mod writer;
 

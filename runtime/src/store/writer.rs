@@ -42,6 +42,16 @@ pub(super) enum Job {
 }
 
 impl Job {
+    /// Answers the job with `e`, unapplied.
+    pub(super) fn fail(self, e: Error) {
+        match self {
+            Job::One(_, tx) => drop(tx.send(Err(e))),
+            Job::Batch(_, _, _, tx) => drop(tx.send(Err(e))),
+            Job::Index(_, _, tx) => drop(tx.send(Err(e))),
+            Job::File(_, tx) => drop(tx.send(Err(e))),
+        }
+    }
+
     /// Records it writes, and about how many bytes it may add (what
     /// admission weighs; deletes and index changes add none).
     pub(super) fn weight(&self) -> (usize, u64) {
@@ -82,6 +92,10 @@ impl WriterMetrics {
     }
 }
 
+/// Takes jobs until every sender is gone (the collection closed or was
+/// evicted), then checkpoints. `pending` counts jobs sent and not yet
+/// answered: it drops only after their commit and the cache's update, so
+/// an eviction that sees it at zero leaves nothing behind in flight.
 pub(super) fn writer_loop(
     mut conn: Connection,
     desc: MessageDescriptor,
@@ -89,6 +103,7 @@ pub(super) fn writer_loop(
     area: Arc<FileArea>,
     rx: Receiver<Job>,
     counted: WriterMetrics,
+    pending: &std::sync::atomic::AtomicUsize,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -101,8 +116,10 @@ pub(super) fn writer_loop(
         counted.size.record(jobs.len() as f64);
         counted.queued.decrement(jobs.len() as f64);
         let started = std::time::Instant::now();
+        let n = jobs.len();
         commit_group(&mut conn, &desc, &cache, &area, jobs);
         counted.commit.record(started.elapsed().as_secs_f64());
+        pending.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
     }
     // Closing (a clean stop, or the collection going away): move the WAL
     // into the database file, so that the `.db` file is complete on its own
@@ -278,12 +295,7 @@ fn commit_group(
     // including those whose jobs were never reached.
     if let Err(e) = &outcome {
         for job in jobs {
-            match job {
-                Job::One(_, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Batch(_, _, _, tx) => drop(tx.send(Err(e.clone()))),
-                Job::Index(_, _, tx) => drop(tx.send(Err(e.clone()))),
-                Job::File(_, tx) => drop(tx.send(Err(e.clone()))),
-            }
+            job.fail(e.clone());
         }
     }
     for reply in replies {

@@ -22,6 +22,7 @@ mod query;
 mod quotas;
 mod registry;
 mod repo;
+mod residency;
 mod surface;
 mod tls;
 mod transfer;
