@@ -7,7 +7,13 @@
 //! BENCH_LIFECYCLE_MB the size of the collection phase l backs up, restores
 //! and clones, default 1024; BENCH_FILE_MB the size of the file phase f
 //! puts and gets, default 256; BENCH_METRICS=off runs the nodes without
-//! metrics, for the cost of keeping them: compare two runs).
+//! metrics, for the cost of keeping them: compare two runs). Phase n (many
+//! collections, `many.rs`) runs only when named: `BENCH_PHASES=n
+//! BENCH_RECORDS=0`, with BENCH_COLLECTIONS (default 100,000) and
+//! BENCH_NAMESPACES (default 1,000, of 10 collections each).
+
+#[path = "node/many.rs"]
+mod many;
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -669,7 +675,11 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("collector-bench")
+        .tempdir()
+        .unwrap();
+    println!("    work dir: {}", dir.path().display());
     let node = collector::Node::start(collector::Config {
         cluster_secret: Some(bench_secret()),
         operator_key_file: Some(bench_key_file()),
@@ -1030,6 +1040,9 @@ async fn main() {
         mesh_phase(&node, &dir, secs, floor_p50[0]).await;
     }
 
+    if phase('n') {
+        many::many_phase(dir.path(), floor_p50[0]).await;
+    }
     if records == 0 || !phase('e') {
         node.shutdown().await.unwrap();
         return;

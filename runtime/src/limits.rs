@@ -46,6 +46,18 @@ pub const OPERATOR_KEY_FILE: &str = "operator.key";
 /// How far (ms) the time in a member's proof on a peer call may be from
 /// this node's clock; outside it the call is treated as a client's.
 pub const PEER_PROOF_SKEW_MS: i64 = 60_000;
+/// Collections one `ListOwned` page carries (members fetch a member's list
+/// page by page when its gossiped digest changes).
+pub const MAX_OWNED_PAGE: usize = 5_000;
+/// Most time between two publications of what a node owns and holds: after
+/// each, the publisher rests four times as long as it took, up to this (so
+/// with 100,000 collections a burst of creates is published at once).
+pub const PUBLISH_COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest a call naming a collection no member lists waits for a
+/// member's list that is being fetched, before NOT_FOUND.
+pub const CATALOG_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+/// Least time between two fetches of one member's list of collections.
+pub const OWNED_REFETCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// Client collections open at once on a node (writer, connections, cache);
 /// beyond it the least recently used idle ones close.
 pub const MAX_OPEN_COLLECTIONS: usize = 512;

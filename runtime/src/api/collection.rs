@@ -27,7 +27,7 @@ pub(super) enum Target {
 }
 
 impl CollectionApi {
-    pub(super) fn target<T>(
+    pub(super) async fn target<T>(
         &self,
         req: &Request<T>,
         ns: &str,
@@ -46,7 +46,8 @@ impl CollectionApi {
         match self
             .0
             .mesh
-            .locate(&ns, &name, super::call_options(req.metadata()).hop)?
+            .locate(&ns, &name, super::call_options(req.metadata()).hop)
+            .await?
         {
             Decision::Here => Ok(Target::Here(ns.clone(), self.0.catalog.get(&ns, &name)?)),
             Decision::Forward(owner) => Ok(Target::Owner(owner)),
@@ -59,7 +60,10 @@ impl CollectionApi {
 macro_rules! here_or_relay {
     ($self:ident, $req:ident, $write:expr, $method:ident) => {{
         let r = $req.get_ref();
-        match $self.target(&$req, &r.namespace, &r.collection, $write)? {
+        match $self
+            .target(&$req, &r.namespace, &r.collection, $write)
+            .await?
+        {
             Target::Here(ns, c) => (ns, c),
             Target::Owner(peer) => {
                 let max = $self.0.peers.max_message_bytes();

@@ -43,6 +43,7 @@ pub fn peer(m: &Member, who: Option<&crate::auth::Identity>) -> proto::Peer {
                 namespace: c.namespace.clone(),
                 name: c.name.clone(),
                 message_type: c.message_type.clone(),
+                created_at_us: c.created_us,
             })
             .collect(),
         handlers: m
@@ -69,8 +70,31 @@ impl DispatcherApi {
             .view()
             .members
             .values()
-            .map(|m| peer(m, who.as_deref()))
+            .map(|m| {
+                let mut p = peer(m, who.as_deref());
+                if m.state == MemberState::Myself {
+                    // This node's own list, as it is now (the view's may be
+                    // a publication behind).
+                    p.collections = self.own_collections(who.as_deref());
+                }
+                p
+            })
             .collect())
+    }
+
+    fn own_collections(&self, who: Option<&crate::auth::Identity>) -> Vec<proto::OwnedCollection> {
+        self.0
+            .catalog
+            .owned()
+            .into_iter()
+            .filter(|m| who.is_none_or(|w| w.sees(&m.namespace)))
+            .map(|m| proto::OwnedCollection {
+                namespace: m.namespace.to_string(),
+                name: m.name.to_string(),
+                message_type: m.message_type,
+                created_at_us: m.created_us,
+            })
+            .collect()
     }
 
     /// Checks the `Any` a client sent against the method's input type when
@@ -231,6 +255,38 @@ impl CollectiveDispatcher for DispatcherApi {
             service: Some(info),
             files,
             component,
+        }))
+    }
+
+    async fn list_owned(
+        &self,
+        req: Request<proto::ListOwnedRequest>,
+    ) -> Result<Response<proto::ListOwnedResponse>, Status> {
+        let r = req.into_inner();
+        let after = super::repo::parse_after(&r.after)?;
+        let limit = match r.limit {
+            0 => crate::limits::MAX_PAGE_SIZE as usize,
+            n => (n as usize).min(crate::limits::MAX_OWNED_PAGE),
+        };
+        let page = self
+            .0
+            .catalog
+            .discover(None, "", &Default::default(), after.as_ref(), limit);
+        let next_after = match page.last() {
+            Some(m) if page.len() == limit => format!("{}/{}", m.namespace, m.name),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListOwnedResponse {
+            collections: page
+                .into_iter()
+                .map(|m| proto::OwnedCollection {
+                    namespace: m.namespace.to_string(),
+                    name: m.name.to_string(),
+                    message_type: m.message_type,
+                    created_at_us: m.created_us,
+                })
+                .collect(),
+            next_after,
         }))
     }
 }

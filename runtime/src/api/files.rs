@@ -44,8 +44,13 @@ fn file_ref(f: &Option<proto::FileRef>) -> Result<&proto::FileRef> {
 }
 
 impl CollectionApi {
-    fn file_target<T>(&self, req: &Request<T>, f: &proto::FileRef, write: bool) -> Result<Target> {
-        self.target(req, &f.namespace, &f.collection, write)
+    async fn file_target<T>(
+        &self,
+        req: &Request<T>,
+        f: &proto::FileRef,
+        write: bool,
+    ) -> Result<Target> {
+        self.target(req, &f.namespace, &f.collection, write).await
     }
 
     fn client(
@@ -78,7 +83,7 @@ impl CollectionApi {
         };
         let probe = Request::from_parts(meta, ext, ());
         let f = file_ref(&header.file)?;
-        let coll = match self.file_target(&probe, f, true)? {
+        let coll = match self.file_target(&probe, f, true).await? {
             Target::Here(_, c) => c,
             Target::Owner(peer) => {
                 // Piped to the owner as it arrives: the header, then the rest.
@@ -176,7 +181,7 @@ impl CollectionApi {
         req: Request<proto::GetFileRequest>,
     ) -> Result<Response<FileStream>, Status> {
         let f = file_ref(&req.get_ref().file)?;
-        let coll = match self.file_target(&req, f, false)? {
+        let coll = match self.file_target(&req, f, false).await? {
             Target::Here(_, c) => c,
             Target::Owner(peer) => {
                 let answer = self
@@ -211,7 +216,7 @@ impl CollectionApi {
         req: Request<proto::StatFileRequest>,
     ) -> Result<Response<proto::FileInfo>, Status> {
         let f = file_ref(&req.get_ref().file)?;
-        let coll = match self.file_target(&req, f, false)? {
+        let coll = match self.file_target(&req, f, false).await? {
             Target::Here(_, c) => c,
             Target::Owner(peer) => {
                 return self
@@ -233,7 +238,10 @@ impl CollectionApi {
         req: Request<proto::ListFilesRequest>,
     ) -> Result<Response<proto::ListFilesResponse>, Status> {
         let r = req.get_ref();
-        let coll: Arc<Collection> = match self.target(&req, &r.namespace, &r.collection, false)? {
+        let coll: Arc<Collection> = match self
+            .target(&req, &r.namespace, &r.collection, false)
+            .await?
+        {
             Target::Here(_, c) => c,
             Target::Owner(peer) => {
                 return self
@@ -268,7 +276,7 @@ impl CollectionApi {
         req: Request<proto::DeleteFileRequest>,
     ) -> Result<Response<proto::FileInfo>, Status> {
         let f = file_ref(&req.get_ref().file)?;
-        let coll = match self.file_target(&req, f, true)? {
+        let coll = match self.file_target(&req, f, true).await? {
             Target::Here(_, c) => c,
             Target::Owner(peer) => {
                 return self

@@ -369,6 +369,45 @@ impl PeerLink for GrpcLink {
         })
     }
 
+    fn list_owned(
+        &self,
+        address: &str,
+        after: String,
+    ) -> LinkFuture<(Vec<crate::mesh::view::OwnedCollection>, String)> {
+        let client = self.dispatcher(address);
+        let proof = self.proof();
+        let (dead, peer) = (self.until_dead(address), address.to_string());
+        let max = self.max_message_bytes;
+        Box::pin(async move {
+            let mut req = Request::new(proto::ListOwnedRequest {
+                after,
+                limit: crate::limits::MAX_OWNED_PAGE as u32,
+            });
+            mark(req.metadata_mut(), 1, 0, proof);
+            let deadline = Some(Instant::now() + DISCOVER_TIMEOUT);
+            let req = with_timeout(req, deadline);
+            let r = run(
+                dead,
+                &peer,
+                deadline,
+                client?.max_decoding_message_size(max).list_owned(req),
+            )
+            .await?
+            .into_inner();
+            let colls = r
+                .collections
+                .into_iter()
+                .map(|c| crate::mesh::view::OwnedCollection {
+                    namespace: c.namespace,
+                    name: c.name,
+                    message_type: c.message_type,
+                    created_us: c.created_at_us,
+                })
+                .collect();
+            Ok((colls, r.next_after))
+        })
+    }
+
     fn discover(&self, address: &str, q: DiscoverQuery) -> LinkFuture<Vec<CollectionMeta>> {
         let channel = self.channel(address);
         let proof = self.proof();

@@ -42,12 +42,13 @@ impl RepoApi {
     }
 
     /// Here, or (returning the owner's answer) relayed to the owner.
-    fn locate<T>(&self, req: &Request<T>, ns: &str, name: &str) -> Result<Decision, Error> {
+    async fn locate<T>(&self, req: &Request<T>, ns: &str, name: &str) -> Result<Decision, Error> {
         let ns = self.0.namespace(req, ns)?;
         let name = collection_name(name)?;
         self.0
             .mesh
             .locate(&ns, &name, call_options(req.metadata()).hop)
+            .await
     }
 
     fn client(&self, ch: Channel) -> CollectionRepoClient<Channel> {
@@ -58,13 +59,18 @@ impl RepoApi {
     }
 
     /// ALREADY_EXISTS if `ns`/`name` exists here or anywhere in the mesh.
-    fn refuse_taken(&self, ns: &Namespace, name: &CollectionName, hop: &u32) -> Result<(), Error> {
+    async fn refuse_taken(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        hop: &u32,
+    ) -> Result<(), Error> {
         if self.0.catalog.contains(ns, name) {
             return Err(Error::already_exists(format!(
                 "collection {ns}/{name} exists; copy to another name, or delete it first"
             )));
         }
-        if let Ok(Decision::Forward(peer)) = self.0.mesh.locate(ns, name, *hop) {
+        if let Ok(Decision::Forward(peer)) = self.0.mesh.locate(ns, name, *hop).await {
             return Err(Error::already_exists(format!(
                 "collection {ns}/{name} is on node {} ({}); copy to another name, or delete it there first",
                 peer.node_id, peer.address
@@ -106,7 +112,7 @@ impl RepoApi {
 macro_rules! relay_to_owner {
     ($self:ident, $req:ident, $method:ident) => {
         let r = $req.get_ref();
-        if let Decision::Forward(peer) = $self.locate(&$req, &r.namespace, &r.name)? {
+        if let Decision::Forward(peer) = $self.locate(&$req, &r.namespace, &r.name).await? {
             return $self
                 .0
                 .peers
@@ -138,7 +144,8 @@ fn info(m: CollectionMeta, node_id: String, node_address: String) -> proto::Coll
     }
 }
 
-fn parse_after(token: &str) -> Result<Option<(Namespace, CollectionName)>, Error> {
+/// A `namespace/name` page position this node issued (None for empty).
+pub(super) fn parse_after(token: &str) -> Result<Option<(Namespace, CollectionName)>, Error> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -416,7 +423,7 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::BackupCollectionRequest>,
     ) -> Result<Response<ProgressStream>, Status> {
         let r = req.get_ref();
-        if let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.name)? {
+        if let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.name).await? {
             let answer = self
                 .0
                 .peers
@@ -465,7 +472,7 @@ impl CollectionRepo for RepoApi {
         let r = req.get_ref();
         if !r.collection.is_empty() {
             // A collection deleted everywhere still has its backups here.
-            match self.locate(&req, &r.namespace, &r.collection) {
+            match self.locate(&req, &r.namespace, &r.collection).await {
                 Ok(Decision::Forward(peer)) => {
                     return self
                         .0
@@ -572,10 +579,11 @@ impl CollectionRepo for RepoApi {
         };
         self.backup(&req, &r.backup_id).await?;
         if let (Some(ns), Some(name)) = (&ns, &name)
-            && let Ok(Decision::Forward(peer)) =
-                self.0
-                    .mesh
-                    .locate(ns, name, call_options(req.metadata()).hop)
+            && let Ok(Decision::Forward(peer)) = self
+                .0
+                .mesh
+                .locate(ns, name, call_options(req.metadata()).hop)
+                .await
         {
             return Err(Error::already_exists(format!(
                 "collection {ns}/{name} is on node {} ({}); restore to another name, or delete it there first",
@@ -626,7 +634,7 @@ impl CollectionRepo for RepoApi {
         req: Request<proto::CloneRequest>,
     ) -> Result<Response<TransferStream>, Status> {
         let r = req.get_ref();
-        if let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.name)? {
+        if let Decision::Forward(peer) = self.locate(&req, &r.namespace, &r.name).await? {
             let answer = self
                 .0
                 .peers
@@ -658,7 +666,7 @@ impl CollectionRepo for RepoApi {
             || r.dest_node == self.0.address;
         if !here {
             let to = crate::transfers::member(&view, &r.dest_node, "dest_node")?;
-            self.refuse_taken(&dest_ns, &dest_name, &0)?;
+            self.refuse_taken(&dest_ns, &dest_name, &0).await?;
             let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
             let state = self.0.clone();
             let dest_id = to.node_id.clone();
@@ -686,7 +694,7 @@ impl CollectionRepo for RepoApi {
                 made_report,
             )));
         }
-        self.refuse_taken(&dest_ns, &dest_name, &0)?;
+        self.refuse_taken(&dest_ns, &dest_name, &0).await?;
         let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
         let transfers = self.0.transfers.clone();
         let state = self.0.clone();
@@ -735,7 +743,7 @@ impl CollectionRepo for RepoApi {
             )
             .into());
         }
-        self.refuse_taken(&dest_ns, &dest_name, &hop)?;
+        self.refuse_taken(&dest_ns, &dest_name, &hop).await?;
         let (progress, seen) = tokio::sync::watch::channel(TransferProgress::default());
         let state = self.0.clone();
         let source_id = from.node_id.clone();
@@ -814,7 +822,7 @@ impl CollectionRepo for RepoApi {
         };
         let dest_name = collection_name(&header.dest_name)?;
         if !self.0.transfers.made_here(&header.transfer_id) {
-            self.refuse_taken(&dest_ns, &dest_name, &hop)?;
+            self.refuse_taken(&dest_ns, &dest_name, &hop).await?;
         }
         let rest = arrivals.map(|m| match m {
             Ok(m) => piece_from_proto(m),

@@ -72,6 +72,7 @@ pub const METHODS: &[(&str, Need)] = &[
         Authenticated,
     ),
     ("/collector.v1.CollectiveDispatcher/FetchComponent", Member),
+    ("/collector.v1.CollectiveDispatcher/ListOwned", Member),
     // CollectionRepo
     ("/collector.v1.CollectionRepo/CreateCollection", DEVELOP),
     ("/collector.v1.CollectionRepo/DeleteCollection", DEVELOP),

@@ -77,6 +77,14 @@ pub trait PeerLink: Send + Sync {
         sha256: &str,
         with_component: bool,
     ) -> LinkFuture<FetchedService>;
+    /// One page of the collections the peer at `address` owns, after
+    /// `after` (`namespace/name`, empty: from the first), and where the
+    /// next page starts (empty after the last).
+    fn list_owned(
+        &self,
+        address: &str,
+        after: String,
+    ) -> LinkFuture<(Vec<super::view::OwnedCollection>, String)>;
     /// The collections the peer at `address` owns that match `query`.
     fn discover(
         &self,

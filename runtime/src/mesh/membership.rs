@@ -4,11 +4,11 @@
 //! key/values about itself (`view::keys`); large things (components,
 //! descriptors) are fetched over gRPC by content hash.
 
-use super::view::{HandlerVersion, Member, MemberState, OwnedCollection, View, keys};
+use super::view::{HandlerVersion, Member, MemberState, Owned, View, keys};
 use crate::error::{Error, Result};
 use chitchat::transport::UdpTransport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +55,8 @@ impl MembershipConfig {
 /// What a node publishes about itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Published<'a> {
-    /// The collections it owns.
-    pub collections: &'a [OwnedCollection],
+    /// The collections it owns (only their digest is gossiped).
+    pub collections: &'a Arc<Owned>,
     /// The handler versions it has.
     pub handlers: &'a [HandlerVersion],
     /// The API keys it holds (hashes only).
@@ -80,6 +80,9 @@ pub struct Membership {
     up: watch::Sender<bool>,
     /// The key/values last published (republished after a restart).
     published: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Each member's collections as last fetched (this node's as last
+    /// published), by node id: gossip carries only their digests.
+    catalogs: std::sync::Mutex<HashMap<String, Arc<Owned>>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stopping: std::sync::atomic::AtomicBool,
     config: MembershipConfig,
@@ -88,7 +91,12 @@ pub struct Membership {
 /// Pause before restarting a gossip server that stopped.
 const RESTART_BACKOFF: Duration = Duration::from_millis(200);
 
-fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
+fn build_view(
+    cc: &chitchat::Chitchat,
+    self_id: &str,
+    catalogs: &std::sync::Mutex<HashMap<String, Arc<Owned>>>,
+) -> View {
+    let catalogs = catalogs.lock().expect("catalogs lock");
     let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
     let me = cc.self_chitchat_id();
     let mut incarnations = Vec::new();
@@ -111,15 +119,14 @@ fn build_view(cc: &chitchat::Chitchat, self_id: &str) -> View {
                 .get(keys::STARTED)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
-            collections: Vec::new(),
+            collections: catalogs.get(&*id.node_id).cloned().unwrap_or_default(),
+            collections_digest: state.get(keys::COLLECTIONS).unwrap_or_default().to_string(),
             handlers: Vec::new(),
             api_keys: Vec::new(),
             quotas: Vec::new(),
         };
         for (k, v) in state.key_values() {
-            if let Some(rest) = k.strip_prefix(keys::COLLECTION) {
-                m.collections.extend(keys::parse_collection(rest, v));
-            } else if let Some(rest) = k.strip_prefix(keys::SERVICE) {
+            if let Some(rest) = k.strip_prefix(keys::SERVICE) {
                 m.handlers.extend(keys::parse_handler(rest, v));
             } else if k.starts_with(keys::API_KEY) {
                 m.api_keys.extend(keys::decoded(v));
@@ -211,13 +218,15 @@ impl Membership {
     pub async fn start(config: MembershipConfig) -> Result<Arc<Self>> {
         let handle = launch(&config, config.started_us.max(0) as u64, &BTreeMap::new()).await?;
         let chitchat = handle.chitchat();
-        let first = build_view(&*chitchat.lock().await, &config.node_id);
+        let catalogs = Default::default();
+        let first = build_view(&*chitchat.lock().await, &config.node_id, &catalogs);
         let me = Arc::new(Membership {
             handle: tokio::sync::Mutex::new(Some(handle)),
             chitchat: std::sync::RwLock::new(chitchat),
             view: watch::channel(Arc::new(first)).0,
             up: watch::channel(true).0,
             published: Default::default(),
+            catalogs,
             tasks: Default::default(),
             stopping: Default::default(),
             config,
@@ -248,7 +257,7 @@ impl Membership {
                 let live = cc.lock().await.live_nodes_watcher();
                 watching = Some((cc.clone(), live));
             }
-            let next = build_view(&*cc.lock().await, &this.config.node_id);
+            let next = build_view(&*cc.lock().await, &this.config.node_id, &this.catalogs);
             this.view.send_if_modified(|cur| {
                 if cur.members != next.members {
                     *cur = Arc::new(next);
@@ -344,14 +353,18 @@ impl Membership {
     /// Replaces what this node publishes about itself: the collections it
     /// owns, the handler versions, API keys and quota overrides it has.
     pub async fn publish(&self, about: Published<'_>) {
-        let wanted: BTreeMap<String, String> = about
-            .collections
-            .iter()
-            .map(keys::collection)
-            .chain(about.handlers.iter().map(keys::handler))
-            .chain(about.api_keys.iter().map(keys::api_key))
-            .chain(about.quotas.iter().map(keys::quota))
-            .collect();
+        self.catalogs
+            .lock()
+            .expect("catalogs lock")
+            .insert(self.config.node_id.clone(), about.collections.clone());
+        let wanted: BTreeMap<String, String> = std::iter::once((
+            keys::COLLECTIONS.to_string(),
+            about.collections.digest().to_string(),
+        ))
+        .chain(about.handlers.iter().map(keys::handler))
+        .chain(about.api_keys.iter().map(keys::api_key))
+        .chain(about.quotas.iter().map(keys::quota))
+        .collect();
         *self.published.lock().expect("published lock") = wanted.clone();
         let chitchat = self.current();
         let next = {
@@ -361,9 +374,7 @@ impl Membership {
                 .key_values()
                 .map(|(k, _)| k)
                 .filter(|k| {
-                    (k.starts_with(keys::COLLECTION)
-                        || k.starts_with(keys::SERVICE)
-                        || k.starts_with(keys::API_KEY))
+                    (k.starts_with(keys::SERVICE) || k.starts_with(keys::API_KEY))
                         && !wanted.contains_key(*k)
                 })
                 .map(str::to_string)
@@ -374,8 +385,24 @@ impl Membership {
             for (k, v) in &wanted {
                 state.set(k, v);
             }
-            build_view(&cc, &self.config.node_id)
+            build_view(&cc, &self.config.node_id, &self.catalogs)
         };
+        self.view.send_replace(Arc::new(next));
+    }
+
+    /// Takes in the collections member `node_id` owns (fetched because its
+    /// gossiped digest changed), and rebuilds the view with them.
+    pub async fn learn(&self, node_id: &str, owned: Arc<Owned>) {
+        self.catalogs
+            .lock()
+            .expect("catalogs lock")
+            .insert(node_id.to_string(), owned);
+        let chitchat = self.current();
+        let next = build_view(
+            &*chitchat.lock().await,
+            &self.config.node_id,
+            &self.catalogs,
+        );
         self.view.send_replace(Arc::new(next));
     }
 
@@ -446,7 +473,8 @@ mod tests {
                 address: address.into(),
                 state,
                 started_us: generation as i64,
-                collections: Vec::new(),
+                collections: Default::default(),
+                collections_digest: String::new(),
                 handlers: Vec::new(),
                 api_keys: Vec::new(),
                 quotas: Vec::new(),

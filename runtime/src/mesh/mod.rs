@@ -98,7 +98,17 @@ pub struct Mesh {
     link: Arc<dyn PeerLink>,
     requests: Arc<RequestLog>,
     fetch_lock: tokio::sync::Mutex<()>,
+    /// Members whose list of collections is being fetched, and when each
+    /// was last fetched (see `fetch_catalogs`).
+    catalog_fetches: Mutex<std::collections::HashMap<String, CatalogFetch>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A member's list of collections, fetched because its digest changed.
+#[derive(Default)]
+struct CatalogFetch {
+    running: bool,
+    last: Option<std::time::Instant>,
 }
 
 fn fingerprint(inv: &Invocation) -> u64 {
@@ -113,6 +123,20 @@ fn fingerprint(inv: &Invocation) -> u64 {
         h.update(part);
     }
     u64::from_be_bytes(h.finalize()[..8].try_into().expect("32 bytes"))
+}
+
+/// Every collection the member at `address` owns, page by page.
+async fn list_all(link: &dyn PeerLink, address: &str) -> Result<Vec<OwnedCollection>> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (page, next) = link.list_owned(address, after).await?;
+        all.extend(page);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        after = next;
+    }
 }
 
 fn handler_version(v: &Version) -> HandlerVersion {
@@ -156,6 +180,7 @@ impl Mesh {
             link,
             requests: Arc::new(RequestLog::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
+            catalog_fetches: Default::default(),
             tasks: Mutex::new(Vec::new()),
         });
         let invoker: Weak<dyn Invoker> = Arc::downgrade(&mesh) as Weak<dyn Invoker>;
@@ -168,10 +193,17 @@ impl Mesh {
             let mut quotas = mesh.quotas.subscribe();
             tokio::spawn(async move {
                 loop {
+                    let started = std::time::Instant::now();
                     match me.upgrade() {
                         Some(m) => m.publish().await,
                         None => break,
                     }
+                    // Publishing lists every collection: with many, rest a
+                    // few times what it took, so a burst of creates is
+                    // published together and publishing takes a bounded
+                    // share of a core; with few, it is at once.
+                    let rest = (started.elapsed() * 4).min(crate::limits::PUBLISH_COALESCE);
+                    tokio::time::sleep(rest).await;
                     tokio::select! {
                         r = colls.changed() => if r.is_err() { break },
                         r = svcs.changed() => if r.is_err() { break },
@@ -187,6 +219,7 @@ impl Mesh {
             tokio::spawn(async move {
                 while views.changed().await.is_ok() {
                     let Some(m) = me.upgrade() else { break };
+                    m.fetch_catalogs();
                     m.take_from_members().await;
                     m.follow_newest().await;
                 }
@@ -220,17 +253,14 @@ impl Mesh {
     }
 
     async fn publish(&self) {
-        let colls: Vec<OwnedCollection> = self
-            .catalog
-            .owned()
-            .into_iter()
-            .map(|m| OwnedCollection {
+        let colls = Arc::new(view::Owned::new(self.catalog.owned().into_iter().map(
+            |m| OwnedCollection {
                 namespace: m.namespace.to_string(),
                 name: m.name.to_string(),
                 message_type: m.message_type,
                 created_us: m.created_us,
-            })
-            .collect();
+            },
+        )));
         let handlers: Vec<HandlerVersion> = self
             .handlers
             .versions()
@@ -245,6 +275,65 @@ impl Mesh {
                 quotas: &self.quotas.list(),
             })
             .await;
+    }
+
+    /// Fetches the list of collections of each member whose gossiped digest
+    /// differs from the list held (at most one fetch per member at a time,
+    /// and one per `OWNED_REFETCH_INTERVAL`), page by page over gRPC; the
+    /// view is rebuilt with it. A list that changed while it was fetched
+    /// is taken anyway (closer than the old one) and fetched again once
+    /// the gossip shows the newer digest.
+    fn fetch_catalogs(&self) {
+        let view = self.view();
+        for m in view.members.values() {
+            if m.state != MemberState::Alive || m.collections_digest.is_empty() {
+                continue;
+            }
+            if m.collections.digest() == m.collections_digest {
+                continue;
+            }
+            {
+                let mut fetches = self.catalog_fetches.lock().expect("fetches lock");
+                let f = fetches.entry(m.node_id.clone()).or_default();
+                if f.running
+                    || f.last
+                        .is_some_and(|t| t.elapsed() < crate::limits::OWNED_REFETCH_INTERVAL)
+                {
+                    continue;
+                }
+                f.running = true;
+                f.last = Some(std::time::Instant::now());
+            }
+            let (me, node_id, address) = (self.me.clone(), m.node_id.clone(), m.address.clone());
+            let link = self.link.clone();
+            tokio::spawn(async move {
+                let got = list_all(&*link, &address).await;
+                let Some(mesh) = me.upgrade() else { return };
+                match got {
+                    Ok(colls) => {
+                        let owned = Arc::new(view::Owned::new(colls));
+                        tracing::debug!(node = %node_id, collections = owned.len(), "member's collections fetched");
+                        mesh.membership.learn(&node_id, owned).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %node_id, error = %e, "cannot fetch a member's collections; retrying")
+                    }
+                }
+                mesh.catalog_fetches
+                    .lock()
+                    .expect("fetches lock")
+                    .entry(node_id)
+                    .or_default()
+                    .running = false;
+                drop(mesh);
+                // A retry, or a digest that moved on meanwhile: the view may
+                // not change again to ask for it.
+                tokio::time::sleep(crate::limits::OWNED_REFETCH_INTERVAL).await;
+                if let Some(mesh) = me.upgrade() {
+                    mesh.fetch_catalogs();
+                }
+            });
+        }
     }
 
     /// Takes in the keys and quota overrides members hold that are newer
@@ -489,8 +578,38 @@ impl Mesh {
         }
     }
 
-    /// Where a call on a collection goes: here, or its owner (once).
-    pub fn locate(&self, ns: &Namespace, name: &CollectionName, hop: u32) -> Result<Decision> {
+    /// Where a call on a collection goes: here, or its owner (once). A
+    /// collection no list names while a member's list is being fetched
+    /// (its gossiped digest is newer) waits for the fetch, at most
+    /// `CATALOG_CATCH_UP`, before it is NOT_FOUND: it may have just been
+    /// made there.
+    pub async fn locate(
+        &self,
+        ns: &Namespace,
+        name: &CollectionName,
+        hop: u32,
+    ) -> Result<Decision> {
+        let first = self.locate_now(ns, name, hop);
+        let missing = |d: &Result<Decision>| matches!(d, Err(e) if e.kind == crate::error::ErrorKind::NotFound);
+        if !missing(&first) || !self.view().catching_up() {
+            return first;
+        }
+        let mut views = self.membership.subscribe();
+        let until = tokio::time::Instant::now() + crate::limits::CATALOG_CATCH_UP;
+        loop {
+            tokio::select! {
+                r = views.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+            let d = self.locate_now(ns, name, hop);
+            if !missing(&d) || !self.view().catching_up() {
+                return d;
+            }
+        }
+        self.locate_now(ns, name, hop)
+    }
+
+    fn locate_now(&self, ns: &Namespace, name: &CollectionName, hop: u32) -> Result<Decision> {
         routing::for_collection(
             &self.view(),
             ns.as_str(),

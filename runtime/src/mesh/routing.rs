@@ -165,15 +165,15 @@ mod tests {
             address: format!("127.0.0.1:{}", id.len()),
             state,
             started_us: 0,
-            collections: colls
-                .iter()
-                .map(|n| OwnedCollection {
+            collections: std::sync::Arc::new(crate::mesh::view::Owned::new(colls.iter().map(
+                |n| OwnedCollection {
                     namespace: "ns".into(),
                     name: n.to_string(),
                     message_type: "t.M".into(),
                     created_us: 1,
-                })
-                .collect(),
+                },
+            ))),
+            collections_digest: String::new(),
             handlers: svcs
                 .iter()
                 .map(|s| HandlerVersion {
@@ -323,7 +323,8 @@ mod tests {
                 address: String::new(),
                 state: MemberState::Alive,
                 started_us: 0,
-                collections: vec![],
+                collections: Default::default(),
+                collections_digest: String::new(),
                 handlers: vec![],
                 api_keys: vec![],
                 quotas: vec![],

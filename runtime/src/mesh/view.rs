@@ -28,6 +28,83 @@ pub struct OwnedCollection {
     pub created_us: i64,
 }
 
+/// The collections a member owns, by (namespace, name), and their digest.
+/// Gossip carries only the digest (`keys::COLLECTIONS`); a member whose
+/// digest changed is asked for its list, so gossip does not grow with the
+/// number of collections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owned {
+    by_name: BTreeMap<(String, String), OwnedCollection>,
+    digest: String,
+}
+
+impl Owned {
+    /// The list `colls` (a name listed twice: the last wins).
+    pub fn new(colls: impl IntoIterator<Item = OwnedCollection>) -> Self {
+        let by_name: BTreeMap<_, _> = colls
+            .into_iter()
+            .map(|c| ((c.namespace.clone(), c.name.clone()), c))
+            .collect();
+        let digest = digest(by_name.values());
+        Owned { by_name, digest }
+    }
+
+    /// `count:hash` of the list, as gossiped.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The collection `namespace/name`, if owned.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&OwnedCollection> {
+        // BTreeMap<(String, String)> cannot be searched by (&str, &str)
+        // without owning the key; a range over the namespace can.
+        self.by_name
+            .range((namespace.to_string(), name.to_string())..)
+            .next()
+            .filter(|((ns, n), _)| ns == namespace && n == name)
+            .map(|(_, c)| c)
+    }
+
+    /// Every owned collection, in (namespace, name) order.
+    pub fn iter(&self) -> impl Iterator<Item = &OwnedCollection> {
+        self.by_name.values()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// True if none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// `count:hash` of a list of collections, whatever its order: the XOR of
+/// each entry's blake3 (its namespace, name, creation time and type).
+pub fn digest<'a>(colls: impl Iterator<Item = &'a OwnedCollection>) -> String {
+    let mut acc = [0u8; 16];
+    let mut n = 0usize;
+    for c in colls {
+        let mut h = blake3::Hasher::new();
+        for part in [
+            c.namespace.as_bytes(),
+            c.name.as_bytes(),
+            c.message_type.as_bytes(),
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(&c.created_us.to_le_bytes());
+        for (a, b) in acc.iter_mut().zip(h.finalize().as_bytes()) {
+            *a ^= b;
+        }
+        n += 1;
+    }
+    format!("{n}:{}", crate::util::hex(&acc))
+}
+
 /// A handler version a member has; `removed` marks an unregistration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerVersion {
@@ -62,8 +139,11 @@ pub struct Member {
     pub state: MemberState,
     /// Start time of this incarnation (microseconds since the epoch).
     pub started_us: i64,
-    /// The collections it owns.
-    pub collections: Vec<OwnedCollection>,
+    /// The collections it owns, as last fetched (possibly behind
+    /// `collections_digest` until the next fetch).
+    pub collections: std::sync::Arc<Owned>,
+    /// The digest of its collections it gossips (`Owned::digest`).
+    pub collections_digest: String,
     /// The handler versions it has.
     pub handlers: Vec<HandlerVersion>,
     /// The API keys it holds (hashes only), for every member to take in.
@@ -81,14 +161,14 @@ impl Member {
 
 /// The gossiped key/value layout of a member's state.
 pub mod keys {
-    use super::{HandlerVersion, OwnedCollection};
+    use super::HandlerVersion;
 
     /// The member's gRPC address.
     pub const ADDRESS: &str = "grpc";
     /// Start time of the member's incarnation, microseconds.
     pub const STARTED: &str = "started";
-    /// Prefix of owned collections: `c:<ns>/<name>` = `<created_us>:<type>`.
-    pub const COLLECTION: &str = "c:";
+    /// The digest of the collections the member owns (`Owned::digest`).
+    pub const COLLECTIONS: &str = "cs";
     /// Prefix of handler versions: `s:<ns>/<service>` = `<sha256>:<registered_at_us>`,
     /// or `-:<unregistered_at_us>` for an unregistration.
     pub const SERVICE: &str = "s:";
@@ -124,14 +204,6 @@ pub mod keys {
         (format!("{QUOTA}{}", q.namespace), encoded(q))
     }
 
-    /// The key and value publishing an owned collection.
-    pub fn collection(c: &OwnedCollection) -> (String, String) {
-        (
-            format!("{COLLECTION}{}/{}", c.namespace, c.name),
-            format!("{}:{}", c.created_us, c.message_type),
-        )
-    }
-
     /// The key and value publishing a handler version.
     pub fn handler(h: &HandlerVersion) -> (String, String) {
         let sha = if h.removed { "-" } else { h.sha256.as_str() };
@@ -139,18 +211,6 @@ pub mod keys {
             format!("{SERVICE}{}/{}", h.namespace, h.service),
             format!("{sha}:{}", h.registered_at_us),
         )
-    }
-
-    /// Parses a `c:` key/value (the prefix already stripped); None if malformed.
-    pub fn parse_collection(key: &str, value: &str) -> Option<OwnedCollection> {
-        let (namespace, name) = key.split_once('/')?;
-        let (created, ty) = value.split_once(':')?;
-        Some(OwnedCollection {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            message_type: ty.to_string(),
-            created_us: created.parse().ok()?,
-        })
     }
 
     /// Parses an `s:` key/value (the prefix already stripped); None if malformed.
@@ -186,6 +246,16 @@ impl View {
         self.members.get(node_id)
     }
 
+    /// True while an alive member's list of collections is behind the
+    /// digest it gossips (a fetch is due or under way).
+    pub fn catching_up(&self) -> bool {
+        self.members.values().any(|m| {
+            m.state == MemberState::Alive
+                && !m.collections_digest.is_empty()
+                && m.collections.digest() != m.collections_digest
+        })
+    }
+
     /// The owner of a collection: a reachable publisher if there is one
     /// (a dead node's gossip may still list a collection re-created
     /// elsewhere), the earliest created among them, then the smallest node id.
@@ -194,8 +264,7 @@ impl View {
             .values()
             .filter_map(|m| {
                 m.collections
-                    .iter()
-                    .find(|c| c.namespace == namespace && c.name == name)
+                    .get(namespace, name)
                     .map(|c| (m, c.created_us))
             })
             .min_by_key(|(m, created)| (!m.reachable(), *created, m.node_id.clone()))
@@ -241,15 +310,15 @@ mod tests {
             address: format!("{id}:1"),
             state,
             started_us: 0,
-            collections: colls
-                .iter()
-                .map(|(n, at)| OwnedCollection {
+            collections: std::sync::Arc::new(Owned::new(colls.iter().map(|(n, at)| {
+                OwnedCollection {
                     namespace: "ns".into(),
                     name: n.to_string(),
                     message_type: "t.M".into(),
                     created_us: *at,
-                })
-                .collect(),
+                }
+            }))),
+            collections_digest: String::new(),
             handlers: vec![],
             api_keys: vec![],
             quotas: vec![],
@@ -258,17 +327,6 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        let c = OwnedCollection {
-            namespace: "shop".into(),
-            name: "orders".into(),
-            message_type: "shop.Order".into(),
-            created_us: 42,
-        };
-        let (k, v) = keys::collection(&c);
-        assert_eq!(
-            keys::parse_collection(k.strip_prefix(keys::COLLECTION).unwrap(), &v),
-            Some(c)
-        );
         for removed in [false, true] {
             let h = HandlerVersion {
                 namespace: "shop".into(),
@@ -288,7 +346,33 @@ mod tests {
             );
         }
         assert_eq!(keys::parse_handler("no-slash", "x:1"), None);
-        assert_eq!(keys::parse_collection("a/b", "notanumber:t"), None);
+    }
+
+    /// The digest does not depend on order, and changes with any field.
+    #[test]
+    fn a_digest_names_the_list_whatever_its_order() {
+        let c = |ns: &str, name: &str, ty: &str, at: i64| OwnedCollection {
+            namespace: ns.into(),
+            name: name.into(),
+            message_type: ty.into(),
+            created_us: at,
+        };
+        let a = [c("ns", "x", "t.M", 1), c("ns", "y", "t.M", 2)];
+        let b = [c("ns", "y", "t.M", 2), c("ns", "x", "t.M", 1)];
+        assert_eq!(digest(a.iter()), digest(b.iter()));
+        assert!(digest(a.iter()).starts_with("2:"));
+        for other in [
+            [c("ns", "x", "t.M", 1), c("ns", "y", "t.M", 3)],
+            [c("ns", "x", "t.M", 1), c("ns", "y", "t.N", 2)],
+            [c("ns", "x", "t.M", 1), c("nt", "y", "t.M", 2)],
+            // Parts that run together differ too.
+            [c("ns", "x", "t.M", 1), c("nsy", "", "t.M", 2)],
+        ] {
+            assert_ne!(digest(a.iter()), digest(other.iter()));
+        }
+        assert_eq!(Owned::new(a.clone()).get("ns", "y"), Some(&a[1]));
+        assert_eq!(Owned::new(a.clone()).get("ns", "z"), None);
+        assert_eq!(Owned::new(a).get("n", "sx"), None);
     }
 
     #[test]

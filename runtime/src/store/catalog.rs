@@ -333,7 +333,9 @@ impl Catalog {
             let _ = std::fs::remove_file(with_suffix(&path, ".restoring"));
             let mdesc = types.message(&meta.namespace, &meta.message_type)?;
             let files = files_path(&root, &meta.namespace, &meta.name);
-            let coll = if files.exists() {
+            // An empty area (or none) has nothing to sweep.
+            let has_files = std::fs::read_dir(&files).is_ok_and(|mut d| d.next().is_some());
+            let coll = if has_files {
                 open_blocking(&meta, mdesc, &root, options).await?
             } else {
                 Collection::closed(

@@ -14,13 +14,13 @@ use rusqlite::Connection;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// A collection's file area, opened on first use (a collection without
-/// files has no directory).
+/// A collection's file area (a collection without files has no
+/// directory). Its directory is opened for each use and not kept, so an
+/// idle collection holds no descriptor.
 pub struct FileArea {
     root: PathBuf,
-    dir: OnceLock<Dir>,
     pins: std::sync::Mutex<Pins>,
 }
 
@@ -74,7 +74,6 @@ impl FileArea {
     pub fn new(root: PathBuf) -> Self {
         FileArea {
             root,
-            dir: OnceLock::new(),
             pins: Default::default(),
         }
     }
@@ -120,19 +119,21 @@ impl FileArea {
         &self.root
     }
 
-    fn dir(&self) -> Result<&Dir> {
-        if let Some(d) = self.dir.get() {
-            return Ok(d);
+    /// The area's directory, made first when `make`.
+    fn dir(&self, make: bool) -> Result<Dir> {
+        if make {
+            std::fs::create_dir_all(&self.root)?;
         }
-        std::fs::create_dir_all(&self.root)?;
-        let d = Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())?;
-        Ok(self.dir.get_or_init(|| d))
+        Ok(Dir::open_ambient_dir(
+            &self.root,
+            cap_std::ambient_authority(),
+        )?)
     }
 
     /// Starts a new blob for record `id`: a temporary in its directory.
     pub(super) fn create(&self, id: &RecordId) -> Result<BlobWriter> {
         let rdir = record_dir(id);
-        let dir = self.dir()?;
+        let dir = self.dir(true)?;
         dir.create_dir_all(&rdir)?;
         let dir = dir.open_dir(&rdir)?;
         let name = uuid::Uuid::now_v7().to_string();
@@ -155,7 +156,7 @@ impl FileArea {
     /// Opens record `id`'s blob `name` to read.
     pub(super) fn open(&self, id: &RecordId, name: &str) -> Result<cap_std::fs::File> {
         let path = format!("{}/{name}", record_dir(id));
-        Ok(self.dir()?.open(path)?)
+        Ok(self.dir(false)?.open(path)?)
     }
 
     /// Unlinks blobs whose rows are gone (and their record's directory once
@@ -173,7 +174,10 @@ impl FileArea {
     }
 
     fn unlink(&self, doomed: &[Doomed]) {
-        let Ok(dir) = self.dir() else { return };
+        if doomed.is_empty() {
+            return;
+        }
+        let Ok(dir) = self.dir(false) else { return };
         for (id, name) in doomed {
             let rdir = record_dir(id);
             if let Err(e) = dir.remove_file(format!("{rdir}/{name}")) {
@@ -199,7 +203,7 @@ impl FileArea {
                 keep.insert(format!("{}/{blob}", record_dir(&id)));
             }
         }
-        let dir = self.dir()?;
+        let dir = self.dir(false)?;
         let mut removed = 0;
         for rdir in dir.entries()? {
             let rdir = rdir?;

@@ -186,3 +186,97 @@ async fn wait_until_none_open(addr: std::net::SocketAddr) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A member holding a thousand collections: gossip carries a digest of its
+/// list, and another member fetches the list when the digest changes, so
+/// calls through it reach any of them at once (no wait for gossip to carry
+/// each name), a deleted one is gone, and a new one is found.
+#[tokio::test]
+async fn a_member_holding_a_thousand_collections_is_routed_to() {
+    const COLLS: usize = 1000;
+    let a = TestNode::start().await;
+    let a_addr = a.handle.as_ref().unwrap().addr;
+    let b = TestNode::start_with(|c| c.join = vec![a_addr.to_string()]).await;
+    crate::mesh::wait_for(&b.clients, "both alive", Duration::from_secs(10), |ps| {
+        crate::mesh::all_up(ps, 2)
+    })
+    .await;
+    let mut ca = a.clients.clone();
+    ca.register_shop("shop").await;
+    let names: Vec<String> = (0..COLLS).map(name).collect();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(names));
+    let creators: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut c, q) = (ca.clone(), queue.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(n) = q.lock().unwrap().pop() else {
+                        return;
+                    };
+                    c.create_orders("shop", &n, &[]).await;
+                }
+            })
+        })
+        .collect();
+    for c in creators {
+        c.await.unwrap();
+    }
+    let t = Instant::now();
+    let mut cb = b.clients.clone();
+    // Through B, which owns none of them: each call goes to A.
+    for i in [0, COLLS / 2, COLLS - 1] {
+        cb.put(
+            "shop",
+            &name(i),
+            "r0",
+            &Order::new(&format!("{} round 0", name(i)), (i * 100) as i64),
+        )
+        .await
+        .unwrap();
+        assert_eq!(cb.count("shop", &name(i)).await, 1);
+    }
+    let reached = t.elapsed();
+    let route = cb
+        .repo
+        .route(proto::RouteRequest {
+            namespace: "shop".into(),
+            name: name(7),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(route.address, a_addr.to_string());
+    let peers = crate::mesh::peers(&cb).await;
+    let listed = peers
+        .iter()
+        .find(|p| p.address == a_addr.to_string())
+        .map(|p| p.collections.len());
+    assert_eq!(listed, Some(COLLS), "B lists A's collections");
+    // A deleted one is gone through B; a new one is found through B.
+    ca.repo
+        .delete_collection(proto::DeleteCollectionRequest {
+            namespace: "shop".into(),
+            name: name(3),
+        })
+        .await
+        .unwrap();
+    ca.create_orders("shop", "newest", &[]).await;
+    let t = Instant::now();
+    let until = t + Duration::from_secs(10);
+    // Within a gossip round or two (the digest travels, then the list).
+    while cb.try_count("shop", "newest").await.is_err() {
+        assert!(Instant::now() < until, "newest not found through B");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let found = t.elapsed();
+    loop {
+        match cb.try_count("shop", &name(3)).await {
+            Err(e) if e.code() == tonic::Code::NotFound => break,
+            _ => assert!(Instant::now() < until, "{} still found through B", name(3)),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{COLLS} collections on A reached through B {reached:?} after the last create; a new one in {found:?}"
+    );
+}
