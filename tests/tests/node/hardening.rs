@@ -586,3 +586,55 @@ async fn a_node_out_of_file_descriptors_answers_unavailable_and_recovers() {
     let mut fresh = Clients::connect(node.addr).await;
     create_collection(&mut fresh, "after", "deep.Box").await;
 }
+
+/// A node whose standard output and error are closed before it prints a
+/// line (`collector serve | head -1` after head exits, a supervisor that
+/// closes the pipe) keeps serving: its banner and logs fail quietly, not
+/// the process.
+#[tokio::test]
+async fn a_node_whose_output_pipes_are_closed_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    collector_tests::prepare_dir(&data);
+    // A free port (taken back just before the node binds it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_collector-node"))
+        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the node has written anything: every print fails.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut c = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the node exited when its output closed"
+        );
+        match tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(ch) => break Clients::over(collector_tests::keyed(ch, collector_tests::TOKEN)),
+            Err(_) => {
+                assert!(std::time::Instant::now() < until, "the node never served");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    c.register_shop("shop").await;
+    c.create_orders("shop", "orders", &[]).await;
+    assert_eq!(c.count("shop", "orders").await, 0);
+    assert!(child.try_wait().unwrap().is_none(), "the node died");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
