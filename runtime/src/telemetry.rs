@@ -172,7 +172,12 @@ pub struct Process {
 
 /// Reads `Process` from /proc (zeros where there is none).
 pub fn process() -> Process {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    process_of("self")
+}
+
+/// `Process` of process `pid` (a number, or "self").
+pub fn process_of(pid: &str) -> Process {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
         status
             .lines()
@@ -184,7 +189,7 @@ pub fn process() -> Process {
     Process {
         rss_bytes: field("VmRSS:") * 1024,
         threads: field("Threads:"),
-        open_fds: std::fs::read_dir("/proc/self/fd")
+        open_fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|d| d.count() as u64)
             .unwrap_or(0),
     }

@@ -6,7 +6,7 @@
 //! with its directory), and the first Get of a closed collection against a
 //! Get of an open one and the empty call.
 
-use super::{Channel, SHOP, TOKEN, bench_key_file, connect};
+use super::{Channel, SHOP, bench_key_file, connect};
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
     collection_service_client::CollectionServiceClient,
@@ -79,20 +79,8 @@ impl Proc {
 
     /// (RSS MiB, threads, open files) of the process.
     fn usage(&self) -> (f64, u64, u64) {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.count() as u64)
-            .unwrap_or(0);
-        (field("VmRSS:") as f64 / 1024.0, field("Threads:"), fds)
+        let p = collector::telemetry::process_of(&self.child.id().to_string());
+        (p.rss_bytes as f64 / (1 << 20) as f64, p.threads, p.open_fds)
     }
 
     /// Stops it with SIGTERM and waits (a clean stop).
@@ -197,12 +185,6 @@ async fn get_once(svc: &mut CollectionServiceClient<Channel>, ns: &str, coll: &s
     t.elapsed().as_secs_f64()
 }
 
-async fn wait_idle(addr: std::net::SocketAddr) {
-    // The node closes collections unused for 3 s; give it a few ticks.
-    let _ = addr;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-}
-
 pub async fn many_phase(dir: &std::path::Path, empty_p50_us: f64) {
     let n: usize = std::env::var("BENCH_COLLECTIONS")
         .ok()
@@ -217,7 +199,6 @@ pub async fn many_phase(dir: &std::path::Path, empty_p50_us: f64) {
     let (rss0, threads0, fds0) = node.usage();
     println!("(n) empty node: {rss0:.0} MiB RSS, {threads0} threads, {fds0} open files");
     let ch = connect(node.addr).await;
-    let _ = TOKEN;
     register(&ch, "many").await;
 
     // CreateCollection one at a time (c=1) against its floor.
@@ -278,7 +259,8 @@ pub async fn many_phase(dir: &std::path::Path, empty_p50_us: f64) {
         .await
         .unwrap();
     }
-    wait_idle(node.addr).await;
+    // The node closes collections unused for 3 s; give it a few ticks.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let total = n + namespaces * 10;
     let (rss, threads, fds) = node.usage();
     println!(
@@ -296,14 +278,27 @@ pub async fn many_phase(dir: &std::path::Path, empty_p50_us: f64) {
     let ch = connect(node.addr).await;
     let mut svc = CollectionServiceClient::new(ch.clone());
     // First Get of each closed collection, then again while it is open.
+    // The node's first call warms what every call shares (the connection,
+    // the reader threads), so it is left out.
+    get_once(&mut svc, "many", &probes[0]).await;
+    let probes = &probes[1..];
     let mut cold = Vec::new();
-    for c in &probes {
+    for c in probes {
         cold.push(get_once(&mut svc, "many", c).await);
     }
     let mut warm = Vec::new();
-    for c in &probes {
+    for c in probes {
         warm.push(get_once(&mut svc, "many", c).await);
     }
+    let mut sorted = cold.clone();
+    sorted.sort_by(f64::total_cmp);
+    let worst: Vec<String> = sorted
+        .iter()
+        .rev()
+        .take(3)
+        .map(|t| format!("{:.1}", t * 1e3))
+        .collect();
+    println!("(n) the slowest cold Gets: {} ms", worst.join(", "));
     let (c50, c99) = p50_p99(cold);
     let (w50, w99) = p50_p99(warm);
     println!(

@@ -427,12 +427,13 @@ mod tests {
             .expect("the good datagram arrives")
             .unwrap();
         assert_eq!(got.envelope, envelope());
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), rx.recv())
-                .await
-                .is_err(),
-            "nothing else opened"
-        );
+        nothing_more(&mut rx, "nothing else opened").await;
+    }
+
+    /// Nothing more arrives at `rx` for a while.
+    async fn nothing_more(rx: &mut Box<dyn Socket>, why: &str) {
+        let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(more.is_err(), "{why}");
     }
 
     /// A recorded datagram is taken once: sent again, or sealed outside the
@@ -459,12 +460,7 @@ mod tests {
                 .unwrap();
             assert_eq!(got.envelope, envelope());
         }
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), rx.recv())
-                .await
-                .is_err(),
-            "a replay, an old and an early datagram were taken"
-        );
+        nothing_more(&mut rx, "a replay, an old and an early datagram were taken").await;
     }
 
     /// The remembered nonces are bounded, and a nonce forgotten for room is
