@@ -365,6 +365,33 @@ fn is_builtin(name: &str) -> bool {
     name.starts_with("google/protobuf/")
 }
 
+/// The well-known files (`google/protobuf/*`, from the global pool) that
+/// `files` import, with their own imports, and `pool` lacks. A namespace's
+/// pool holds its own files and just these: a copy of every well-known
+/// file (what a pool grown from the global one holds) cost ~590 KB a
+/// namespace, 590 MB for a thousand.
+fn builtin_deps(pool: &DescriptorPool, files: &[FileDescriptorProto]) -> Vec<FileDescriptorProto> {
+    let global = DescriptorPool::global();
+    let mut want: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.dependency.iter().cloned())
+        .filter(|d| is_builtin(d))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    while let Some(d) = want.pop() {
+        if pool.get_file_by_name(&d).is_some() || !seen.insert(d.clone()) {
+            continue;
+        }
+        if let Some(f) = global.get_file_by_name(&d) {
+            let proto = f.file_descriptor_proto().clone();
+            want.extend(proto.dependency.iter().cloned());
+            out.push(proto);
+        }
+    }
+    out
+}
+
 /// What a registration will store and make visible, once persisted.
 struct Prepared {
     out: ProtoRegistration,
@@ -440,9 +467,10 @@ fn prepare(
             None => true,
         });
     let mut pool = current.clone();
+    let deps = builtin_deps(&pool, &candidates);
     if errors.is_empty()
         && !candidates.is_empty()
-        && let Err(e) = pool.add_file_descriptor_protos(candidates.clone())
+        && let Err(e) = pool.add_file_descriptor_protos(deps.into_iter().chain(candidates.clone()))
     {
         errors.describe(&e, None);
         conflict |= errors.lines.iter().any(|l| l.contains("already defined"));
@@ -514,8 +542,10 @@ impl Registry {
         spaces.insert(Namespace::system(), Space { pool: api_pool() });
         for (ns, mut list) in files {
             list.sort_by_key(|(t, _)| *t);
-            let mut pool = DescriptorPool::global();
-            pool.add_file_descriptor_protos(list.into_iter().map(|(_, f)| f))
+            let list: Vec<FileDescriptorProto> = list.into_iter().map(|(_, f)| f).collect();
+            let mut pool = DescriptorPool::new();
+            let deps = builtin_deps(&pool, &list);
+            pool.add_file_descriptor_protos(deps.into_iter().chain(list))
                 .map_err(|e| {
                     Error::internal(format!("stored types of namespace {ns} do not load: {e:?}"))
                 })?;
@@ -528,7 +558,8 @@ impl Registry {
         })
     }
 
-    /// The namespace's pool (well-known types only if nothing is registered).
+    /// The namespace's pool: its files and the well-known files they
+    /// import (every well-known type if nothing is registered).
     pub fn pool(&self, ns: &Namespace) -> DescriptorPool {
         self.spaces
             .read()
@@ -559,7 +590,13 @@ impl Registry {
                 "message_type is empty: name a registered message, e.g. \"shop.Order\"",
             ));
         }
-        self.pool(ns).get_message_by_name(name).ok_or_else(|| {
+        // A well-known type the namespace's files do not import is in the
+        // global pool.
+        let found = self
+            .pool(ns)
+            .get_message_by_name(name)
+            .or_else(|| DescriptorPool::global().get_message_by_name(name));
+        found.ok_or_else(|| {
             Error::not_found(format!(
                 "message type {name:?} is not registered in namespace {ns}: register its .proto with CollectorRegistry.RegisterProto first"
             ))
@@ -572,7 +609,15 @@ impl Registry {
         // One registration at a time, node-wide: this also bounds the memory
         // that compiling and checking registrations can take at once.
         let _guard = self.register_lock.lock().await;
-        let current = self.pool(ns);
+        // A namespace with nothing registered starts from an empty pool, not
+        // a copy of the global one (see `builtin_deps`).
+        let current = self
+            .spaces
+            .read()
+            .expect("registry lock")
+            .get(ns)
+            .map(|s| s.pool.clone())
+            .unwrap_or_default();
         let record_desc = self.store.descriptor().clone();
         let ns_ = ns.clone();
         // Compiling, building the pool and encoding are CPU work: off the executor.

@@ -417,3 +417,84 @@ async fn registrations_at_the_size_limit_compile_in_bounded_time_and_memory() {
     let options = files[0].message_type[7].options.clone().unwrap_or_default();
     assert_eq!(options.deprecated, Some(true), "{options:?}");
 }
+
+/// A namespace's type pool holds its own files and only the well-known
+/// files they import; the other well-known types are still found there,
+/// for collections and records, and all of it comes back after a restart.
+#[tokio::test]
+async fn well_known_types_work_beside_registered_ones_across_a_restart() {
+    let mut n = TestNode::start().await;
+    n.clients.register_shop("shop").await;
+    n.clients
+        .registry
+        .register_proto(proto::RegisterProtoRequest {
+            namespace: "shop".into(),
+            sources: vec![proto::ProtoSource {
+                name: "ev.proto".into(),
+                content: r#"syntax = "proto3"; package ev;
+import "google/protobuf/timestamp.proto";
+message Event { string name = 1; google.protobuf.Timestamp at = 2; }"#
+                    .into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let made = [
+        (
+            "events",
+            "ev.Event",
+            r#"{"name": "launch", "at": "2026-12-07T10:00:00Z"}"#,
+        ),
+        (
+            "notes",
+            "google.protobuf.Struct",
+            r#"{"tags": ["a", 1.5], "ok": true}"#,
+        ),
+    ];
+    for (coll, ty, json) in made {
+        n.clients
+            .repo
+            .create_collection(proto::CreateCollectionRequest {
+                namespace: "shop".into(),
+                name: coll.into(),
+                message_type: ty.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{coll} of {ty}: {e:?}"));
+        n.clients
+            .records
+            .create(proto::CreateRequest {
+                namespace: "shop".into(),
+                collection: coll.into(),
+                record: Some(proto::Record {
+                    id: "r".into(),
+                    json: json.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("a record of {ty}: {e:?}"));
+    }
+    for round in 0..2 {
+        for (coll, _, json) in made {
+            let r = n
+                .clients
+                .records
+                .get(proto::GetRequest {
+                    namespace: "shop".into(),
+                    collection: coll.into(),
+                    id: "r".into(),
+                    include_json: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let got: serde_json::Value = serde_json::from_str(&r.json).unwrap();
+            let want: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(got, want, "{coll}, round {round}");
+        }
+        n.restart().await;
+    }
+}
