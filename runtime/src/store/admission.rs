@@ -1,5 +1,6 @@
 //! What the store asks before it takes on more: the node's quotas answer
-//! (`crate::quotas`); the store only knows this trait.
+//! (the quotas module implements it, wired in `node.rs`); the store only
+//! knows this trait, so the arrow points from quotas to the store.
 
 use crate::error::Result;
 use crate::names::Namespace;
