@@ -236,11 +236,6 @@ impl Collection {
         let _ = self.residency.set(residency);
     }
 
-    /// True while it is open (connections, cache or writer alive).
-    pub fn is_open(&self) -> bool {
-        self.state.lock().expect("state lock").live.is_some()
-    }
-
     /// When it was last used (ms on `residency::clock`).
     pub(super) fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
