@@ -13,7 +13,9 @@
 //! so `store`, `registry` and `handlers` use it for those records.
 //! `quotas` answers the store's `store::Admission`; `auth` and `audit` sit
 //! under `api`. `telemetry` is a leaf every layer counts into (the
-//! `metrics` macros); `api` renders it at `GET /metrics`.
+//! `metrics` macros); `api` renders it at `GET /metrics`. `traces` is the
+//! leaf that names the spans every layer opens and carries trace context
+//! in and out through the callers' metadata (`api` reads and writes it).
 //!
 //! # Threads, tasks and locks
 //! - The tokio runtime runs gRPC, the mesh, and handler calls (async
@@ -64,6 +66,7 @@ pub mod quotas;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod transfers;
 pub mod util;
 pub mod wasm;

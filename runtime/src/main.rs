@@ -127,6 +127,11 @@ enum Command {
         /// Keep no metrics (GET /metrics answers 404).
         #[arg(long = "no-metrics", env = "COLLECTOR_NO_METRICS")]
         no_metrics: bool,
+        /// Export OpenTelemetry traces over OTLP/gRPC to this collector,
+        /// e.g. http://127.0.0.1:4317 (Jaeger, Tempo, an OpenTelemetry
+        /// Collector). Without it no span is exported.
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
         /// Time a search or count may run before it is stopped, e.g. 10s
         /// [default: limits::QUERY_TIMEOUT, 10s].
         #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -172,6 +177,32 @@ struct HandlerMaxima {
     handler_memory_budget: usize,
 }
 
+/// Logs to stderr (filtered by `COLLECTOR_LOG`, default `warn`) and, with
+/// an OTLP endpoint, the node's trace spans to it.
+fn init_logs_and_traces(
+    otlp: Option<&str>,
+) -> collector::error::Result<Option<collector::traces::Exporting>> {
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COLLECTOR_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        );
+    let registry = tracing_subscriber::registry().with(logs);
+    match otlp {
+        Some(endpoint) => {
+            let (layer, exporting) = collector::traces::install(endpoint)?;
+            registry.with(layer).init();
+            Ok(Some(exporting))
+        }
+        None => {
+            registry.init();
+            Ok(None)
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -189,14 +220,18 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COLLECTOR_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let otlp = match &cli.command {
+        Command::Serve { otlp_endpoint, .. } => otlp_endpoint.clone(),
+        Command::Client(_) => None,
+    };
+    let exporting = match init_logs_and_traces(otlp.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            say_err!("collector: cannot start: {}", e.message);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::Serve {
             data_dir,
@@ -216,6 +251,7 @@ async fn main() -> std::process::ExitCode {
             max_storage_bytes_per_namespace,
             max_records_per_second_per_namespace,
             no_metrics,
+            otlp_endpoint: _,
             query_timeout,
             transfer_rate_mib,
             max_file_bytes,
@@ -332,7 +368,11 @@ async fn main() -> std::process::ExitCode {
             say!("Ctrl-C to stop.");
             shutdown_signal().await;
             say_err!("collector: shutting down");
-            if let Err(e) = node.shutdown().await {
+            let stopped = node.shutdown().await;
+            if let Some(e) = exporting {
+                let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+            }
+            if let Err(e) = stopped {
                 say_err!("collector: shutdown: {}", e.message);
                 return std::process::ExitCode::FAILURE;
             }

@@ -367,7 +367,7 @@ impl Node {
                 // A 1 MiB file chunk in one frame (HTTP/2's default is 16 KiB).
                 .max_frame_size(Some(1 << 20))
                 .accept_http1(true)
-                .layer(api::call_metrics::layer())
+                .layer(api::call_metrics::layer(&node_id))
                 .layer(api::edge::layer())
                 .layer(api::gate::layer(peer_key, keys, audit))
                 .add_routes(routes)

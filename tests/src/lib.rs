@@ -483,6 +483,17 @@ impl ProcessNode {
         Self::spawn(sh, dir, "127.0.0.1:0", &[])
     }
 
+    /// Runs `cmd` (a `BIN serve …` command, with its own flags and
+    /// environment) on `dir`, listening on `listen` and joining `join`.
+    pub fn start_command(
+        cmd: std::process::Command,
+        dir: &Path,
+        listen: &str,
+        join: &[String],
+    ) -> Self {
+        Self::spawn_serving(cmd, dir, listen, join)
+    }
+
     fn spawn(mut cmd: std::process::Command, dir: &Path, listen: &str, join: &[String]) -> Self {
         cmd.arg("serve");
         Self::spawn_serving(cmd, dir, listen, join)

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::limits::{
     DISCOVER_TIMEOUT, FETCH_TIMEOUT, FORWARD_MARGIN, PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL,
@@ -156,26 +157,31 @@ impl GrpcLink {
         F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<Response<Resp>, Status>>,
     {
-        let opts = super::call_options(req.metadata());
-        let (meta, _, msg) = req.into_parts();
-        let mut out = Request::new(msg);
-        copy_metadata(&meta, out.metadata_mut());
-        mark(
-            out.metadata_mut(),
-            opts.hop.saturating_add(1),
-            opts.depth,
-            self.proof(),
-        );
-        let out = with_timeout(out, opts.deadline);
-        let fut = call(self.channel(&peer.address)?, out);
-        run(
-            self.until_dead(&peer.address),
-            &peer.address,
-            opts.deadline,
-            fut,
-        )
+        let span = crate::traces::peer_span("forward", &peer.address);
+        async {
+            let opts = super::call_options(req.metadata());
+            let (meta, _, msg) = req.into_parts();
+            let mut out = Request::new(msg);
+            copy_metadata(&meta, out.metadata_mut());
+            mark(
+                out.metadata_mut(),
+                opts.hop.saturating_add(1),
+                opts.depth,
+                self.proof(),
+            );
+            let out = with_timeout(out, opts.deadline);
+            let fut = call(self.channel(&peer.address)?, out);
+            run(
+                self.until_dead(&peer.address),
+                &peer.address,
+                opts.deadline,
+                fut,
+            )
+            .await
+            .map_err(Status::from)
+        }
+        .instrument(span)
         .await
-        .map_err(Status::from)
     }
 }
 
@@ -193,12 +199,22 @@ fn copy_metadata(from: &MetadataMap, to: &mut MetadataMap) {
     }
 }
 
+/// Marks a call to a peer: hops, invoke depth, the member proof, and the
+/// current span's trace context (the peer's span is its child).
 fn mark(
     m: &mut MetadataMap,
     hop: u32,
     depth: u32,
     proof: Option<MetadataValue<tonic::metadata::Ascii>>,
 ) {
+    crate::traces::propagate(&tracing::Span::current(), |k, v| {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
+            v.parse(),
+        ) {
+            m.insert(k, v);
+        }
+    });
     m.insert(HOP_HEADER, MetadataValue::from(hop));
     if depth > 0 {
         m.insert(DEPTH_HEADER, MetadataValue::from(depth));
@@ -284,52 +300,56 @@ impl PeerLink for GrpcLink {
         let client = self.dispatcher(address);
         let (dead, peer) = (self.until_dead(address), address.to_string());
         let proof = self.proof();
-        Box::pin(async move {
-            let mut client = client?;
-            let mut req = Request::new(proto::DispatchRequest {
-                namespace: call.namespace.clone(),
-                service: call.service,
-                method: call.method,
-                input: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: call.input,
-                }),
-                collection: call.collection.unwrap_or_default(),
-                target_node: call.target_node.clone(),
-                request_id: call.request_id,
-            });
-            for (k, v) in call.metadata.iter().filter(|(k, _)| forwardable(k)) {
-                if let (Ok(k), Ok(v)) = (
-                    k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
-                    v.parse::<MetadataValue<tonic::metadata::Ascii>>(),
-                ) {
-                    req.metadata_mut().insert(k, v);
+        let span = crate::traces::peer_span("dispatch", address);
+        Box::pin(
+            async move {
+                let mut client = client?;
+                let mut req = Request::new(proto::DispatchRequest {
+                    namespace: call.namespace.clone(),
+                    service: call.service,
+                    method: call.method,
+                    input: Some(prost_types::Any {
+                        type_url: String::new(),
+                        value: call.input,
+                    }),
+                    collection: call.collection.unwrap_or_default(),
+                    target_node: call.target_node.clone(),
+                    request_id: call.request_id,
+                });
+                for (k, v) in call.metadata.iter().filter(|(k, _)| forwardable(k)) {
+                    if let (Ok(k), Ok(v)) = (
+                        k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                        v.parse::<MetadataValue<tonic::metadata::Ascii>>(),
+                    ) {
+                        req.metadata_mut().insert(k, v);
+                    }
                 }
+                if let Ok(ns) = call.namespace.parse() {
+                    req.metadata_mut().insert(NAMESPACE_HEADER, ns);
+                }
+                mark(req.metadata_mut(), 1, call.depth, proof);
+                if let Some(v) = call.caller.and_then(|c| c.parse().ok()) {
+                    req.metadata_mut().insert(super::CALLER_HEADER, v);
+                }
+                let req = with_timeout(req, call.deadline);
+                let r = run(dead, &peer, call.deadline, client.dispatch(req))
+                    .await?
+                    .into_inner();
+                let output = r.output.unwrap_or_default();
+                Ok(RemoteOutcome {
+                    output_type: output
+                        .type_url
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    output: output.value,
+                    node_id: r.node_id,
+                    node_address: r.node_address,
+                })
             }
-            if let Ok(ns) = call.namespace.parse() {
-                req.metadata_mut().insert(NAMESPACE_HEADER, ns);
-            }
-            mark(req.metadata_mut(), 1, call.depth, proof);
-            if let Some(v) = call.caller.and_then(|c| c.parse().ok()) {
-                req.metadata_mut().insert(super::CALLER_HEADER, v);
-            }
-            let req = with_timeout(req, call.deadline);
-            let r = run(dead, &peer, call.deadline, client.dispatch(req))
-                .await?
-                .into_inner();
-            let output = r.output.unwrap_or_default();
-            Ok(RemoteOutcome {
-                output_type: output
-                    .type_url
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-                output: output.value,
-                node_id: r.node_id,
-                node_address: r.node_address,
-            })
-        })
+            .instrument(span),
+        )
     }
 
     fn fetch(
@@ -349,24 +369,28 @@ impl PeerLink for GrpcLink {
         };
         let (dead, peer) = (self.until_dead(address), address.to_string());
         let proof = self.proof();
-        Box::pin(async move {
-            let deadline = Some(Instant::now() + FETCH_TIMEOUT);
-            let mut req = Request::new(req);
-            mark(req.metadata_mut(), 1, 0, proof);
-            let req = with_timeout(req, deadline);
-            let r = run(dead, &peer, deadline, client?.fetch_component(req))
-                .await?
-                .into_inner();
-            Ok(FetchedService {
-                info: r.service.ok_or_else(|| {
-                    Error::internal(format!(
-                        "node {peer} sent a component without its description"
-                    ))
-                })?,
-                files: r.files,
-                component: r.component,
-            })
-        })
+        let span = crate::traces::peer_span("fetch component", address);
+        Box::pin(
+            async move {
+                let deadline = Some(Instant::now() + FETCH_TIMEOUT);
+                let mut req = Request::new(req);
+                mark(req.metadata_mut(), 1, 0, proof);
+                let req = with_timeout(req, deadline);
+                let r = run(dead, &peer, deadline, client?.fetch_component(req))
+                    .await?
+                    .into_inner();
+                Ok(FetchedService {
+                    info: r.service.ok_or_else(|| {
+                        Error::internal(format!(
+                            "node {peer} sent a component without its description"
+                        ))
+                    })?,
+                    files: r.files,
+                    component: r.component,
+                })
+            }
+            .instrument(span),
+        )
     }
 
     fn list_owned(

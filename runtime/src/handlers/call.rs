@@ -12,6 +12,7 @@ use crate::wasm::{CallContext, HostApi, HostFuture};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// Tells a call that everyone waiting for its outcome went away, so it
 /// stops before it commits anything. The default is never cancelled (a
@@ -106,7 +107,12 @@ impl Handlers {
             ("method", call.method.clone()),
         ];
         let started = Instant::now();
-        let r = self.run(call, found).await;
+        let span =
+            crate::traces::handler_span(call.namespace.as_str(), &call.service, &call.method);
+        let r = self.run(call, found).instrument(span.clone()).await;
+        if let Err(e) = &r {
+            crate::traces::record_error(&span, &e.to_string());
+        }
         metrics::histogram!(crate::telemetry::HANDLER_DURATION, &labels)
             .record(started.elapsed().as_secs_f64());
         let mut labels = labels.to_vec();
@@ -196,7 +202,7 @@ impl Handlers {
             if !host.has_writes() {
                 return Ok(out);
             }
-            let committed = tokio::spawn(async move { host.commit().await })
+            let committed = tokio::spawn(async move { host.commit().await }.in_current_span())
                 .await
                 .map_err(|e| Error::internal(format!("commit task: {e}")))?;
             match committed {

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::limits::{REQUEST_LOG_BYTES, REQUEST_LOG_ENTRIES, REQUEST_LOG_RETAIN};
 
@@ -135,13 +136,18 @@ impl RequestLog {
                     // One task runs the work and records its outcome; if it
                     // panics, the guard records a failure instead, so the id
                     // does not stay "running" forever.
-                    tokio::spawn(async move {
-                        let mut guard = Unfinished(Some((log.clone(), id.clone(), fingerprint)));
-                        let outcome = work.await;
-                        guard.0 = None;
-                        log.finish(&id, fingerprint, &outcome);
-                        let _ = tx.send(Some(outcome));
-                    });
+                    // In the caller's trace span: the work is the call's.
+                    tokio::spawn(
+                        async move {
+                            let mut guard =
+                                Unfinished(Some((log.clone(), id.clone(), fingerprint)));
+                            let outcome = work.await;
+                            guard.0 = None;
+                            log.finish(&id, fingerprint, &outcome);
+                            let _ = tx.send(Some(outcome));
+                        }
+                        .in_current_span(),
+                    );
                     (rx, waiting)
                 }
             }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::readers::Lane;
 use crate::error::ErrorKind;
@@ -436,8 +437,14 @@ impl Collection {
         let (tx, rx) = oneshot::channel();
         let using = self.enter();
         self.send(&using, Job::One(op, tx))?;
-        rx.await
+        rx.instrument(self.span("sqlite.write"))
+            .await
             .map_err(|_| Error::internal("the writer dropped the request"))?
+    }
+
+    /// A trace span for a store operation on this collection.
+    fn span(&self, op: &'static str) -> tracing::Span {
+        crate::traces::store_span(op, self.namespace.as_str(), self.name.as_str())
     }
 
     /// Stores `bytes`, a message of the collection's type, as record `id`:
@@ -490,7 +497,8 @@ impl Collection {
         let (tx, rx) = oneshot::channel();
         let using = self.enter();
         self.send(&using, Job::Batch(ops, Vec::new(), call, tx))?;
-        rx.await
+        rx.instrument(self.span("sqlite.write"))
+            .await
             .map_err(|_| Error::internal("the writer dropped the request"))?
     }
 
@@ -590,7 +598,8 @@ impl Collection {
                 let _ = tx.send(run());
             }),
         )?;
-        rx.await
+        rx.instrument(self.span("sqlite.read"))
+            .await
             .map_err(|_| Error::internal("a reader thread dropped the request"))?
     }
 

@@ -6,6 +6,7 @@
 use super::bindings::collector::runtime::files;
 use super::host::{FileSpec, GuestResult, OpenCollection, State, WRITE_OVERHEAD, to_guest};
 use crate::store;
+use tracing::Instrument;
 use wasmtime::component::Resource;
 
 fn info(m: store::FileMeta) -> files::FileInfo {
@@ -33,6 +34,7 @@ impl files::Host for State {
         Ok(self
             .api
             .stat_file(h, &record_id, &path)
+            .instrument(crate::traces::host_span("file.stat"))
             .await
             .map(info)
             .map_err(to_guest))
@@ -51,6 +53,7 @@ impl files::Host for State {
         Ok(self
             .api
             .list_files(h, &record_id, prefix, page_size, page_token)
+            .instrument(crate::traces::host_span("file.list"))
             .await
             .map(|p| files::FilePage {
                 files: p.files.into_iter().map(info).collect(),
@@ -73,6 +76,7 @@ impl files::Host for State {
         Ok(self
             .api
             .read_file(h, &record_id, &path, offset, length, max)
+            .instrument(crate::traces::host_span("file.read"))
             .await
             .map_err(to_guest))
     }
@@ -98,7 +102,12 @@ impl files::Host for State {
             data,
             expected_version,
         };
-        Ok(self.api.change_file(h, change).await.map_err(to_guest))
+        Ok(self
+            .api
+            .change_file(h, change)
+            .instrument(crate::traces::host_span("file.change"))
+            .await
+            .map_err(to_guest))
     }
 
     async fn delete(
@@ -116,6 +125,11 @@ impl files::Host for State {
             path,
             expected_version,
         };
-        Ok(self.api.change_file(h, change).await.map_err(to_guest))
+        Ok(self
+            .api
+            .change_file(h, change)
+            .instrument(crate::traces::host_span("file.change"))
+            .await
+            .map_err(to_guest))
     }
 }

@@ -7,6 +7,7 @@ use super::bindings::collector::runtime::{collections, invoke, log, types};
 use crate::error::{Error, ErrorKind};
 use crate::store::{self, Labels};
 use std::sync::Arc;
+use tracing::Instrument;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -467,7 +468,12 @@ impl collections::Host for State {}
 impl collections::HostCollection for State {
     async fn open(&mut self, name: String) -> GuestResult<Resource<OpenCollection>> {
         self.tick()?;
-        match self.api.open(&name).await {
+        match self
+            .api
+            .open(&name)
+            .instrument(crate::traces::host_span("collection.open"))
+            .await
+        {
             Ok(handle) => Ok(Ok(self.table.push(OpenCollection { handle })?)),
             Err(e) => Ok(Err(to_guest(e))),
         }
@@ -485,6 +491,7 @@ impl collections::HostCollection for State {
         Ok(self
             .api
             .get(h, &id)
+            .instrument(crate::traces::host_span("collection.get"))
             .await
             .map(|r| record(&r))
             .map_err(to_guest))
@@ -510,6 +517,7 @@ impl collections::HostCollection for State {
                     labels: labels(l),
                 },
             )
+            .instrument(crate::traces::host_span("collection.write"))
             .await;
         Ok(
             r.and_then(|r| r.ok_or_else(|| Error::internal("create stored nothing")))
@@ -540,6 +548,7 @@ impl collections::HostCollection for State {
                     expected_version,
                 },
             )
+            .instrument(crate::traces::host_span("collection.write"))
             .await;
         Ok(
             r.and_then(|r| r.ok_or_else(|| Error::internal("update stored nothing")))
@@ -566,6 +575,7 @@ impl collections::HostCollection for State {
                     expected_version,
                 },
             )
+            .instrument(crate::traces::host_span("collection.write"))
             .await
             .map(|_| ())
             .map_err(to_guest))
@@ -581,6 +591,7 @@ impl collections::HostCollection for State {
         Ok(self
             .api
             .search(h, query(q))
+            .instrument(crate::traces::host_span("collection.search"))
             .await
             .map(|p| collections::Page {
                 records: p.hits.iter().map(|(r, _)| record(r)).collect(),
@@ -596,7 +607,12 @@ impl collections::HostCollection for State {
     ) -> GuestResult<i64> {
         self.tick()?;
         let h = self.handle_of(&c)?;
-        Ok(self.api.count(h, query(q)).await.map_err(to_guest))
+        Ok(self
+            .api
+            .count(h, query(q))
+            .instrument(crate::traces::host_span("collection.count"))
+            .await
+            .map_err(to_guest))
     }
 
     async fn drop(&mut self, c: Resource<OpenCollection>) -> wasmtime::Result<()> {
@@ -616,6 +632,7 @@ impl invoke::Host for State {
         Ok(self
             .api
             .invoke(&service, &method, &input)
+            .instrument(crate::traces::host_span("invoke"))
             .await
             .map_err(to_guest))
     }

@@ -25,5 +25,6 @@ mod repo;
 mod residency;
 mod surface;
 mod tls;
+mod traces;
 mod transfer;
 mod trust;
