@@ -315,3 +315,11 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// With port 0, how many ports a node tries before giving up because the
 /// UDP twin of each TCP port it got was taken.
 pub const BIND_ATTEMPTS: u32 = 8;
+
+/// Bytes of guest log lines a namespace's ring keeps on a node (the oldest
+/// lines go first; see `wasm::logs`).
+pub const HANDLER_LOG_BYTES: usize = 256 << 10;
+/// Longest guest log line kept, in bytes (longer ones are cut).
+pub const MAX_HANDLER_LOG_LINE: usize = 4096;
+/// Most guest log lines one `ListHandlerLogs` answers with.
+pub const MAX_HANDLER_LOG_PAGE: usize = 1000;

@@ -7,6 +7,7 @@ use crate::handlers::{self, ServiceSpec};
 use crate::names::Namespace;
 use crate::proto::{self, collector_registry_server::CollectorRegistry};
 use crate::registry::ProtoInput;
+use crate::wasm::logs::{Level, LogQuery};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -248,6 +249,57 @@ impl CollectorRegistry for RegistryApi {
             quotas: self.0.quotas.overrides().list(),
         }))
     }
+
+    async fn list_handler_logs(
+        &self,
+        req: Request<proto::ListHandlerLogsRequest>,
+    ) -> Result<Response<proto::ListHandlerLogsResponse>, Status> {
+        let ns = self.0.namespace(&req, &req.get_ref().namespace)?;
+        let r = req.into_inner();
+        let q = log_query(&r)?;
+        let lines = self.0.handlers.logs().read(ns.as_str(), &q);
+        let next_before = match lines.len() == q.limit {
+            true => lines.last().map_or(0, |l| l.seq),
+            false => 0,
+        };
+        Ok(Response::new(proto::ListHandlerLogsResponse {
+            lines: lines
+                .iter()
+                .map(|l| proto::HandlerLogLine {
+                    time_us: l.time_us,
+                    level: l.level.name().to_string(),
+                    service: l.service.clone(),
+                    method: l.method.clone(),
+                    message: l.message.clone(),
+                    seq: l.seq,
+                })
+                .collect(),
+            next_before,
+        }))
+    }
+}
+
+/// The log query a request asks for.
+pub fn log_query(r: &proto::ListHandlerLogsRequest) -> Result<LogQuery, Error> {
+    let min_level = match r.min_level.as_str() {
+        "" => Level::Trace,
+        s => Level::parse(s).ok_or_else(|| {
+            Error::invalid(format!(
+                "min_level {:.40?} is not a level: give trace, debug, info, warn or error",
+                s
+            ))
+        })?,
+    };
+    let limit = match r.limit {
+        0 => 100,
+        n => (n as usize).min(crate::limits::MAX_HANDLER_LOG_PAGE),
+    };
+    Ok(LogQuery {
+        service: r.service.clone(),
+        min_level,
+        before: r.before,
+        limit,
+    })
 }
 
 impl RegistryApi {

@@ -48,6 +48,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/collector.v1.CollectorRegistry/SetQuota", Operator),
     ("/collector.v1.CollectorRegistry/GetQuota", READ),
     ("/collector.v1.CollectorRegistry/ListQuotas", Operator),
+    ("/collector.v1.CollectorRegistry/ListHandlerLogs", DEVELOP),
     // CollectionService
     ("/collector.v1.CollectionService/Create", WRITE),
     ("/collector.v1.CollectionService/Get", READ),

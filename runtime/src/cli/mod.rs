@@ -7,6 +7,7 @@ mod backups;
 mod collections;
 mod files;
 mod keys;
+mod logs;
 mod mesh;
 mod output;
 mod protos;
@@ -123,6 +124,9 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: keys::KeysCmd,
     },
+    /// What handlers logged on the node (newest first; filter by
+    /// --service and --level).
+    Logs(logs::LogsArgs),
     /// Quotas: what a namespace may use and uses; operators' overrides.
     Quotas {
         #[command(subcommand)]
@@ -236,6 +240,7 @@ pub async fn run(conn: Conn, cmd: ClientCmd) -> Result<(), Status> {
         ClientCmd::Files { cmd } => files::run(&mut c, cmd).await,
         ClientCmd::Keys { cmd } => keys::run(&mut c, cmd).await,
         ClientCmd::Quotas { cmd } => quotas::run(&mut c, cmd).await,
+        ClientCmd::Logs(a) => logs::run(&mut c, a).await,
         ClientCmd::Clone(a) => transfers::clone(&mut c, a).await,
         ClientCmd::Fetch(a) => transfers::fetch(&mut c, a).await,
         ClientCmd::Put(a) => records::put(&mut c, a).await,

@@ -203,6 +203,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Handlers {
+    /// What guests logged on this node (`wasm::logs`).
+    pub fn logs(&self) -> &Arc<crate::wasm::logs::GuestLogs> {
+        self.sandbox.logs()
+    }
+
     /// Loads every registered service, from the compiled cache when it can;
     /// calls are bounded by `maxima`.
     pub async fn load(

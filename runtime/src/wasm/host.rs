@@ -4,6 +4,7 @@
 //! `wasm::files`).
 
 use super::bindings::collector::runtime::{collections, invoke, log, types};
+use super::logs::Level;
 use crate::error::{Error, ErrorKind};
 use crate::store::{self, Labels};
 use std::sync::Arc;
@@ -220,7 +221,8 @@ pub struct State {
     max_host_calls: u64,
     /// Set when the host refused something that ends the call.
     pub stop: Option<Stop>,
-    tag: String,
+    /// Who is calling and where its log lines go.
+    origin: Option<Origin>,
 }
 
 impl State {
@@ -237,19 +239,19 @@ impl State {
             host_calls: 0,
             max_host_calls: 0,
             stop: None,
-            tag: String::new(),
+            origin: None,
         }
     }
 
     /// Hands the store to its call (it may have been made ahead of time, see
-    /// `Sandbox::call`): the call's host API, host-call cap and log tag;
+    /// `Sandbox::call`): the call's host API, host-call cap and origin;
     /// counters start at zero.
-    pub fn begin(&mut self, api: std::sync::Arc<dyn HostApi>, max_host_calls: u64, tag: String) {
+    pub fn begin(&mut self, api: std::sync::Arc<dyn HostApi>, max_host_calls: u64, origin: Origin) {
         self.api = api;
         self.max_host_calls = max_host_calls;
         self.host_calls = 0;
         self.stop = None;
-        self.tag = tag;
+        self.origin = Some(origin);
     }
 
     /// The memory cap the store was made with.
@@ -641,16 +643,31 @@ impl invoke::Host for State {
 impl log::Host for State {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.tick()?;
-        let tag = self.tag.as_str();
-        match level {
-            log::Level::Trace => tracing::trace!(handler = tag, "{message}"),
-            log::Level::Debug => tracing::debug!(handler = tag, "{message}"),
-            log::Level::Info => tracing::info!(handler = tag, "{message}"),
-            log::Level::Warn => tracing::warn!(handler = tag, "{message}"),
-            log::Level::Error => tracing::error!(handler = tag, "{message}"),
+        if let Some(o) = &self.origin {
+            let level = match level {
+                log::Level::Trace => Level::Trace,
+                log::Level::Debug => Level::Debug,
+                log::Level::Info => Level::Info,
+                log::Level::Warn => Level::Warn,
+                log::Level::Error => Level::Error,
+            };
+            o.logs
+                .record(&o.namespace, &o.service, &o.method, level, &message);
         }
         Ok(())
     }
+}
+
+/// The call a store serves: its names, and where its log lines go.
+pub struct Origin {
+    /// The namespace of the call.
+    pub namespace: String,
+    /// The service called.
+    pub service: String,
+    /// The method called.
+    pub method: String,
+    /// The node's guest logs.
+    pub logs: Arc<super::logs::GuestLogs>,
 }
 
 #[cfg(test)]

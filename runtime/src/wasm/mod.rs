@@ -14,6 +14,7 @@ mod bindings;
 mod compiled;
 mod files;
 pub mod host;
+pub mod logs;
 
 pub use bindings::collector::runtime::types::CallContext;
 pub use compiled::CompiledCache;
@@ -223,6 +224,8 @@ pub struct Sandbox {
     budget: Arc<Budget>,
     /// Instances made ahead (or being made), against `MAX_WARM`.
     warm: Arc<std::sync::atomic::AtomicU32>,
+    /// What guests logged.
+    logs: Arc<logs::GuestLogs>,
 }
 
 impl Sandbox {
@@ -264,6 +267,7 @@ impl Sandbox {
             maxima,
             budget: Arc::new(Budget::new(maxima.budget_bytes)),
             warm: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+            logs: Arc::default(),
         })
     }
 
@@ -316,6 +320,11 @@ impl Sandbox {
         })
     }
 
+    /// What guests logged on this node.
+    pub fn logs(&self) -> &Arc<logs::GuestLogs> {
+        &self.logs
+    }
+
     /// Runs `handle` in a fresh store, on the calling task: the guest yields
     /// to the executor at every epoch tick, and the whole call (host calls
     /// included) is cut off at `limits.timeout`.
@@ -338,7 +347,12 @@ impl Sandbox {
                 "{MAX_INSTANCES} handler calls are already running on this node; retry with backoff"
             ))
         })?;
-        let tag = format!("{}/{}/{}", ctx.namespace, ctx.service, ctx.method);
+        let origin = host::Origin {
+            namespace: ctx.namespace.clone(),
+            service: ctx.service.clone(),
+            method: ctx.method.clone(),
+            logs: self.logs.clone(),
+        };
         let warm = {
             let mut ahead = h.ahead.lock().expect("ahead lock");
             match std::mem::take(&mut *ahead) {
@@ -357,7 +371,7 @@ impl Sandbox {
                 None,
             ),
         };
-        store.data_mut().begin(api, limits.max_host_calls, tag);
+        store.data_mut().begin(api, limits.max_host_calls, origin);
         let deadline = std::time::Instant::now() + limits.timeout;
         arm(&mut store, deadline);
         let run = async {

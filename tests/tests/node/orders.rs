@@ -370,3 +370,117 @@ async fn the_orders_guest_validates_prices_stores_and_queries() {
         .unwrap_err();
     assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
 }
+
+/// What a handler logs reaches the node's ring for its namespace: read
+/// over gRPC (newest first, filtered, paged) and with `collector logs`.
+#[tokio::test]
+async fn what_the_guest_logs_is_read_back_over_grpc_and_with_the_cli() {
+    const BIN: &str = env!("CARGO_BIN_EXE_collector-node");
+    let dir = tempfile::tempdir().unwrap();
+    let node = collector_tests::ProcessNode::start(BIN, dir.path());
+    let mut c = Clients::connect(node.addr).await;
+    setup(&mut c).await;
+    for who in ["ada", "grace", "linus"] {
+        let _: Order = c
+            .call(
+                NS,
+                "/orders.Orders/Create",
+                &basket(who, vec![item("tea", 1)]),
+            )
+            .await
+            .unwrap();
+    }
+    let logs = |service: &str, min_level: &str, limit: u32, before: u64| {
+        let mut registry = c.registry.clone();
+        let req = proto::ListHandlerLogsRequest {
+            namespace: NS.into(),
+            service: service.into(),
+            min_level: min_level.into(),
+            limit,
+            before,
+        };
+        async move { registry.list_handler_logs(req).await }
+    };
+    let all = logs("", "", 0, 0).await.unwrap().into_inner();
+    let said: Vec<&str> = all.lines.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(
+        said[0].contains("for linus: 450 cents"),
+        "newest first: {said:?}"
+    );
+    assert!(said[2].contains("for ada"), "{said:?}");
+    assert!(all.lines.iter().all(|l| l.level == "info"
+        && l.service == "orders.Orders"
+        && l.method == "Create"
+        && l.time_us > 0));
+    assert_eq!(all.next_before, 0, "no more");
+    // Paged: two, then the rest.
+    let first = logs("", "", 2, 0).await.unwrap().into_inner();
+    assert_eq!(first.lines.len(), 2);
+    let rest = logs("", "", 2, first.next_before)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.lines.len(), 1);
+    assert_eq!(rest.lines[0].message, all.lines[2].message);
+    // Filters.
+    assert!(
+        logs("", "warn", 0, 0)
+            .await
+            .unwrap()
+            .into_inner()
+            .lines
+            .is_empty()
+    );
+    assert!(
+        logs("other.Svc", "", 0, 0)
+            .await
+            .unwrap()
+            .into_inner()
+            .lines
+            .is_empty()
+    );
+    let bad = logs("", "loud", 0, 0).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    // Another namespace sees none of them.
+    let mut registry = c.registry.clone();
+    let other = registry
+        .list_handler_logs(proto::ListHandlerLogsRequest {
+            namespace: "elsewhere".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.lines.is_empty());
+
+    // The CLI prints the same lines as JSON.
+    let out = std::process::Command::new(BIN)
+        .env("COLLECTOR_TOKEN", collector_tests::TOKEN)
+        .args(["--node", &node.addr.to_string(), "-n", NS])
+        .args([
+            "logs",
+            "--service",
+            "orders.Orders",
+            "--level",
+            "info",
+            "--limit",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = &json["lines"][0];
+    assert_eq!(line["level"], "info");
+    assert_eq!(line["method"], "Create");
+    assert!(
+        line["message"].as_str().unwrap().contains("for linus"),
+        "{json}"
+    );
+    assert!(json["next_before"].as_u64().unwrap() > 0, "{json}");
+}
