@@ -342,7 +342,8 @@ impl Node {
             });
         }
         // Registered methods are served on their own paths by the fallback;
-        // the metrics on theirs (HTTP/1.1 too, as Prometheus scrapes).
+        // the metrics and the console on theirs (HTTP/1.1 too, as Prometheus
+        // and browsers call).
         let scraped = state.clone();
         let routes = tonic::service::Routes::from(
             routes
@@ -350,10 +351,16 @@ impl Node {
                 .into_axum_router()
                 .route(
                     api::metrics::PATH,
-                    axum::routing::get(move || {
-                        api::metrics::scrape(scraped.clone(), metrics.clone())
+                    axum::routing::get({
+                        let metrics = metrics.clone();
+                        move || api::metrics::scrape(scraped.clone(), metrics.clone())
                     }),
                 )
+                .merge(crate::console::router(
+                    state.clone(),
+                    metrics.clone(),
+                    config.tls.is_some(),
+                ))
                 .fallback_service(api::dynamic::RegisteredMethods::new(state.clone(), max)),
         );
 

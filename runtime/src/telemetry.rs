@@ -209,3 +209,89 @@ pub fn outcome_of<T>(r: &Result<T>) -> &'static str {
         },
     }
 }
+
+/// Every gRPC call counted so far, summed over methods: what the console's
+/// charts are drawn from (rates come from two of these).
+#[derive(Debug, Default, PartialEq)]
+pub struct GrpcTotals {
+    /// Calls answered.
+    pub requests: u64,
+    /// Calls answered with any status but OK.
+    pub errors: u64,
+    /// The latency histogram: (upper bound in seconds, calls at or under it).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// Sums `GRPC_REQUESTS` and `GRPC_DURATION`'s buckets in `text` (the
+/// Prometheus text `render` makes).
+pub fn grpc_totals(text: &str) -> GrpcTotals {
+    let mut t = GrpcTotals::default();
+    let bucket = format!("{GRPC_DURATION}_bucket");
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("collector_grpc_")) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(sv) => sv,
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let label = |key: &str| {
+            labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.trim_end_matches('}').trim_matches('"'))
+        };
+        if name == GRPC_REQUESTS {
+            t.requests += value as u64;
+            if label("code").is_some_and(|c| c != "Ok") {
+                t.errors += value as u64;
+            }
+        } else if name == bucket {
+            let le = match label("le") {
+                Some("+Inf") => f64::INFINITY,
+                Some(le) => match le.parse() {
+                    Ok(le) => le,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            match buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, n)) => *n += value as u64,
+                None => buckets.push((le, value as u64)),
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // JSON has no infinity: the last bucket's bound is the largest finite one's double.
+    if let Some(last) = buckets.last_mut().filter(|b| b.0.is_infinite()) {
+        last.0 = LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1] * 2.0;
+    }
+    t.buckets = buckets;
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_totals_sum_calls_errors_and_buckets_over_methods() {
+        let text = r#"# TYPE collector_grpc_requests_total counter
+collector_grpc_requests_total{method="/a/B",code="Ok"} 7
+collector_grpc_requests_total{method="/a/C",code="NotFound"} 2
+collector_grpc_requests_total{code="Ok",method="/a/C"} 1
+collector_grpc_request_duration_seconds_bucket{method="/a/B",le="0.001"} 5
+collector_grpc_request_duration_seconds_bucket{method="/a/B",le="+Inf"} 7
+collector_grpc_request_duration_seconds_bucket{method="/a/C",le="0.001"} 1
+collector_grpc_request_duration_seconds_bucket{method="/a/C",le="+Inf"} 3
+collector_grpc_request_duration_seconds_sum{method="/a/B"} 0.02
+collector_handler_calls_total{namespace="x"} 9
+"#;
+        let t = grpc_totals(text);
+        assert_eq!((t.requests, t.errors), (10, 2));
+        assert_eq!(t.buckets, vec![(0.001, 6), (20.0, 10)]);
+    }
+}

@@ -3,7 +3,7 @@
 use super::output::{parse_label, record_json};
 use super::{Clients, Outcome};
 use clap::Args;
-use collector::proto::{self, value::Kind};
+use collector::proto;
 use serde_json::json;
 
 // `collector put`
@@ -54,7 +54,7 @@ pub struct Search {
     query: String,
     /// Filter "FIELD OP VALUE" with OP one of = != > >= < <= contains prefix in exists !exists
     /// (repeatable; `in` takes comma-separated values; quote a value in "…" to force a string).
-    #[arg(long = "filter", short = 'f', value_parser = parse_filter)]
+    #[arg(long = "filter", short = 'f', value_parser = collector::filter_text::parse_filter)]
     filters: Vec<proto::Filter>,
     /// Label KEY=VALUE that must match (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
@@ -176,56 +176,4 @@ pub async fn search(c: &mut Clients, a: Search) -> Outcome {
             j
         }).collect::<Vec<_>>(),
     }))
-}
-
-fn scalar(s: &str) -> proto::Value {
-    let kind = if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-        Kind::StringValue(s[1..s.len() - 1].to_string())
-    } else if let Ok(i) = s.parse::<i64>() {
-        Kind::IntValue(i)
-    } else if let Ok(f) = s.parse::<f64>() {
-        Kind::DoubleValue(f)
-    } else if s == "true" || s == "false" {
-        Kind::BoolValue(s == "true")
-    } else {
-        Kind::StringValue(s.to_string())
-    };
-    proto::Value { kind: Some(kind) }
-}
-
-/// Parses "FIELD OP VALUE".
-pub fn parse_filter(s: &str) -> Result<proto::Filter, String> {
-    let mut parts = s.trim().splitn(3, char::is_whitespace);
-    let field = parts.next().unwrap_or_default().to_string();
-    let op_text = parts
-        .next()
-        .ok_or_else(|| format!("{s:?}: expected \"FIELD OP VALUE\""))?;
-    let rest = parts.next().unwrap_or("").trim();
-    use proto::FilterOp as F;
-    let op = match op_text {
-        "=" | "==" => F::Eq,
-        "!=" => F::Ne,
-        ">" => F::Gt,
-        ">=" => F::Ge,
-        "<" => F::Lt,
-        "<=" => F::Le,
-        "contains" => F::Contains,
-        "prefix" => F::Prefix,
-        "in" => F::In,
-        "exists" => F::Exists,
-        "!exists" => F::NotExists,
-        other => return Err(format!("{s:?}: unknown operator {other:?}")),
-    };
-    let (value, values) = match op {
-        F::Exists | F::NotExists => (None, vec![]),
-        F::In => (None, rest.split(',').map(|v| scalar(v.trim())).collect()),
-        _ if rest.is_empty() => return Err(format!("{s:?}: {op_text} needs a value")),
-        _ => (Some(scalar(rest)), vec![]),
-    };
-    Ok(proto::Filter {
-        field,
-        op: op as i32,
-        value,
-        values,
-    })
 }
