@@ -30,23 +30,23 @@
 
   function draw(id, series) {
     const svg = document.getElementById(id);
-    const w = 600, h = 160, pad = 14;
+    const w = 600, h = 160, pad = 8;
     const max = Math.max(1e-9, ...series.flatMap((s) => s.values));
     const ns = "http://www.w3.org/2000/svg";
     svg.textContent = "";
     for (const s of series) {
       const line = document.createElementNS(ns, "polyline");
       const n = s.values.length;
+      // The line fills the width as points come, up to `keep` of them.
       line.setAttribute("points", s.values.map((v, i) =>
-        `${(w * i) / Math.max(1, keep - 1)},${h - pad - ((h - 2 * pad) * v) / max}`).join(" "));
+        `${(w * i) / Math.max(9, n - 1)},${h - pad - ((h - 2 * pad) * v) / max}`).join(" "));
       line.setAttribute("stroke", s.color);
       svg.appendChild(line);
-      const label = document.createElementNS(ns, "text");
-      label.setAttribute("x", 4);
-      label.setAttribute("y", 12 + 12 * series.indexOf(s));
-      label.textContent = `${s.name} ${n ? s.values[n - 1].toFixed(2) : "–"} (max ${max.toFixed(2)})`;
-      svg.appendChild(label);
     }
+    document.getElementById(`${id}-legend`).textContent = series.map((s) => {
+      const n = s.values.length;
+      return `${s.name} ${n ? s.values[n - 1].toFixed(2) : "–"}`;
+    }).join(" · ") + ` (top of the chart: ${max.toFixed(2)})`;
   }
 
   async function sample() {

@@ -765,12 +765,16 @@ fn services_body(ns: &str, list: &[proto::ServiceInfo], called: Option<Called>) 
                         @for g in &sv.grants { code { (g.collection) } @if g.read_only { " (read only)" } " " }
                     }
                     @if let Some(l) = &sv.limits {
-                        dt { "limits" } dd { (l.timeout_ms) " ms · " (l.memory_mib) " MiB" }
+                        dt { "limits" } dd {
+                            @if l.timeout_ms == 0 { "the node's default timeout" } @else { (l.timeout_ms) " ms" }
+                            " · "
+                            @if l.memory_mib == 0 { "the node's default memory cap" } @else { (l.memory_mib) " MiB" }
+                        }
                     }
                 }
                 @for m in &sv.methods {
                     @let this = called.as_ref().filter(|k| k.form.service == sv.service && k.form.method == *m);
-                    form.call method="post" action="/console/services/call" {
+                    form.call method="post" action="/console/services/call" data-service=(sv.service) data-method=(m) {
                         input type="hidden" name="ns" value=(ns);
                         input type="hidden" name="service" value=(sv.service);
                         input type="hidden" name="method" value=(m);
@@ -964,9 +968,9 @@ pub async fn metrics(State(c): C, h: HeaderMap, Query(q): Query<Ns>) -> Page {
         html! {
             p.meta { "From this node's own metrics (" a href="/metrics" { "/metrics" } "), sampled every 2 s while this page is open." }
             div #charts data-source="/console/metrics.json" {
-                figure { figcaption { "Requests a second" } svg #rate viewBox="0 0 600 160" preserveAspectRatio="none" {} }
-                figure { figcaption { "Errors a second (any status but OK)" } svg #errors viewBox="0 0 600 160" preserveAspectRatio="none" {} }
-                figure { figcaption { "Latency, ms (p50 and p99 over each interval)" } svg #latency viewBox="0 0 600 160" preserveAspectRatio="none" {} }
+                figure { figcaption { "Requests a second" } span.legend id="rate-legend" {} svg #rate viewBox="0 0 600 160" preserveAspectRatio="none" {} }
+                figure { figcaption { "Errors a second (any status but OK)" } span.legend id="errors-legend" {} svg #errors viewBox="0 0 600 160" preserveAspectRatio="none" {} }
+                figure { figcaption { "Latency, ms (p50 and p99 over each interval)" } span.legend id="latency-legend" {} svg #latency viewBox="0 0 600 160" preserveAspectRatio="none" {} }
             }
             p #sampled.meta {}
         }

@@ -3,6 +3,7 @@
 mod auth;
 mod backup;
 mod cli;
+mod console;
 mod crud;
 mod docs;
 mod durability;

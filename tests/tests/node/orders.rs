@@ -129,7 +129,7 @@ fn basket(customer: &str, items: Vec<LineItem>) -> CreateOrder {
 
 /// Everything a user does before the first call: the .proto, the two
 /// collections, a catalogue, and the component with its grants.
-async fn setup(c: &mut Clients) {
+pub(crate) async fn setup(c: &mut Clients) {
     c.register_guest_proto(NS, "orders").await;
     for (name, ty, indexes) in [
         ("products", "orders.Product", vec![]),
