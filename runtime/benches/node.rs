@@ -8,12 +8,15 @@
 //! and clones, default 1024; BENCH_FILE_MB the size of the file phase f
 //! puts and gets, default 256; BENCH_METRICS=off runs the nodes without
 //! metrics, for the cost of keeping them: compare two runs). Phase n (many
-//! collections, `many.rs`) runs only when named: `BENCH_PHASES=n
+//! collections, `many.rs`) and phase o (the cost of metrics, two node
+//! processes, `ops.rs`) run only when named: `BENCH_PHASES=n
 //! BENCH_RECORDS=0`, with BENCH_COLLECTIONS (default 100,000) and
 //! BENCH_NAMESPACES (default 1,000, of 10 collections each).
 
 #[path = "node/many.rs"]
 mod many;
+#[path = "node/ops.rs"]
+mod ops;
 
 use collector::proto::{
     self, collection_repo_client::CollectionRepoClient,
@@ -1042,6 +1045,9 @@ async fn main() {
 
     if phase('n') {
         many::many_phase(dir.path(), floor_p50[0]).await;
+    }
+    if phase('o') {
+        ops::ops_phase(dir.path(), &pool).await;
     }
     if records == 0 || !phase('e') {
         node.shutdown().await.unwrap();

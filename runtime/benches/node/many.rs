@@ -16,9 +16,9 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 /// A node process, killed on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: std::process::Child,
-    addr: std::net::SocketAddr,
+    pub(crate) addr: std::net::SocketAddr,
 }
 
 impl Drop for Proc {
@@ -32,15 +32,15 @@ impl Proc {
     /// Spawns `collector serve` on `data` and waits until it prints its
     /// address; also how long that took.
     fn start(data: &std::path::Path) -> (Proc, Duration) {
+        Self::start_with(data, &["--collection-idle-close", "3s"])
+    }
+
+    /// [`Proc::start`] with these `serve` flags.
+    pub(crate) fn start_with(data: &std::path::Path, flags: &[&str]) -> (Proc, Duration) {
         let t = Instant::now();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--collection-idle-close",
-                "3s",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
             .arg("--data-dir")
             .arg(data)
             .arg("--operator-key-file")
@@ -84,7 +84,7 @@ impl Proc {
     }
 
     /// Stops it with SIGTERM and waits (a clean stop).
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -9,6 +9,11 @@
 //! `HttpOnly`, `SameSite=Strict` cookie (`Secure` on a TLS node); every
 //! change is a same-site POST.
 
+// Pages return `Result<Response, Response>` (axum's way to stop early
+// with an answer, e.g. the redirect to sign in); the error is built once
+// per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod pages;
 mod view;
 
