@@ -2,7 +2,7 @@
 //!
 //! # Layers
 //! Arrows point down and one way:
-//! `node` (wiring) → `api` (tonic adapters) → `mesh` → `handlers` →
+//! `node` (wiring) → `console` (web pages) → `api` (tonic adapters) → `mesh` → `handlers` →
 //! (`registry`, `wasm`, `store`) → `names`, `limits`, `util`, `error`;
 //! `api` also reads `node_info`.
 //! `registry` persists through `store`; `store` resolves types through its

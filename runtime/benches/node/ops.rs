@@ -9,8 +9,13 @@ use super::many::Proc;
 use super::{Channel, Rng, connect, load, prepare_get, setup_node};
 use collector::proto::{self, collection_service_client::CollectionServiceClient};
 
-/// Rounds per figure (each runs both nodes once).
-const ROUNDS: usize = 9;
+/// Rounds per figure (each runs both nodes once); BENCH_ROUNDS overrides.
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9)
+}
 
 /// One loaded second of `what` at `conc` against `chs`: calls/s.
 async fn second(what: &str, conc: usize, chs: &[Channel]) -> f64 {
@@ -69,7 +74,7 @@ pub async fn ops_phase(dir: &std::path::Path, pool: &prost_reflect::DescriptorPo
     for what in ["empty", "get"] {
         for conc in [1usize, 64] {
             let (mut ratios, mut rates) = (Vec::new(), [Vec::new(), Vec::new()]);
-            for round in 0..ROUNDS {
+            for round in 0..rounds() {
                 // Alternate which goes first, so warm-up and drift even out.
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 let mut r = [0.0; 2];
@@ -86,9 +91,10 @@ pub async fn ops_phase(dir: &std::path::Path, pool: &prost_reflect::DescriptorPo
                 "Get 1 KB    "
             };
             println!(
-                "(o) {name} c={conc:<3} metrics on {:>8.0} calls/s, off {:>8.0} (medians of {ROUNDS} alternating 1 s rounds)  on/off = {:.3} (target >= 0.97; rounds {:.2}–{:.2})",
+                "(o) {name} c={conc:<3} metrics on {:>8.0} calls/s, off {:>8.0} (medians of {} alternating 1 s rounds)  on/off = {:.3} (target >= 0.97; rounds {:.2}–{:.2})",
                 median(rates[0].clone()),
                 median(rates[1].clone()),
+                ratios.len(),
                 median(ratios.clone()),
                 ratios.iter().cloned().fold(f64::INFINITY, f64::min),
                 ratios.iter().cloned().fold(0.0, f64::max),
