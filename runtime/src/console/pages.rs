@@ -131,7 +131,7 @@ pub async fn collections(State(c): C, h: HeaderMap, Query(q): Query<Ns>) -> Page
                             @for ci in &r.collections {
                                 tr {
                                     td { (ci.namespace) }
-                                    td { a href=(format!("/console/c/{}/{}", enc(&ci.namespace), enc(&ci.name))) { (ci.name) } }
+                                    td { a href=(collection_url(&ci.namespace, &ci.name)) { (ci.name) } }
                                     td { code { (ci.message_type) } }
                                     td { (ci.indexes.join(", ")) }
                                     td.labels { (labels_text(&ci.labels)) }
@@ -249,8 +249,8 @@ pub async fn records(
     let title = format!("{ns}/{name}");
     let info = describe(&c, &s, &ns, &name)
         .await
-        .map_err(|e| failure(http_status(&e), &s, &title, &e))?;
-    let base = format!("/console/c/{}/{}", enc(&ns), enc(&name));
+        .map_err(|e| shown(&s, &title, &e))?;
+    let base = collection_url(&ns, &name);
     let found = match q.search(&ns, &name) {
         Ok(r) => match c.request(&s, "/collector.v1.CollectionService/Search", &ns, r) {
             Ok(req) => CollectionApi(c.state.clone())
@@ -301,12 +301,28 @@ pub async fn records(
     Ok(page(&title, Some(&s), &ns, body))
 }
 
+/// The page of collection `ns`/`name`.
+fn collection_url(ns: &str, name: &str) -> String {
+    format!("/console/c/{}/{}", enc(ns), enc(name))
+}
+
+/// The page of record `id` of `ns`/`name`.
+fn record_url(ns: &str, name: &str, id: &str) -> String {
+    format!("{}/r/{}", collection_url(ns, name), enc(id))
+}
+
 /// At most `n` characters of `s`, with … when cut.
 fn clip(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
     }
+}
+
+/// A failed call shown as a page of its own, with the HTTP status that
+/// matches its code.
+fn shown(s: &Session, title: &str, e: &Status) -> Response {
+    failure(http_status(e), s, title, e)
 }
 
 /// The HTTP status for a failed call shown as a page.
@@ -360,8 +376,8 @@ pub async fn new_record(
     let title = format!("New record in {ns}/{name}");
     let info = describe(&c, &s, &ns, &name)
         .await
-        .map_err(|e| failure(http_status(&e), &s, &title, &e))?;
-    let action = format!("/console/c/{}/{}/new", enc(&ns), enc(&name));
+        .map_err(|e| shown(&s, &title, &e))?;
+    let action = format!("{}/new", collection_url(&ns, &name));
     let f = RecordForm {
         json: "{}".into(),
         ..Default::default()
@@ -384,7 +400,7 @@ pub async fn create_record(
     let title = format!("New record in {ns}/{name}");
     let info = describe(&c, &s, &ns, &name)
         .await
-        .map_err(|e| failure(http_status(&e), &s, &title, &e))?;
+        .map_err(|e| shown(&s, &title, &e))?;
     let created = async {
         let req = c.request(
             &s,
@@ -410,14 +426,9 @@ pub async fn create_record(
     }
     .await;
     match created {
-        Ok(rec) => Ok(view::redirect(&format!(
-            "/console/c/{}/{}/r/{}",
-            enc(&ns),
-            enc(&name),
-            enc(&rec.id)
-        ))),
+        Ok(rec) => Ok(view::redirect(&record_url(&ns, &name, &rec.id))),
         Err(e) => {
-            let action = format!("/console/c/{}/{}/new", enc(&ns), enc(&name));
+            let action = format!("{}/new", collection_url(&ns, &name));
             let body = html! { (view::problem(&e)) (record_form(&action, &f, true, &info)) };
             Ok((StatusCode::BAD_REQUEST, page(&title, Some(&s), &ns, body)).into_response())
         }
@@ -459,9 +470,9 @@ fn record_page(
     ci: &proto::CollectionInfo,
     e: Option<&Status>,
 ) -> Markup {
-    let base = format!("/console/c/{}/{}/r/{}", enc(ns), enc(name), enc(&rec.id));
+    let base = record_url(ns, name, &rec.id);
     html! {
-        p.meta { a href=(format!("/console/c/{}/{}", enc(ns), enc(name))) { "« " (ns) "/" (name) } }
+        p.meta { a href=(collection_url(ns, name)) { "« " (ns) "/" (name) } }
         dl.meta {
             dt { "version" } dd { (rec.version) }
             dt { "created" } dd { (time(&rec.created_at)) }
@@ -489,8 +500,8 @@ pub async fn record(
         describe(&c, &s, &ns, &name),
         get_record(&c, &s, &ns, &name, &id)
     );
-    let info = info.map_err(|e| failure(http_status(&e), &s, &title, &e))?;
-    let rec = rec.map_err(|e| failure(http_status(&e), &s, &title, &e))?;
+    let info = info.map_err(|e| shown(&s, &title, &e))?;
+    let rec = rec.map_err(|e| shown(&s, &title, &e))?;
     let f = RecordForm {
         id: rec.id.clone(),
         json: pretty(&rec.json),
@@ -540,19 +551,14 @@ pub async fn update_record(
     }
     .await;
     match updated {
-        Ok(_) => Ok(view::redirect(&format!(
-            "/console/c/{}/{}/r/{}",
-            enc(&ns),
-            enc(&name),
-            enc(&id)
-        ))),
+        Ok(_) => Ok(view::redirect(&record_url(&ns, &name, &id))),
         Err(e) => {
             let (info, rec) = tokio::join!(
                 describe(&c, &s, &ns, &name),
                 get_record(&c, &s, &ns, &name, &id)
             );
-            let info = info.map_err(|e| failure(http_status(&e), &s, &title, &e))?;
-            let rec = rec.map_err(|e| failure(http_status(&e), &s, &title, &e))?;
+            let info = info.map_err(|e| shown(&s, &title, &e))?;
+            let rec = rec.map_err(|e| shown(&s, &title, &e))?;
             let body = record_page(&ns, &name, &rec, &f, &info, Some(&e));
             Ok((http_status(&e), page(&title, Some(&s), &ns, body)).into_response())
         }
@@ -584,16 +590,12 @@ pub async fn delete_record(
                 expected_version: f.version,
             },
         )
-        .map_err(|e| failure(http_status(&e), &s, &title, &e))?;
+        .map_err(|e| shown(&s, &title, &e))?;
     CollectionApi(c.state.clone())
         .delete(req)
         .await
-        .map_err(|e| failure(http_status(&e), &s, &title, &e))?;
-    Ok(view::redirect(&format!(
-        "/console/c/{}/{}",
-        enc(&ns),
-        enc(&name)
-    )))
+        .map_err(|e| shown(&s, &title, &e))?;
+    Ok(view::redirect(&collection_url(&ns, &name)))
 }
 
 // ------------------------------------------------------------------ types
@@ -819,7 +821,7 @@ pub async fn call(State(c): C, h: HeaderMap, Form(f): Form<CallForm>) -> Page {
     let outcome = dispatch(&c, &s, &f).await;
     let list = list_services(&c, &s, &f.ns)
         .await
-        .map_err(|e| failure(http_status(&e), &s, "Services", &e))?;
+        .map_err(|e| shown(&s, "Services", &e))?;
     let body = services_body(&f.ns, &list, Some(Called { form: &f, outcome }));
     Ok(page("Services", Some(&s), &f.ns, body))
 }
@@ -937,7 +939,7 @@ pub async fn mesh(State(c): C, h: HeaderMap, Query(q): Query<Ns>) -> Page {
                                 (p.collections.len())
                                 @if !p.collections.is_empty() {
                                     ul.owned { @for oc in p.collections.iter().take(50) {
-                                        li { a href=(format!("/console/c/{}/{}", enc(&oc.namespace), enc(&oc.name))) { (oc.namespace) "/" (oc.name) } }
+                                        li { a href=(collection_url(&oc.namespace, &oc.name)) { (oc.namespace) "/" (oc.name) } }
                                     } }
                                     @if p.collections.len() > 50 { p.note { "and " (p.collections.len() - 50) " more" } }
                                 }

@@ -143,38 +143,12 @@ impl Mesh {
 
     /// Registers the counter service on node `i`, granted `counters`.
     async fn register_counter(&mut self, i: usize) -> String {
-        let c = &mut self.clients[i];
-        register_proto(c).await;
-        c.registry
-            .register_service(proto::RegisterServiceRequest {
-                namespace: "shop".into(),
-                service: "t.Counter".into(),
-                component: collector_tests::guest("counter"),
-                grants: vec![proto::Grant {
-                    collection: "counters".into(),
-                    read_only: false,
-                }],
-                limits: None,
-            })
-            .await
-            .expect("register the counter")
-            .into_inner()
-            .sha256
+        register_counter(&mut self.clients[i]).await
     }
 
     /// Creates `counters` (t.Msg) on node `i`.
     async fn create_counters(&mut self, i: usize) {
-        let c = &mut self.clients[i];
-        register_proto(c).await;
-        c.repo
-            .create_collection(proto::CreateCollectionRequest {
-                namespace: "shop".into(),
-                name: "counters".into(),
-                message_type: "t.Msg".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("create counters");
+        create_counters(&mut self.clients[i]).await
     }
 
     /// Waits until every node sees `counters` on node `owner` and the
@@ -209,6 +183,41 @@ impl Mesh {
         self.nodes[i] = ProcessNode::start_with(BIN, self.dirs[i].path(), &addr, &join);
         self.clients[i] = Clients::connect(self.nodes[i].addr).await;
     }
+}
+
+/// Registers counter.proto and the counter service (granted `counters`)
+/// in namespace `shop` on `c`'s node; returns the component's sha256.
+pub(crate) async fn register_counter(c: &mut Clients) -> String {
+    register_proto(c).await;
+    c.registry
+        .register_service(proto::RegisterServiceRequest {
+            namespace: "shop".into(),
+            service: "t.Counter".into(),
+            component: collector_tests::guest("counter"),
+            grants: vec![proto::Grant {
+                collection: "counters".into(),
+                read_only: false,
+            }],
+            limits: None,
+        })
+        .await
+        .expect("register the counter")
+        .into_inner()
+        .sha256
+}
+
+/// Creates `counters` (t.Msg, namespace `shop`) on `c`'s node.
+pub(crate) async fn create_counters(c: &mut Clients) {
+    register_proto(c).await;
+    c.repo
+        .create_collection(proto::CreateCollectionRequest {
+            namespace: "shop".into(),
+            name: "counters".into(),
+            message_type: "t.Msg".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create counters");
 }
 
 /// Registers counter.proto in namespace `shop`.

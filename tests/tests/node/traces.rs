@@ -3,7 +3,9 @@
 //! a Dispatch through one node to the owner on the other is one trace, its
 //! spans linked parent to child across both nodes.
 
-use crate::mesh::{msg, n_of, peers, register_proto, wait_for, wait_for_collection};
+use crate::mesh::{
+    create_counters, msg, n_of, peers, register_counter, wait_for, wait_for_collection,
+};
 use collector::proto::{self, collective_dispatcher_client::CollectiveDispatcherClient};
 use collector_tests::{Clients, ProcessNode};
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -97,30 +99,8 @@ async fn a_dispatch_through_a_peer_is_one_trace_across_both_nodes() {
     let (ida, idb) = (self_id(&peers(&ca).await), self_id(&peers(&cb).await));
 
     // The handler is registered on A; its collection lives on B.
-    register_proto(&mut ca).await;
-    ca.registry
-        .register_service(proto::RegisterServiceRequest {
-            namespace: "shop".into(),
-            service: "t.Counter".into(),
-            component: collector_tests::guest("counter"),
-            grants: vec![proto::Grant {
-                collection: "counters".into(),
-                read_only: false,
-            }],
-            limits: None,
-        })
-        .await
-        .expect("register the counter on A");
-    register_proto(&mut cb).await;
-    cb.repo
-        .create_collection(proto::CreateCollectionRequest {
-            namespace: "shop".into(),
-            name: "counters".into(),
-            message_type: "t.Msg".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create counters on B");
+    register_counter(&mut ca).await;
+    create_counters(&mut cb).await;
     wait_for_collection(&ca, "counters").await;
     wait_for(&cb, "B sees A's handler", Duration::from_secs(20), |ps| {
         ps.iter()
