@@ -76,6 +76,10 @@ pub(super) struct WriterMetrics {
     pub size: metrics::Histogram,
     /// Jobs queued and not yet taken (the collection adds, the writer takes).
     pub queued: metrics::Gauge,
+    /// A commit's own write of the WAL and its fsync.
+    pub sync: metrics::Histogram,
+    /// Records the collection holds.
+    pub records: metrics::Gauge,
 }
 
 impl WriterMetrics {
@@ -88,6 +92,8 @@ impl WriterMetrics {
             commit: metrics::histogram!(crate::telemetry::COMMIT_DURATION, &labels),
             size: metrics::histogram!(crate::telemetry::COMMIT_SIZE, &labels),
             queued: metrics::gauge!(crate::telemetry::WRITE_QUEUE_DEPTH, &labels),
+            sync: metrics::histogram!(crate::telemetry::SYNC_DURATION, &labels),
+            records: metrics::gauge!(crate::telemetry::COLLECTION_RECORDS, &labels),
         }
     }
 }
@@ -105,6 +111,20 @@ pub(super) fn writer_loop(
     counted: WriterMetrics,
     pending: &std::sync::atomic::AtomicUsize,
 ) {
+    // SQLite calls the commit hook as a COMMIT starts writing: from there
+    // to the commit's return is the WAL write and its fsync.
+    let hooked: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let hook = hooked.clone();
+    let _ = conn.commit_hook(Some(move || {
+        *hook.lock().expect("commit hook lock") = Some(std::time::Instant::now());
+        false
+    }));
+    // Counted once as the writer starts (an index-only scan), then kept by
+    // each commit's creates and deletes.
+    let mut records = conn
+        .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+        .unwrap_or(0);
+    counted.records.set(records as f64);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_MAX {
@@ -117,8 +137,18 @@ pub(super) fn writer_loop(
         counted.queued.decrement(jobs.len() as f64);
         let started = std::time::Instant::now();
         let n = jobs.len();
-        commit_group(&mut conn, &desc, &cache, &area, jobs);
+        let done = commit_group(&mut conn, &desc, &cache, &area, jobs);
         counted.commit.record(started.elapsed().as_secs_f64());
+        let hook_at = hooked.lock().expect("commit hook lock").take();
+        if let (Some(at), Some(hook_at)) = (done.at, hook_at) {
+            counted
+                .sync
+                .record(at.saturating_duration_since(hook_at).as_secs_f64());
+        }
+        if done.records != 0 {
+            records += done.records;
+            counted.records.set(records as f64);
+        }
         pending.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
     }
     // Closing (a clean stop, or the collection going away): move the WAL
@@ -165,13 +195,20 @@ fn change(op: &WriteOp, w: &Written) -> Change {
     }
 }
 
+/// What a group's commit did: when it returned (None: it failed), and
+/// the records it added less those it deleted.
+struct Done {
+    at: Option<std::time::Instant>,
+    records: i64,
+}
+
 fn commit_group(
     conn: &mut Connection,
     desc: &MessageDescriptor,
     cache: &RecordCache,
     area: &FileArea,
     jobs: Vec<Job>,
-) {
+) -> Done {
     let mut changes: Vec<Change> = Vec::new();
     // File bytes whose rows this group drops, unlinked after its commit.
     let mut doomed: Vec<Doomed> = Vec::new();
@@ -286,7 +323,21 @@ fn commit_group(
         tx.commit()?;
         Ok(())
     })();
+    let mut done = Done {
+        at: None,
+        records: 0,
+    };
     if outcome.is_ok() {
+        done.at = Some(std::time::Instant::now());
+        // A create stores version 1; a delete leaves None.
+        done.records = changes
+            .iter()
+            .map(|(_, r)| match r {
+                Some(r) if r.version == 1 => 1,
+                Some(_) => 0,
+                None => -1,
+            })
+            .sum();
         // Before any caller hears of its write, so reads see what was acknowledged.
         cache.apply(changes);
         area.remove(&doomed);
@@ -313,6 +364,7 @@ fn commit_group(
     if let Err(e) = outcome {
         tracing::error!(error = %e, "commit failed; the group's writes were rolled back");
     }
+    done
 }
 
 /// Records that `call`'s writes are applied here (in the batch's own

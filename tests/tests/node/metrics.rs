@@ -163,6 +163,18 @@ async fn operators_scrape_calls_commits_handlers_quotas_and_the_process() {
     }
     assert!(refused);
 
+    // A delete counts down the records gauge (a refused put above may
+    // have left q0 unwritten: then this is NotFound and counts nothing).
+    let _ = c
+        .records
+        .delete(proto::DeleteRequest {
+            namespace: "metered".into(),
+            collection: "orders".into(),
+            id: "q0".into(),
+            expected_version: None,
+        })
+        .await;
+
     // Only operators.
     assert_eq!(get_metrics(addr, None).await.0, 401);
     let reader = c
@@ -224,6 +236,14 @@ async fn operators_scrape_calls_commits_handlers_quotas_and_the_process() {
     let orders = [("namespace", "metered"), ("collection", "orders")];
     assert!(histogram_count(&s, "collector_collection_commit_duration_seconds", &orders) >= 3.0);
     assert!(histogram_count(&s, "collector_collection_group_commit_size", &orders) >= 3.0);
+    assert!(histogram_count(&s, "collector_collection_sync_duration_seconds", &orders) >= 3.0);
+    let records = c.count("metered", "orders").await;
+    assert!(records >= 3);
+    assert_eq!(
+        value(&s, "collector_collection_records", &orders),
+        records as f64,
+        "the records gauge follows creates and deletes"
+    );
     let say = [
         ("namespace", "metered"),
         ("service", "mt.Echo"),
