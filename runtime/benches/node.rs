@@ -9,7 +9,7 @@
 //! puts and gets, default 256; BENCH_METRICS=off runs the nodes without
 //! metrics, for the cost of keeping them: compare two runs). Phase n (many
 //! collections, `many.rs`) and phase o (the cost of metrics, two node
-//! processes, `ops.rs`) run only when named: `BENCH_PHASES=n
+//! processes, `ops.rs`; BENCH_ROUNDS its rounds, default 9) run only when named: `BENCH_PHASES=n
 //! BENCH_RECORDS=0`, with BENCH_COLLECTIONS (default 100,000) and
 //! BENCH_NAMESPACES (default 1,000, of 10 collections each).
 
