@@ -266,6 +266,49 @@ async fn the_console_signs_in_with_a_key_and_shows_only_what_it_may() {
     .await;
     assert_eq!(a.status, 400);
     assert!(a.body.contains("FailedPrecondition"), "{}", a.body);
+    // Ordering and paging: 25 more records, 20 a page, highest first.
+    for i in 0..25 {
+        c.put(
+            "shop",
+            "orders",
+            &format!("p-{i:02}"),
+            &collector_tests::Order::new("paged", 100 + i),
+        )
+        .await
+        .unwrap();
+    }
+    let a = http(
+        addr,
+        "/console/c/shop/orders?q=paged&order=quantity&desc=1",
+        Some(&writer),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let rows = |body: &str| -> Vec<String> {
+        body.split("/console/c/shop/orders/r/")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().to_string())
+            .collect()
+    };
+    let first = rows(&a.body);
+    assert_eq!(first.len(), 20, "a page of 20");
+    assert_eq!(
+        (first[0].as_str(), first[19].as_str()),
+        ("p-24", "p-05"),
+        "highest first"
+    );
+    assert!(a.body.contains("25 found"));
+    let next = a
+        .body
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a next page link")
+        .replace("&amp;", "&");
+    let b = http(addr, &next, Some(&writer), None).await;
+    assert_eq!(rows(&b.body), ["p-04", "p-03", "p-02", "p-01", "p-00"]);
+
     // The operator's metrics, as JSON for the charts.
     let a = http(addr, "/console/metrics.json", Some(TOKEN), None).await;
     assert_eq!(a.status, 200);
