@@ -237,25 +237,26 @@ async fn prepare_get(ch: &Channel, pool: &prost_reflect::DescriptorPool, rng: &m
     rec.data.unwrap().value.len()
 }
 
+/// A Get of `one-kb` (`prepare_get`) on one of `chs`, picked by the call's
+/// number: the load of the Get phases.
+async fn get_one_kb(chs: Arc<Vec<Channel>>, i: u64) -> Result<(), tonic::Status> {
+    let mut c = CollectionServiceClient::new(chs[i as usize % chs.len()].clone());
+    c.get(proto::GetRequest {
+        namespace: "bench".into(),
+        collection: "small".into(),
+        id: "one-kb".into(),
+        include_json: false,
+    })
+    .await
+    .map(|_| ())
+}
+
 /// Get of `one-kb` at c=1 and c=64: (calls/s, p50 µs) each.
 async fn get_rates(channels: &[Channel], secs: f64) -> [(f64, f64); 2] {
     let mut out = [(0.0, 0.0); 2];
     for (k, conc) in [1usize, 64].into_iter().enumerate() {
-        let chs = channels.to_vec();
-        let (rate, p50, errs) = load(conc, secs, move |i| {
-            let mut c = CollectionServiceClient::new(chs[i as usize % chs.len()].clone());
-            async move {
-                c.get(proto::GetRequest {
-                    namespace: "bench".into(),
-                    collection: "small".into(),
-                    id: "one-kb".into(),
-                    include_json: false,
-                })
-                .await
-                .map(|_| ())
-            }
-        })
-        .await;
+        let chs = Arc::new(channels.to_vec());
+        let (rate, p50, errs) = load(conc, secs, move |i| get_one_kb(chs.clone(), i)).await;
         assert_eq!(errs, 0);
         out[k] = (rate, p50);
     }

@@ -8,8 +8,7 @@
 //! callsite: timed here on its own, against the empty call.
 
 use super::many::Proc;
-use super::{Channel, Rng, connect, load, prepare_get, setup_node};
-use collector::proto::{self, collection_service_client::CollectionServiceClient};
+use super::{Channel, Rng, connect, get_one_kb, load, prepare_get, setup_node};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
@@ -43,20 +42,8 @@ async fn second(what: &str, conc: usize, chs: &[Channel]) -> f64 {
             .await
         }
         _ => {
-            load(conc, 1.0, move |i| {
-                let mut c = CollectionServiceClient::new(chs[i as usize % chs.len()].clone());
-                async move {
-                    c.get(proto::GetRequest {
-                        namespace: "bench".into(),
-                        collection: "small".into(),
-                        id: "one-kb".into(),
-                        include_json: false,
-                    })
-                    .await
-                    .map(|_| ())
-                }
-            })
-            .await
+            let chs = std::sync::Arc::new(chs);
+            load(conc, 1.0, move |i| get_one_kb(chs.clone(), i)).await
         }
     };
     assert_eq!(errs, 0);
