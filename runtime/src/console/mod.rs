@@ -15,6 +15,8 @@
 #![allow(clippy::result_large_err)]
 
 mod pages;
+mod records;
+mod services;
 mod view;
 
 use crate::api::{ApiState, NAMESPACE_HEADER, gate::Authorized};
@@ -23,6 +25,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use prost_reflect::DescriptorPool;
+use serde::Deserialize;
 use std::sync::Arc;
 use tonic::{Request, Status};
 
@@ -59,23 +63,23 @@ pub fn router(state: Arc<ApiState>, metrics: Option<PrometheusHandle>, tls: bool
         )
         .route("/console/login", get(pages::login_form).post(pages::login))
         .route("/console/logout", post(pages::logout))
-        .route("/console/collections", get(pages::collections))
-        .route("/console/c/{ns}/{name}", get(pages::records))
+        .route("/console/collections", get(records::collections))
+        .route("/console/c/{ns}/{name}", get(records::records))
         .route(
             "/console/c/{ns}/{name}/new",
-            get(pages::new_record).post(pages::create_record),
+            get(records::new_record).post(records::create_record),
         )
         .route(
             "/console/c/{ns}/{name}/r/{id}",
-            get(pages::record).post(pages::update_record),
+            get(records::record).post(records::update_record),
         )
         .route(
             "/console/c/{ns}/{name}/r/{id}/delete",
-            post(pages::delete_record),
+            post(records::delete_record),
         )
         .route("/console/types", get(pages::types))
-        .route("/console/services", get(pages::services))
-        .route("/console/services/call", post(pages::call))
+        .route("/console/services", get(services::services))
+        .route("/console/services/call", post(services::call))
         .route("/console/mesh", get(pages::mesh))
         .route("/console/metrics", get(pages::metrics))
         .route("/console/metrics.json", get(pages::metrics_json))
@@ -172,4 +176,57 @@ type Page = Result<Response, Response>;
 fn failure(status: StatusCode, s: &Session, title: &str, e: &Status) -> Response {
     let body = view::problem(e);
     (status, view::page(title, Some(s), "", body)).into_response()
+}
+
+/// At most `n` characters of `s`, with … when cut.
+pub(super) fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// A failed call shown as a page of its own, with the HTTP status that
+/// matches its code.
+pub(super) fn shown(s: &Session, title: &str, e: &Status) -> Response {
+    failure(http_status(e), s, title, e)
+}
+
+/// The HTTP status for a failed call shown as a page.
+pub(super) fn http_status(e: &Status) -> StatusCode {
+    match e.code() {
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The namespace a screen about one namespace shows: the picked one, else
+/// the node's default.
+pub(super) fn one_ns(c: &Console, q: &Ns) -> String {
+    match q.ns.as_str() {
+        "" => c.state.default_namespace.to_string(),
+        ns => ns.to_string(),
+    }
+}
+
+/// The pool of a file and its dependencies as GetProto sends them (the
+/// file first, then what it imports).
+pub(super) fn pool_of(
+    files: Vec<prost_types::FileDescriptorProto>,
+) -> Result<DescriptorPool, Status> {
+    let mut pool = DescriptorPool::new();
+    pool.add_file_descriptor_protos(files.into_iter().rev())
+        .map_err(|e| Status::internal(format!("the node's descriptors do not load: {e}")))?;
+    Ok(pool)
+}
+
+/// The namespace picked in the header (`?ns=`).
+#[derive(Deserialize, Default)]
+pub struct Ns {
+    #[serde(default)]
+    pub(super) ns: String,
 }

@@ -137,3 +137,13 @@ pub fn parse_labels(text: &str) -> Result<std::collections::HashMap<String, Stri
         })
         .collect()
 }
+
+/// The page of collection `ns`/`name`.
+pub fn collection_url(ns: &str, name: &str) -> String {
+    format!("/console/c/{}/{}", enc(ns), enc(name))
+}
+
+/// The page of record `id` of `ns`/`name`.
+pub fn record_url(ns: &str, name: &str, id: &str) -> String {
+    format!("{}/r/{}", collection_url(ns, name), enc(id))
+}
