@@ -12,26 +12,21 @@
 
 use super::cache::RecordCache;
 use super::file_area::FileArea;
-use super::query::{self, Query};
-use super::reads::{fts_error, row_record, run_count, run_page};
-use super::record::{BatchOutcome, Page, Record, WriteOp, Written};
-use super::schema::{create_indexes, open_reader, open_writer};
+use super::record::{BatchOutcome, WriteOp, Written};
+use super::schema::{create_indexes, open_writer};
 use super::writer::{Job, writer_loop};
 use crate::error::{Error, Result};
 use crate::names::{CollectionName, Namespace, RecordId};
-use prost_reflect::{DynamicMessage, MessageDescriptor};
-use rusqlite::{Connection, OptionalExtension};
+use prost_reflect::MessageDescriptor;
+use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::readers::Lane;
-use crate::error::ErrorKind;
-use crate::limits::{MAX_BATCH_OPS, POOLED_READERS, QUERY_TIMEOUT, WRITE_QUEUE};
+use crate::limits::{MAX_BATCH_OPS, QUERY_TIMEOUT, WRITE_QUEUE};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
 /// How a collection is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +64,16 @@ pub struct Collection {
     pub namespace: Namespace,
     /// Its name in the namespace.
     pub name: CollectionName,
-    desc: MessageDescriptor,
-    path: PathBuf,
+    pub(super) desc: MessageDescriptor,
+    pub(super) path: PathBuf,
     /// Where the files attached to its records live.
     pub(super) files: Arc<FileArea>,
     /// Indexes to make sure of when its writer first opens after start.
     indexes: Vec<String>,
     options: Options,
     state: Mutex<State>,
-    readers: Mutex<Vec<Connection>>,
-    query_timeout: std::time::Duration,
+    pub(super) readers: Mutex<Vec<Connection>>,
+    pub(super) query_timeout: std::time::Duration,
     /// Largest file attached to a record, in bytes.
     pub(super) max_file_bytes: u64,
     /// Set when a restore replaced the collection: writes that reach this
@@ -92,16 +87,16 @@ pub struct Collection {
     /// Reads and writes under way (`Use`s alive): while any is, it stays open.
     in_use: AtomicUsize,
     /// Writes sent to the writer and not yet committed.
-    pending: Arc<AtomicUsize>,
+    pub(super) pending: Arc<AtomicUsize>,
     /// When it was last used (ms on `residency::clock`).
     last_used: AtomicU64,
     /// Its indexes were made sure of since the node started.
     prepared: Arc<AtomicBool>,
     /// `used_bytes` as last measured, until the next write: so measuring a
     /// namespace's storage does not open its idle collections again.
-    measured: Mutex<Option<u64>>,
+    pub(super) measured: Mutex<Option<u64>>,
     /// Writes sent since start (so a measure knows if one came meanwhile).
-    writes: AtomicU64,
+    pub(super) writes: AtomicU64,
 }
 
 /// What exists only while a collection is open.
@@ -443,7 +438,7 @@ impl Collection {
     }
 
     /// A trace span for a store operation on this collection.
-    fn span(&self, op: &'static str) -> tracing::Span {
+    pub(super) fn span(&self, op: &'static str) -> tracing::Span {
         crate::traces::store_span(op, self.namespace.as_str(), self.name.as_str())
     }
 
@@ -546,229 +541,6 @@ impl Collection {
         self.replaced.store(true, Ordering::Release);
         self.close();
     }
-
-    /// Runs `f` with a read connection on the reader threads of `lane`. A
-    /// query lane read is stopped inside SQLite (progress handler) once it
-    /// has run `QUERY_TIMEOUT`, or as soon as its caller stops waiting; one
-    /// whose caller left while it queued does not start.
-    pub(super) async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
-        lane: Lane,
-        f: impl FnOnce(&Collection, &Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let this = self.clone();
-        let (tx, rx) = oneshot::channel();
-        let gone = Arc::new(AtomicBool::new(false));
-        let _left = CallerGone(gone.clone());
-        // Held by the job, so the collection stays open until it is done
-        // (its caller may stop waiting sooner).
-        let using = self.enter();
-        super::readers::submit(
-            lane,
-            Box::new(move || {
-                let _using = using;
-                if gone.load(Ordering::Acquire) {
-                    return;
-                }
-                let run = || {
-                    let conn = this.readers.lock().expect("readers lock").pop();
-                    let mut conn = match conn {
-                        Some(c) => c,
-                        None => open_reader(&this.path)?,
-                    };
-                    let timed = lane == Lane::Query;
-                    if timed {
-                        let until = Instant::now() + this.query_timeout;
-                        let gone = gone.clone();
-                        conn.progress_handler(
-                            PROGRESS_OPS,
-                            Some(move || gone.load(Ordering::Acquire) || Instant::now() >= until),
-                        )?;
-                    }
-                    let out = f(&this, &conn);
-                    if timed {
-                        conn.progress_handler(0, None::<fn() -> bool>)?;
-                    }
-                    let mut pool = this.readers.lock().expect("readers lock");
-                    if pool.len() < POOLED_READERS {
-                        pool.push(conn);
-                    }
-                    out.map_err(|e| interrupted(e, &gone, this.query_timeout))
-                };
-                let _ = tx.send(run());
-            }),
-        )?;
-        rx.instrument(self.span("sqlite.read"))
-            .await
-            .map_err(|_| Error::internal("a reader thread dropped the request"))?
-    }
-
-    /// Reads one record (from the record cache when it holds it).
-    pub async fn get(self: &Arc<Self>, id: RecordId) -> Result<Arc<Record>> {
-        let using = self.enter();
-        if let Some(r) = using.cache.get(id.as_str()) {
-            return Ok(r);
-        }
-        let token = using.cache.before_read();
-        let rec = self
-            .read(Lane::Point, move |c, conn| {
-                let mut st = conn.prepare_cached(
-                    "SELECT id, data, json, labels, version, created, updated FROM records WHERE id = ?",
-                )?;
-                st.query_row([id.as_str()], row_record).optional()?.ok_or_else(|| {
-                    Error::not_found(format!("record {:?} not found in {}/{}", id.as_str(), c.namespace, c.name))
-                })
-            })
-            .await?;
-        let rec = Arc::new(rec);
-        using.cache.fill(token, rec.clone());
-        Ok(rec)
-    }
-
-    /// Runs a query: one page, and the total count when asked.
-    pub async fn search(
-        self: &Arc<Self>,
-        q: Query,
-        with_total: bool,
-    ) -> Result<(Page, Option<i64>)> {
-        let plan = query::plan(&self.desc, &q)?;
-        let has_text = !q.text.trim().is_empty();
-        self.read(Lane::Query, move |_, conn| {
-            let page = run_page(conn, &plan).map_err(|e| fts_error(e, has_text))?;
-            let total = if with_total {
-                Some(run_count(conn, &plan).map_err(|e| fts_error(e, has_text))?)
-            } else {
-                None
-            };
-            Ok((page, total))
-        })
-        .await
-    }
-
-    /// Reads every record in insertion order, page by page, handing each to
-    /// `f` with its payload decoded (how the node loads its `system`
-    /// collections at start).
-    pub async fn scan(
-        self: &Arc<Self>,
-        mut f: impl FnMut(&Record, DynamicMessage) -> Result<()>,
-    ) -> Result<()> {
-        let mut token = String::new();
-        loop {
-            let q = Query {
-                page_size: crate::limits::MAX_PAGE_SIZE,
-                page_token: token,
-                ..Default::default()
-            };
-            let (page, _) = self.search(q, false).await?;
-            for (rec, _) in &page.hits {
-                f(rec, super::codec::decode(&self.desc, &rec.data)?)?;
-            }
-            if page.next_token.is_empty() {
-                return Ok(());
-            }
-            token = page.next_token;
-        }
-    }
-
-    /// Counts the records a query selects.
-    pub async fn count(self: &Arc<Self>, q: Query) -> Result<i64> {
-        let plan = query::plan(&self.desc, &q)?;
-        let has_text = !q.text.trim().is_empty();
-        self.read(Lane::Query, move |_, conn| {
-            run_count(conn, &plan).map_err(|e| fts_error(e, has_text))
-        })
-        .await
-    }
-
-    /// Records, bytes on disk (database and WAL) and attached files.
-    pub async fn stats(self: &Arc<Self>) -> Result<Stats> {
-        self.read(Lane::Point, |c, conn| {
-            let records: i64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
-            let (files, file_bytes) = conn.query_row(
-                "SELECT count(*), coalesce(sum(size), 0) FROM files",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let size_bytes = disk_bytes(&c.path) as i64;
-            Ok(Stats {
-                records,
-                size_bytes,
-                files,
-                file_bytes,
-            })
-        })
-        .await
-    }
-
-    /// Bytes the collection holds for its storage quota: the SQLite pages
-    /// in use (free pages left by deletes do not count, so deleting frees
-    /// quota) and its attached files. The WAL is transient and left out.
-    pub async fn used_bytes(self: &Arc<Self>) -> Result<u64> {
-        if let Some(n) = *self.measured.lock().expect("measured lock") {
-            return Ok(n);
-        }
-        let this = self.clone();
-        // Kept only if no write was in flight when the read began and none
-        // was sent before it ended.
-        let writes = self.writes.load(Ordering::Acquire);
-        let settled = self.pending.load(Ordering::Acquire) == 0;
-        self.read(Lane::Point, move |_, conn| {
-            let pragma = |name: &str| -> rusqlite::Result<i64> {
-                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-            };
-            let pages = pragma("page_count")? - pragma("freelist_count")?;
-            let page_size = pragma("page_size")?;
-            let files: i64 =
-                conn.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |r| r.get(0))?;
-            let n = (pages.max(0) * page_size + files.max(0)) as u64;
-            let mut m = this.measured.lock().expect("measured lock");
-            if settled && this.writes.load(Ordering::Acquire) == writes {
-                *m = Some(n);
-            }
-            Ok(n)
-        })
-        .await
-    }
-
-    /// The query plan SQLite picks for a query (for tests and diagnostics).
-    pub async fn explain(self: &Arc<Self>, q: Query) -> Result<String> {
-        let plan = query::plan(&self.desc, &q)?;
-        self.read(Lane::Query, move |_, conn| {
-            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", plan.select))?;
-            let rows = st
-                .query_map(rusqlite::params_from_iter(plan.select_params.iter()), |r| {
-                    r.get::<_, String>(3)
-                })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
-        })
-        .await
-    }
-}
-
-/// SQLite VM steps between checks of a query's budget: a check costs a
-/// clock read; this many steps take well under a millisecond.
-const PROGRESS_OPS: i32 = 10_000;
-
-/// Tells a queued or running read that its caller stopped waiting.
-struct CallerGone(Arc<AtomicBool>);
-
-impl Drop for CallerGone {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// A read the progress handler stopped, as the caller should see it.
-fn interrupted(e: Error, gone: &AtomicBool, budget: std::time::Duration) -> Error {
-    if e.kind != ErrorKind::DeadlineExceeded {
-        return e;
-    }
-    if gone.load(Ordering::Acquire) {
-        return Error::cancelled("the caller went away; the query was stopped");
-    }
-    Error::deadline_exceeded(format!(
-        "the query ran longer than its budget of {budget:?} (--query-timeout) and was stopped: narrow it (filters on indexed fields, fewer or more selective search terms)"
-    ))
 }
 
 #[cfg(test)]
@@ -776,7 +548,7 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::store::codec;
-    use crate::store::query::{Filter, Op, Order, Scalar};
+    use crate::store::query::{Filter, Op, Order, Query, Scalar};
     use crate::store::record::{Labels, Mask};
 
     fn open(dir: &Path, indexes: &[String]) -> Arc<Collection> {
