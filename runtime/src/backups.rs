@@ -246,7 +246,7 @@ impl Backups {
             file_count: manifest.file_count,
             file_bytes: manifest.file_bytes,
             node_id: self.node_id.clone(),
-            source: Some(crate::store::catalog::meta_to_proto(&meta)),
+            source: Some(crate::store::meta::meta_to_proto(&meta)),
         };
         if let Err(e) = self.put(&info).await {
             let _ = std::fs::remove_file(&path);
@@ -398,7 +398,7 @@ impl Backups {
             namespace: ns.to_string(),
             collection: name.to_string(),
             message_type: meta.message_type.clone(),
-            collection_info: crate::store::catalog::meta_to_proto(&meta).encode_to_vec(),
+            collection_info: crate::store::meta::meta_to_proto(&meta).encode_to_vec(),
             descriptor_set: prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
             record_count: 0,
             created_us: crate::util::now_us(),

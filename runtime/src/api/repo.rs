@@ -140,7 +140,7 @@ fn info(m: CollectionMeta, node_id: String, node_address: String) -> proto::Coll
     proto::CollectionInfo {
         node_id,
         node_address,
-        ..crate::store::catalog::meta_to_proto(&m)
+        ..crate::store::meta::meta_to_proto(&m)
     }
 }
 

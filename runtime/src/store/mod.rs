@@ -18,6 +18,7 @@ pub mod codec;
 pub mod collection;
 pub mod file_area;
 pub mod files;
+pub mod meta;
 pub mod query;
 pub mod readers;
 mod reads;
@@ -27,10 +28,11 @@ mod schema;
 mod writer;
 
 pub use admission::Admission;
-pub use catalog::{BackupPolicy, Catalog, CollectionMeta, CollectionUpdate, Types};
+pub use catalog::{Catalog, Types};
 pub use collection::{Collection, Options};
 pub use file_area::FileArea;
 pub use files::{FileChange, FileMeta, FilePage, PutFile};
+pub use meta::{BackupPolicy, CollectionMeta, CollectionUpdate};
 pub use query::{Filter, Op, Order, Query, Scalar};
 pub use record::{
     BatchOutcome, Labels, Mask, MaskPart, Page, Record, WriteOp, Written, check_labels,
