@@ -126,6 +126,12 @@ try {
   const b = await text("tr.peer[data-state='alive']");
   check(b.includes(new URL(NODE_B).host) && b.includes("shop/archive"), `B with its collection: ${b}`);
   await shot("09-mesh");
+  // B's collection, browsed through A: the calls are forwarded to B.
+  await page.click("tr.peer[data-state='alive'] a:text('shop/archive')");
+  await page.waitForURL(/\/console\/c\/shop\/archive$/);
+  const held = await page.locator("p.meta").first().innerText();
+  check(held.includes(new URL(NODE_B).host), `held by B: ${held}`);
+  check((await text("main")).includes("0 found"), "B's empty collection is searched through A");
 
   step = "metrics";
   await page.click("nav a:text('Metrics')");
