@@ -323,3 +323,7 @@ pub const HANDLER_LOG_BYTES: usize = 256 << 10;
 pub const MAX_HANDLER_LOG_LINE: usize = 4096;
 /// Most guest log lines one `ListHandlerLogs` answers with.
 pub const MAX_HANDLER_LOG_PAGE: usize = 1000;
+
+/// The deadline of each API call a console page makes (a handler call from
+/// the Services screen, a forward to the member that holds a collection).
+pub const CONSOLE_CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -155,6 +155,12 @@ impl Console {
         if let Ok(v) = format!("Bearer {}", s.key).parse() {
             m.insert("authorization", v);
         }
+        // A deadline, as a client's would be: a handler call or a forward
+        // to an unresponsive member ends with DEADLINE_EXCEEDED.
+        let secs = crate::limits::CONSOLE_CALL_TIMEOUT.as_secs();
+        if let Ok(v) = format!("{secs}S").parse() {
+            m.insert("grpc-timeout", v);
+        }
         if !ns.is_empty() {
             let v = ns
                 .parse()
