@@ -38,8 +38,8 @@ pub const COMMIT_DURATION: &str = "collector_collection_commit_duration_seconds"
 /// A commit's write of the WAL and its fsync: from SQLite's commit hook
 /// (the COMMIT starting to write) to the commit's return.
 pub const SYNC_DURATION: &str = "collector_collection_sync_duration_seconds";
-/// Records a collection holds (gauge; set once its writer started since
-/// the node did, and by every commit after).
+/// Records a collection holds (gauge; counted at its first write since the
+/// node started, then kept by every commit).
 pub const COLLECTION_RECORDS: &str = "collector_collection_records";
 /// Writes a commit carried (group commit).
 pub const COMMIT_SIZE: &str = "collector_collection_group_commit_size";

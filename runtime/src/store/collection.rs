@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::limits::{MAX_BATCH_OPS, QUERY_TIMEOUT, WRITE_QUEUE};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 /// How a collection is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,10 @@ pub struct Collection {
     pub(super) measured: Mutex<Option<u64>>,
     /// Writes sent since start (so a measure knows if one came meanwhile).
     pub(super) writes: AtomicU64,
+    /// Records it holds, once a writer has counted them (-1 until then):
+    /// kept across its writers, so closing and opening it again does not
+    /// count them again.
+    records: Arc<AtomicI64>,
 }
 
 /// What exists only while a collection is open.
@@ -223,6 +227,7 @@ impl Collection {
             prepared: Arc::new(AtomicBool::new(false)),
             measured: Mutex::new(None),
             writes: AtomicU64::new(0),
+            records: Arc::new(AtomicI64::new(-1)),
         })
     }
 
@@ -315,8 +320,11 @@ impl Collection {
         let live = st.live.as_mut().expect("entered");
         if live.writer.is_none() {
             let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
-            let counted =
-                super::writer::WriterMetrics::of(self.namespace.as_str(), self.name.as_str());
+            let counted = super::writer::WriterMetrics::of(
+                self.namespace.as_str(),
+                self.name.as_str(),
+                self.records.clone(),
+            );
             let queued = counted.queued.clone();
             let previous = st.previous.take();
             let (path, desc, indexes) =

@@ -18,6 +18,7 @@ use crate::util::now_us;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
@@ -78,12 +79,19 @@ pub(super) struct WriterMetrics {
     pub queued: metrics::Gauge,
     /// A commit's own write of the WAL and its fsync.
     pub sync: metrics::Histogram,
-    /// Records the collection holds.
+    /// Records the collection holds: the gauge, and the count behind it
+    /// (the collection's, -1 until a writer counted; see `writer_loop`).
     pub records: metrics::Gauge,
+    /// See `records`.
+    pub held: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl WriterMetrics {
-    pub(super) fn of(ns: &str, name: &str) -> WriterMetrics {
+    pub(super) fn of(
+        ns: &str,
+        name: &str,
+        held: Arc<std::sync::atomic::AtomicI64>,
+    ) -> WriterMetrics {
         let labels = [
             ("namespace", ns.to_string()),
             ("collection", name.to_string()),
@@ -94,6 +102,7 @@ impl WriterMetrics {
             queued: metrics::gauge!(crate::telemetry::WRITE_QUEUE_DEPTH, &labels),
             sync: metrics::histogram!(crate::telemetry::SYNC_DURATION, &labels),
             records: metrics::gauge!(crate::telemetry::COLLECTION_RECORDS, &labels),
+            held,
         }
     }
 }
@@ -111,6 +120,7 @@ pub(super) fn writer_loop(
     counted: WriterMetrics,
     pending: &std::sync::atomic::AtomicUsize,
 ) {
+    let records = &counted.held;
     // SQLite calls the commit hook as a COMMIT starts writing: from there
     // to the commit's return is the WAL write and its fsync.
     let hooked: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
@@ -119,12 +129,15 @@ pub(super) fn writer_loop(
         *hook.lock().expect("commit hook lock") = Some(std::time::Instant::now());
         false
     }));
-    // Counted once as the writer starts (an index-only scan), then kept by
+    // Counted by the collection's first writer since start, then kept by
     // each commit's creates and deletes.
-    let mut records = conn
-        .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
-        .unwrap_or(0);
-    counted.records.set(records as f64);
+    if records.load(Ordering::Acquire) < 0 {
+        let n = conn
+            .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        records.store(n, Ordering::Release);
+    }
+    counted.records.set(records.load(Ordering::Acquire) as f64);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_MAX {
@@ -146,8 +159,8 @@ pub(super) fn writer_loop(
                 .record(at.saturating_duration_since(hook_at).as_secs_f64());
         }
         if done.records != 0 {
-            records += done.records;
-            counted.records.set(records as f64);
+            let now = records.fetch_add(done.records, Ordering::AcqRel) + done.records;
+            counted.records.set(now as f64);
         }
         pending.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
     }
