@@ -280,7 +280,7 @@ impl CollectorRegistry for RegistryApi {
 }
 
 /// The log query a request asks for.
-pub fn log_query(r: &proto::ListHandlerLogsRequest) -> Result<LogQuery, Error> {
+fn log_query(r: &proto::ListHandlerLogsRequest) -> Result<LogQuery, Error> {
     let min_level = match r.min_level.as_str() {
         "" => Level::Trace,
         s => Level::parse(s).ok_or_else(|| {
